@@ -1,0 +1,60 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "CSVFS",
+    platforms: [.macOS(.v14)],
+    products: [
+        .library(name: "CSVFS", targets: ["CSVFS"]),
+        .library(name: "VHDFormat", targets: ["VHDFormat"]),
+        .library(name: "LockManager", targets: ["LockManager"]),
+        .executable(name: "csvfs", targets: ["csvfs"]),
+        .executable(name: "vhdtool", targets: ["vhdtool"]),
+        .executable(name: "dlmtool", targets: ["dlmtool"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
+    ],
+    targets: [
+        // libfuse3 low-level API (system library + static inline shims prefixed cfuse_).
+        .systemLibrary(name: "CFuse", path: "Sources/CFuse", pkgConfig: "fuse3",
+                       providers: [.apt(["libfuse3-dev"])]),
+        // SQLite C API, used with our own VFS that maps the database onto the LUN.
+        .systemLibrary(name: "CSQLite", path: "Sources/CSQLite", providers: [.apt(["libsqlite3-dev"])]),
+        // Syscalls that need _GNU_SOURCE (O_DIRECT, fallocate modes, renameat2 flags), behind prefixed wrappers.
+        .target(name: "CSVFSSystem", path: "Sources/CSVFSSystem", cSettings: [.define("_GNU_SOURCE")]),
+
+        .target(name: "VHDFormat", path: "Sources/VHDFormat"),
+        .target(name: "LockManager",
+                dependencies: [
+                    .product(name: "NIOCore", package: "swift-nio"),
+                    .product(name: "NIOPosix", package: "swift-nio"),
+                    .product(name: "Crypto", package: "swift-crypto"),
+                    .product(name: "Logging", package: "swift-log"),
+                ],
+                path: "Sources/LockManager"),
+        .target(name: "CSVFS",
+                dependencies: [
+                    "CFuse", "CSQLite", "CSVFSSystem",
+                    .product(name: "Logging", package: "swift-log"),
+                ],
+                path: "Sources/CSVFS"),
+
+        .executableTarget(name: "csvfs",
+                          dependencies: ["CSVFS", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+                          path: "tools/csvfs"),
+        .executableTarget(name: "vhdtool",
+                          dependencies: ["VHDFormat", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+                          path: "tools/vhdtool"),
+        .executableTarget(name: "dlmtool",
+                          dependencies: ["LockManager", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+                          path: "tools/dlmtool"),
+
+        .testTarget(name: "CSVFSTests", dependencies: ["CSVFS"], path: "Tests/CSVFSTests"),
+        .testTarget(name: "VHDFormatTests", dependencies: ["VHDFormat"], path: "Tests/VHDFormatTests"),
+        .testTarget(name: "LockManagerTests", dependencies: ["LockManager"], path: "Tests/LockManagerTests"),
+    ]
+)
