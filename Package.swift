@@ -44,7 +44,7 @@ let package = Package(
                 path: "Sources/CSVFS"),
 
         .executableTarget(name: "csvfs",
-                          dependencies: ["CSVFS", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+                          dependencies: ["CSVFS", "CSVFSSystem", .product(name: "ArgumentParser", package: "swift-argument-parser")],
                           path: "tools/csvfs"),
         .executableTarget(name: "vhdtool",
                           dependencies: ["VHDFormat", .product(name: "ArgumentParser", package: "swift-argument-parser")],

@@ -1,1 +1,50 @@
-int csvfs_placeholder(void) { return 0; }
+#include "CSVFSSystem.h"
+#include <fcntl.h>
+#include <errno.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <linux/fs.h>
+#include <spawn.h>
+#include <unistd.h>
+
+int csvfs_open_direct(const char *path, int flags) {
+    return open(path, flags | O_DIRECT | O_CLOEXEC);
+}
+
+int csvfs_o_direct_flag(void) { return O_DIRECT; }
+
+int csvfs_ofd_try_write_lock(int fd, int64_t start, int64_t length) {
+    struct flock lock;
+    memset(&lock, 0, sizeof lock);
+    lock.l_type = F_WRLCK;
+    lock.l_whence = SEEK_SET;
+    lock.l_start = start;
+    lock.l_len = length;
+    return fcntl(fd, F_OFD_SETLK, &lock);
+}
+
+int csvfs_ofd_test_write_lock(int fd, int64_t start, int64_t length, int *held_by_other) {
+    struct flock lock;
+    memset(&lock, 0, sizeof lock);
+    lock.l_type = F_WRLCK;
+    lock.l_whence = SEEK_SET;
+    lock.l_start = start;
+    lock.l_len = length;
+    int result = fcntl(fd, F_OFD_GETLK, &lock);
+    if (result == 0) *held_by_other = (lock.l_type != F_UNLCK);
+    return result;
+}
+
+int csvfs_punch_hole(int fd, int64_t offset, int64_t length) {
+    return fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length);
+}
+
+int64_t csvfs_block_device_size(int fd) {
+    uint64_t size = 0;
+    if (ioctl(fd, BLKGETSIZE64, &size) != 0) return -1;
+    return (int64_t)size;
+}
+
+int csvfs_pipe_cloexec(int fds[2]) { return pipe2(fds, O_CLOEXEC); }
+
+short csvfs_posix_spawn_setsid_flag(void) { return POSIX_SPAWN_SETSID; }

@@ -1,1 +1,28 @@
-int csvfs_placeholder(void);
+#ifndef CSVFS_SYSTEM_H
+#define CSVFS_SYSTEM_H
+#include <stdint.h>
+#include <sys/types.h>
+
+// Thin wrappers over Linux calls whose constants need _GNU_SOURCE, which Swift's Glibc module does not see.
+// Each returns what the syscall returns and leaves errno set.
+
+int csvfs_open_direct(const char *path, int flags);          // open(path, flags | O_DIRECT)
+int csvfs_o_direct_flag(void);                                // the O_DIRECT bit, to recognise it in FUSE open flags
+int csvfs_ofd_try_write_lock(int fd, int64_t start, int64_t length);  // F_OFD_SETLK, F_WRLCK
+int csvfs_ofd_test_write_lock(int fd, int64_t start, int64_t length, int *held_by_other);  // F_OFD_GETLK
+int csvfs_punch_hole(int fd, int64_t offset, int64_t length); // fallocate(PUNCH_HOLE | KEEP_SIZE)
+int64_t csvfs_block_device_size(int fd);                      // BLKGETSIZE64, -1 on error
+int csvfs_pipe_cloexec(int fds[2]);                           // pipe2(fds, O_CLOEXEC)
+short csvfs_posix_spawn_setsid_flag(void);                    // POSIX_SPAWN_SETSID
+
+// Mode bits of fallocate(2) and flags of renameat2(2), as FUSE hands them to us.
+enum {
+    CSVFS_FALLOC_KEEP_SIZE = 0x01,
+    CSVFS_FALLOC_PUNCH_HOLE = 0x02,
+    CSVFS_FALLOC_ZERO_RANGE = 0x10,
+    CSVFS_RENAME_NOREPLACE = 1,
+    CSVFS_RENAME_EXCHANGE = 2,
+    CSVFS_RENAME_WHITEOUT = 4,
+};
+
+#endif

@@ -1,0 +1,61 @@
+import Glibc
+import Synchronization
+
+/// Per-inode reader/writer locks for the data path: I/O holds its inode shared, and whatever moves or frees
+/// the inode's blocks (truncate, hole punching, first writes into unwritten blocks) holds it exclusive, so no
+/// write ever lands in blocks that were given to another file meanwhile.
+final class InodeLocks: Sendable {
+    private final class Lock: @unchecked Sendable {
+        // @unchecked: pthread_rwlock_t is itself the synchronisation; it lives at a stable heap address.
+        let rwlock: UnsafeMutablePointer<pthread_rwlock_t>
+        var users = 0  // guarded by InodeLocks.table
+
+        init() {
+            rwlock = .allocate(capacity: 1)
+            pthread_rwlock_init(rwlock, nil)
+        }
+
+        deinit {
+            pthread_rwlock_destroy(rwlock)
+            rwlock.deallocate()
+        }
+    }
+
+    private let table = Mutex<[UInt64: Lock]>([:])
+
+    func withShared<R, E: Error>(_ ino: UInt64, _ body: () throws(E) -> R) throws(E) -> R {
+        let lock = acquire(ino)
+        pthread_rwlock_rdlock(lock.rwlock)
+        defer {
+            pthread_rwlock_unlock(lock.rwlock)
+            release(ino, lock)
+        }
+        return try body()
+    }
+
+    func withExclusive<R, E: Error>(_ ino: UInt64, _ body: () throws(E) -> R) throws(E) -> R {
+        let lock = acquire(ino)
+        pthread_rwlock_wrlock(lock.rwlock)
+        defer {
+            pthread_rwlock_unlock(lock.rwlock)
+            release(ino, lock)
+        }
+        return try body()
+    }
+
+    private func acquire(_ ino: UInt64) -> Lock {
+        table.withLock { table in
+            let lock = table[ino] ?? Lock()
+            lock.users += 1
+            table[ino] = lock
+            return lock
+        }
+    }
+
+    private func release(_ ino: UInt64, _ lock: Lock) {
+        table.withLock { table in
+            lock.users -= 1
+            if lock.users == 0 { table[ino] = nil }
+        }
+    }
+}

@@ -1,0 +1,363 @@
+import CFuse
+import CSVFSSystem
+import Dispatch
+import Glibc
+import Logging
+
+/// The FUSE adapter: turns low-level FUSE requests into metadata-service and data-path calls.
+/// It holds no filesystem state of its own, so the same code serves any `MetadataService`.
+public final class FUSEFilesystem: Sendable {
+    let service: any MetadataService
+    let data: DataPath
+    let logger: Logger
+    /// How long the kernel may cache names and attributes. A single node sees every change itself.
+    let cacheTimeout: Double = 1.0
+    /// Called once the kernel's INIT is answered, that is when the mount can serve requests.
+    let initialized: @Sendable () -> Void
+
+    public init(service: any MetadataService, data: DataPath, logger: Logger, initialized: @escaping @Sendable () -> Void) {
+        self.service = service
+        self.data = data
+        self.logger = logger
+        self.initialized = initialized
+    }
+
+    private static let maxRequest: UInt32 = 1 << 20
+
+    func initialize(_ connection: UnsafeMutablePointer<fuse_conn_info>) {
+        let wanted = UInt32(FUSE_CAP_ASYNC_READ | FUSE_CAP_ASYNC_DIO | FUSE_CAP_ATOMIC_O_TRUNC | FUSE_CAP_READDIRPLUS
+                            | FUSE_CAP_READDIRPLUS_AUTO | FUSE_CAP_PARALLEL_DIROPS | FUSE_CAP_SPLICE_READ)
+        connection.pointee.want |= wanted & connection.pointee.capable
+        connection.pointee.max_write = Self.maxRequest
+        connection.pointee.max_readahead = Self.maxRequest
+        connection.pointee.max_background = 64
+        connection.pointee.congestion_threshold = 48
+        connection.pointee.time_gran = 1
+        initialized()
+    }
+
+    static func name(_ pointer: UnsafePointer<CChar>) -> [UInt8] {
+        Array(UnsafeRawBufferPointer(start: pointer, count: strlen(pointer)))
+    }
+
+    static func caller(_ request: fuse_req_t) -> Caller {
+        let context = fuse_req_ctx(request)!.pointee
+        return Caller(uid: context.uid, gid: context.gid)
+    }
+
+    // MARK: names
+
+    func lookup(_ reply: consuming FUSEReply, parent: UInt64, name: [UInt8]) {
+        do {
+            reply.entry(try service.lookup(parent: parent, name: name), timeout: cacheTimeout)
+        } catch {
+            if error == .noEntry {
+                reply.negativeEntry(timeout: cacheTimeout)
+            } else {
+                reply.error(error)
+            }
+        }
+    }
+
+    func createNode(_ reply: consuming FUSEReply, parent: UInt64, name: [UInt8], mode: UInt32, rdev: UInt64,
+                    symlinkTarget: [UInt8]? = nil, caller: Caller) {
+        do {
+            let attributes = try service.createNode(parent: parent, name: name, mode: mode, rdev: rdev,
+                                                    symlinkTarget: symlinkTarget, caller: caller)
+            reply.entry(attributes, timeout: cacheTimeout)
+        } catch {
+            reply.error(error)
+        }
+    }
+
+    func create(_ reply: consuming FUSEReply, parent: UInt64, name: [UInt8], mode: UInt32, caller: Caller,
+                file: UnsafeMutablePointer<fuse_file_info>) {
+        do {
+            let attributes = try service.createNode(parent: parent, name: name, mode: mode, rdev: 0,
+                                                    symlinkTarget: nil, caller: caller)
+            service.opened(attributes.ino)
+            reply.create(attributes, timeout: cacheTimeout, file: file)
+        } catch {
+            reply.error(error)
+        }
+    }
+
+    func link(_ reply: consuming FUSEReply, ino: UInt64, newParent: UInt64, newName: [UInt8]) {
+        do {
+            reply.entry(try service.link(ino, newParent: newParent, newName: newName), timeout: cacheTimeout)
+        } catch {
+            reply.error(error)
+        }
+    }
+
+    func rename(_ reply: consuming FUSEReply, parent: UInt64, name: [UInt8], newParent: UInt64, newName: [UInt8], flags: UInt32) {
+        let mode: RenameMode
+        switch flags {
+        case 0: mode = .replace
+        case UInt32(CSVFS_RENAME_NOREPLACE): mode = .noReplace
+        case UInt32(CSVFS_RENAME_EXCHANGE): mode = .exchange
+        default:
+            reply.error(.invalid)
+            return
+        }
+        perform(reply) { () throws(Errno) in
+            try service.rename(parent: parent, name: name, newParent: newParent, newName: newName, mode: mode)
+        }
+    }
+
+    /// Runs an operation whose only answer is success or an errno.
+    func perform(_ reply: consuming FUSEReply, _ operation: () throws(Errno) -> Void) {
+        do {
+            try operation()
+            reply.ok()
+        } catch {
+            reply.error(error)
+        }
+    }
+
+    // MARK: attributes
+
+    func getattr(_ reply: consuming FUSEReply, ino: UInt64) {
+        do {
+            reply.attributes(try service.attributes(ino), timeout: cacheTimeout)
+        } catch {
+            reply.error(error)
+        }
+    }
+
+    func setattr(_ reply: consuming FUSEReply, ino: UInt64, attributes: Glibc.stat, toSet: Int32) {
+        var changes = AttributeChanges()
+        func has(_ flag: Int32) -> Bool { toSet & flag != 0 }
+        if has(FUSE_SET_ATTR_MODE) { changes.mode = attributes.st_mode }
+        if has(FUSE_SET_ATTR_UID) { changes.uid = attributes.st_uid }
+        if has(FUSE_SET_ATTR_GID) { changes.gid = attributes.st_gid }
+        if has(FUSE_SET_ATTR_SIZE) {
+            guard attributes.st_size >= 0 else {
+                reply.error(.invalid)
+                return
+            }
+            changes.size = UInt64(attributes.st_size)
+        }
+        if has(FUSE_SET_ATTR_ATIME_NOW) { changes.atime = .now }
+        else if has(FUSE_SET_ATTR_ATIME) { changes.atime = .at(FUSEAttributes.nanoseconds(attributes.st_atim)) }
+        if has(FUSE_SET_ATTR_MTIME_NOW) { changes.mtime = .now }
+        else if has(FUSE_SET_ATTR_MTIME) { changes.mtime = .at(FUSEAttributes.nanoseconds(attributes.st_mtim)) }
+        do {
+            let changes = changes
+            let result = try changes.size == nil
+                ? service.setAttributes(ino, changes)
+                : data.withBlocksChanging(ino) { () throws(Errno) in try service.setAttributes(ino, changes) }
+            reply.attributes(result, timeout: cacheTimeout)
+        } catch {
+            reply.error(error)
+        }
+    }
+
+    func readlink(_ reply: consuming FUSEReply, ino: UInt64) {
+        do {
+            reply.readlink(try service.readlink(ino))
+        } catch {
+            reply.error(error)
+        }
+    }
+
+    // MARK: files
+
+    func open(_ reply: consuming FUSEReply, ino: UInt64, file: UnsafeMutablePointer<fuse_file_info>) {
+        do {
+            let attributes = try service.attributes(ino)
+            if attributes.isDirectory {
+                reply.error(.isDirectory)
+                return
+            }
+            if file.pointee.flags & O_TRUNC != 0, attributes.size > 0, file.pointee.flags & O_ACCMODE != O_RDONLY {
+                _ = try data.withBlocksChanging(ino) { () throws(Errno) in
+                    try service.setAttributes(ino, AttributeChanges(size: 0))
+                }
+            }
+            service.opened(ino)
+            reply.open(file)
+        } catch {
+            reply.error(error)
+        }
+    }
+
+    func read(_ reply: consuming FUSEReply, ino: UInt64, size: Int, offset: Int64) {
+        guard offset >= 0 else {
+            reply.error(.invalid)
+            return
+        }
+        do {
+            let request = reply.request
+            _ = try data.read(ino, offset: offset, count: size) { bytes in
+                fuse_reply_buf(request, bytes.baseAddress?.assumingMemoryBound(to: CChar.self), bytes.count)
+            }
+            reply.sent()
+        } catch {
+            reply.error(error)
+        }
+    }
+
+    func write(_ reply: consuming FUSEReply, ino: UInt64, bytes: UnsafeRawBufferPointer, offset: Int64) {
+        guard offset >= 0 else {
+            reply.error(.invalid)
+            return
+        }
+        do {
+            try data.write(ino, offset: offset, data: bytes)
+            reply.written(bytes.count)
+        } catch {
+            reply.error(error)
+        }
+    }
+
+    func flush(_ reply: consuming FUSEReply, ino: UInt64) {
+        perform(reply) { () throws(Errno) in try service.commit() }
+    }
+
+    func release(_ reply: consuming FUSEReply, ino: UInt64) {
+        perform(reply) { () throws(Errno) in try service.released(ino) }
+    }
+
+    /// fsync and fsyncdir: answered from a worker so a slow device flush does not hold a FUSE thread.
+    func fsync(_ reply: consuming FUSEReply) {
+        let service = service
+        let pending = PendingReply(reply)
+        DispatchQueue.global().async {
+            let reply = pending.take()
+            do throws(Errno) {
+                try service.sync()
+                reply.ok()
+            } catch {
+                reply.error(error)
+            }
+        }
+    }
+
+    func fallocate(_ reply: consuming FUSEReply, ino: UInt64, mode: Int32, offset: Int64, length: Int64) {
+        guard offset >= 0, length > 0 else {
+            reply.error(.invalid)
+            return
+        }
+        let keepSize = mode & Int32(CSVFS_FALLOC_KEEP_SIZE) != 0
+        let kind: FallocateMode
+        switch mode & ~Int32(CSVFS_FALLOC_KEEP_SIZE) {
+        case 0: kind = .allocate(keepSize: keepSize)
+        case Int32(CSVFS_FALLOC_PUNCH_HOLE) where keepSize: kind = .punchHole
+        case Int32(CSVFS_FALLOC_ZERO_RANGE): kind = .zeroRange(keepSize: keepSize)
+        default:
+            reply.error(.notSupported)
+            return
+        }
+        guard offset <= Int64.max - length else {
+            reply.error(.fileTooBig)
+            return
+        }
+        perform(reply) { () throws(Errno) in
+            try data.withBlocksChanging(ino) { () throws(Errno) in
+                try service.fallocate(ino, offset..<(offset + length), mode: kind)
+            }
+        }
+    }
+
+    // MARK: directories
+
+    func readdir(_ reply: consuming FUSEReply, ino: UInt64, size: Int, offset: Int64, plus: Bool) {
+        do {
+            // Each entry needs at least 24 (plain) or 152 (plus) bytes; ask for about what fits.
+            let limit = max(1, size / (plus ? 160 : 32))
+            let entries = try service.readdir(ino, after: offset, limit: limit, plus: plus)
+            var buffer = [UInt8](repeating: 0, count: size)
+            var used = 0
+            let request = reply.request
+            buffer.withUnsafeMutableBytes { raw in
+                let buffer = raw.bindMemory(to: CChar.self)
+                for entry in entries {
+                    var name = entry.name.map { CChar(bitPattern: $0) }
+                    name.append(0)
+                    let remaining = size - used
+                    let needed: Int
+                    if plus {
+                        var parameters = fuse_entry_param()
+                        if let attributes = entry.attributes, entry.name != [46], entry.name != [46, 46] {
+                            parameters = FUSEAttributes.entry(attributes, timeout: cacheTimeout)
+                        } else {
+                            parameters.attr.st_ino = UInt(entry.ino)
+                            parameters.attr.st_mode = entry.mode
+                        }
+                        needed = fuse_add_direntry_plus(request, buffer.baseAddress! + used, remaining, name, &parameters, off_t(entry.nextCookie))
+                    } else {
+                        var status = Glibc.stat()
+                        status.st_ino = UInt(entry.ino)
+                        status.st_mode = entry.mode
+                        needed = fuse_add_direntry(request, buffer.baseAddress! + used, remaining, name, &status, off_t(entry.nextCookie))
+                    }
+                    if needed > remaining { break }
+                    used += needed
+                }
+            }
+            reply.bytes(buffer, count: used)
+        } catch {
+            reply.error(error)
+        }
+    }
+
+    // MARK: extended attributes
+
+    func setxattr(_ reply: consuming FUSEReply, ino: UInt64, name: [UInt8], value: [UInt8], flags: Int32) {
+        if name.starts(with: Array("system.".utf8)) {
+            reply.error(.notSupported)
+            return
+        }
+        perform(reply) { () throws(Errno) in
+            try service.setXattr(ino, name: name, value: value, create: flags & 1 != 0, replace: flags & 2 != 0)
+        }
+    }
+
+    func getxattr(_ reply: consuming FUSEReply, ino: UInt64, name: [UInt8], size: Int) {
+        do {
+            let value = try service.getXattr(ino, name: name)
+            if size == 0 {
+                reply.xattrSize(value.count)
+            } else if value.count > size {
+                reply.error(.range)
+            } else {
+                reply.bytes(value)
+            }
+        } catch {
+            reply.error(error)
+        }
+    }
+
+    func listxattr(_ reply: consuming FUSEReply, ino: UInt64, size: Int) {
+        do {
+            let list: [UInt8] = try service.listXattrs(ino).flatMap { $0 + [UInt8(0)] }
+            if size == 0 {
+                reply.xattrSize(list.count)
+            } else if list.count > size {
+                reply.error(.range)
+            } else {
+                reply.bytes(list)
+            }
+        } catch {
+            reply.error(error)
+        }
+    }
+
+    func removexattr(_ reply: consuming FUSEReply, ino: UInt64, name: [UInt8]) {
+        perform(reply) { () throws(Errno) in try service.removeXattr(ino, name: name) }
+    }
+}
+
+/// Carries a reply into async work exactly once.
+final class PendingReply: @unchecked Sendable {
+    // @unchecked: taken once, by the one closure that owns this box.
+    private var reply: FUSEReply?
+
+    init(_ reply: consuming FUSEReply) { self.reply = consume reply }
+
+    func take() -> FUSEReply {
+        guard let reply = reply.take() else { fatalError("reply taken twice") }
+        return reply
+    }
+}

@@ -1,0 +1,110 @@
+import CFuse
+import Glibc
+
+/// The libfuse low-level operation table. Each entry finds the filesystem through the request's user data
+/// and hands it a `FUSEReply`; operations left out answer ENOSYS (libfuse does that for a nil entry).
+enum FUSEOperations {
+    static func filesystem(_ request: fuse_req_t?) -> FUSEFilesystem {
+        Unmanaged<FUSEFilesystem>.fromOpaque(fuse_req_userdata(request)!).takeUnretainedValue()
+    }
+
+    static func make() -> fuse_lowlevel_ops {
+        var ops = fuse_lowlevel_ops()
+        ops.`init` = { userdata, connection in
+            Unmanaged<FUSEFilesystem>.fromOpaque(userdata!).takeUnretainedValue().initialize(connection!)
+        }
+        ops.lookup = { request, parent, name in
+            FUSEOperations.filesystem(request).lookup(FUSEReply(request!), parent: parent, name: FUSEFilesystem.name(name!))
+        }
+        ops.forget = { request, _, _ in FUSEReply(request!).none() }
+        ops.forget_multi = { request, _, _ in FUSEReply(request!).none() }
+        ops.getattr = { request, ino, _ in FUSEOperations.filesystem(request).getattr(FUSEReply(request!), ino: ino) }
+        ops.setattr = { request, ino, attributes, toSet, _ in
+            FUSEOperations.filesystem(request).setattr(FUSEReply(request!), ino: ino, attributes: attributes!.pointee, toSet: toSet)
+        }
+        ops.readlink = { request, ino in FUSEOperations.filesystem(request).readlink(FUSEReply(request!), ino: ino) }
+        ops.mknod = { request, parent, name, mode, rdev in
+            let type = mode & UInt32(Glibc.S_IFMT)
+            guard type == UInt32(Glibc.S_IFREG) || type == UInt32(Glibc.S_IFIFO) || type == UInt32(Glibc.S_IFSOCK)
+                    || type == UInt32(Glibc.S_IFCHR) || type == UInt32(Glibc.S_IFBLK) else {
+                FUSEReply(request!).error(.invalid)
+                return
+            }
+            FUSEOperations.filesystem(request).createNode(FUSEReply(request!), parent: parent, name: FUSEFilesystem.name(name!),
+                                           mode: mode, rdev: UInt64(rdev), caller: FUSEFilesystem.caller(request!))
+        }
+        ops.mkdir = { request, parent, name, mode in
+            FUSEOperations.filesystem(request).createNode(FUSEReply(request!), parent: parent, name: FUSEFilesystem.name(name!),
+                                           mode: (mode & 0o7777) | UInt32(Glibc.S_IFDIR), rdev: 0, caller: FUSEFilesystem.caller(request!))
+        }
+        ops.symlink = { request, target, parent, name in
+            FUSEOperations.filesystem(request).createNode(FUSEReply(request!), parent: parent, name: FUSEFilesystem.name(name!),
+                                           mode: UInt32(Glibc.S_IFLNK) | 0o777, rdev: 0, symlinkTarget: FUSEFilesystem.name(target!),
+                                           caller: FUSEFilesystem.caller(request!))
+        }
+        ops.unlink = { request, parent, name in
+            let fs = FUSEOperations.filesystem(request)
+            fs.perform(FUSEReply(request!)) { () throws(Errno) in try fs.service.unlink(parent: parent, name: FUSEFilesystem.name(name!)) }
+        }
+        ops.rmdir = { request, parent, name in
+            let fs = FUSEOperations.filesystem(request)
+            fs.perform(FUSEReply(request!)) { () throws(Errno) in try fs.service.rmdir(parent: parent, name: FUSEFilesystem.name(name!)) }
+        }
+        ops.rename = { request, parent, name, newParent, newName, flags in
+            FUSEOperations.filesystem(request).rename(FUSEReply(request!), parent: parent, name: FUSEFilesystem.name(name!),
+                                       newParent: newParent, newName: FUSEFilesystem.name(newName!), flags: flags)
+        }
+        ops.link = { request, ino, newParent, newName in
+            FUSEOperations.filesystem(request).link(FUSEReply(request!), ino: ino, newParent: newParent, newName: FUSEFilesystem.name(newName!))
+        }
+        ops.open = { request, ino, file in FUSEOperations.filesystem(request).open(FUSEReply(request!), ino: ino, file: file!) }
+        ops.create = { request, parent, name, mode, file in
+            FUSEOperations.filesystem(request).create(FUSEReply(request!), parent: parent, name: FUSEFilesystem.name(name!),
+                                       mode: mode, caller: FUSEFilesystem.caller(request!), file: file!)
+        }
+        ops.read = { request, ino, size, offset, _ in
+            FUSEOperations.filesystem(request).read(FUSEReply(request!), ino: ino, size: size, offset: Int64(offset))
+        }
+        ops.write = { request, ino, buffer, size, offset, _ in
+            FUSEOperations.filesystem(request).write(FUSEReply(request!), ino: ino, bytes: UnsafeRawBufferPointer(start: buffer, count: size),
+                                      offset: Int64(offset))
+        }
+        ops.flush = { request, ino, _ in FUSEOperations.filesystem(request).flush(FUSEReply(request!), ino: ino) }
+        ops.release = { request, ino, _ in FUSEOperations.filesystem(request).release(FUSEReply(request!), ino: ino) }
+        ops.fsync = { request, _, _, _ in FUSEOperations.filesystem(request).fsync(FUSEReply(request!)) }
+        ops.opendir = { request, ino, file in
+            let fs = FUSEOperations.filesystem(request)
+            do throws(Errno) {
+                let attributes = try fs.service.attributes(ino)
+                guard attributes.isDirectory else { throw Errno.notDirectory }
+                FUSEReply(request!).open(file!)
+            } catch {
+                FUSEReply(request!).error(error)
+            }
+        }
+        ops.readdir = { request, ino, size, offset, _ in
+            FUSEOperations.filesystem(request).readdir(FUSEReply(request!), ino: ino, size: size, offset: Int64(offset), plus: false)
+        }
+        ops.readdirplus = { request, ino, size, offset, _ in
+            FUSEOperations.filesystem(request).readdir(FUSEReply(request!), ino: ino, size: size, offset: Int64(offset), plus: true)
+        }
+        ops.releasedir = { request, _, _ in FUSEReply(request!).ok() }
+        ops.fsyncdir = { request, _, _, _ in FUSEOperations.filesystem(request).fsync(FUSEReply(request!)) }
+        ops.statfs = { request, _ in FUSEReply(request!).statfs(FUSEOperations.filesystem(request).service.statistics()) }
+        ops.setxattr = { request, ino, name, value, size, flags in
+            let bytes = size > 0 ? Array(UnsafeRawBufferPointer(start: value, count: size)) : []
+            FUSEOperations.filesystem(request).setxattr(FUSEReply(request!), ino: ino, name: FUSEFilesystem.name(name!), value: bytes, flags: flags)
+        }
+        ops.getxattr = { request, ino, name, size in
+            FUSEOperations.filesystem(request).getxattr(FUSEReply(request!), ino: ino, name: FUSEFilesystem.name(name!), size: size)
+        }
+        ops.listxattr = { request, ino, size in FUSEOperations.filesystem(request).listxattr(FUSEReply(request!), ino: ino, size: size) }
+        ops.removexattr = { request, ino, name in
+            FUSEOperations.filesystem(request).removexattr(FUSEReply(request!), ino: ino, name: FUSEFilesystem.name(name!))
+        }
+        ops.fallocate = { request, ino, mode, offset, length, _ in
+            FUSEOperations.filesystem(request).fallocate(FUSEReply(request!), ino: ino, mode: mode, offset: Int64(offset), length: Int64(length))
+        }
+        return ops
+    }
+}

@@ -1,0 +1,71 @@
+import CFuse
+import Dispatch
+import Foundation
+import Glibc
+import Logging
+
+public enum MountError: Error, CustomStringConvertible {
+    case missingMountpoint(String)
+    case notADirectory(String)
+    case sessionFailed(String)
+    case mountFailed(String)
+
+    public var description: String {
+        switch self {
+        case .missingMountpoint(let path): return "mountpoint \(path) does not exist"
+        case .notADirectory(let path): return "mountpoint \(path) is not a directory"
+        case .sessionFailed(let why): return "cannot start FUSE session: \(why)"
+        case .mountFailed(let path): return "cannot mount on \(path) (is FUSE available, and are you root?)"
+        }
+    }
+}
+
+/// Serves a volume through the kernel's FUSE device until it is unmounted or the process is told to stop.
+public enum FUSESession {
+    public static func checkMountpoint(_ path: String) throws(MountError) {
+        var status = stat()
+        guard stat(path, &status) == 0 else { throw .missingMountpoint(path) }
+        guard status.st_mode & S_IFMT == S_IFDIR else { throw .notADirectory(path) }
+    }
+
+    /// Mounts, calls `ready` once the kernel has initialised the mount, and serves requests until unmount or SIGTERM/SIGINT.
+    public static func serve(volume: Volume, lunPath: String, mountpoint: String, options: [String],
+                             logger: Logger, ready: @escaping @Sendable () -> Void) throws {
+        try checkMountpoint(mountpoint)
+        let filesystem = FUSEFilesystem(service: volume.service, data: volume.data, logger: logger, initialized: ready)
+        let userdata = Unmanaged.passRetained(filesystem)
+        defer { userdata.release() }
+
+        let fsname = lunPath.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: ",", with: "\\,")
+        let allOptions = ["allow_other", "default_permissions", "fsname=\(fsname)", "subtype=csvfs"] + options
+        let arguments: [String] = ["csvfs", "-o", allOptions.joined(separator: ",")]
+        let argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) }
+        defer { argv.forEach { free($0) } }
+        var argvPointers = argv + [nil]
+        var operations = FUSEOperations.make()
+        let session = argvPointers.withUnsafeMutableBufferPointer { pointers -> OpaquePointer? in
+            var args = cfuse_args_empty()
+            args.argc = Int32(argv.count)
+            args.argv = pointers.baseAddress
+            return fuse_session_new(&args, &operations, MemoryLayout<fuse_lowlevel_ops>.size, userdata.toOpaque())
+        }
+        guard let session else { throw MountError.sessionFailed("bad mount options: \(options.joined(separator: ","))") }
+        defer { fuse_session_destroy(session) }
+        guard fuse_set_signal_handlers(session) == 0 else { throw MountError.sessionFailed("cannot install signal handlers") }
+        defer { fuse_remove_signal_handlers(session) }
+        guard fuse_session_mount(session, mountpoint) == 0 else { throw MountError.mountFailed(mountpoint) }
+        defer { fuse_session_unmount(session) }
+
+        // Sizes and times of overwrites are committed at least once a second.
+        let committer = DispatchSource.makeTimerSource(queue: DispatchQueue.global())
+        committer.schedule(deadline: .now() + 1, repeating: 1)
+        let service = volume.service
+        committer.setEventHandler { try? service.commit() }
+        committer.resume()
+        defer { committer.cancel() }
+
+        logger.info("mounted", metadata: ["lun": "\(lunPath)", "mountpoint": "\(mountpoint)"])
+        let result = cfuse_session_loop_mt(session, 16, 64)
+        logger.info("unmounting", metadata: ["loop": "\(result)"])
+    }
+}

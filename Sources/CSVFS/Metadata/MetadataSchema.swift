@@ -1,0 +1,31 @@
+/// The metadata database's tables. One transaction per namespace operation; see DESIGN.md.
+enum MetadataSchema {
+    static let version: Int64 = 1
+
+    /// Statements run once, at format time, inside one transaction.
+    static let create = """
+    CREATE TABLE inodes(
+        ino INTEGER PRIMARY KEY AUTOINCREMENT,
+        mode INTEGER NOT NULL, nlink INTEGER NOT NULL, uid INTEGER NOT NULL, gid INTEGER NOT NULL,
+        size INTEGER NOT NULL DEFAULT 0, allocated INTEGER NOT NULL DEFAULT 0, rdev INTEGER NOT NULL DEFAULT 0,
+        atime INTEGER NOT NULL, mtime INTEGER NOT NULL, ctime INTEGER NOT NULL,
+        parent INTEGER NOT NULL DEFAULT 0,   -- directories only: the directory holding it ('..')
+        target BLOB                          -- symlinks only
+    );
+    -- Directory entries; the id is the stable readdir cookie.
+    CREATE TABLE dirents(id INTEGER PRIMARY KEY AUTOINCREMENT, parent INTEGER NOT NULL, name BLOB NOT NULL,
+                         ino INTEGER NOT NULL, mode INTEGER NOT NULL);
+    CREATE UNIQUE INDEX dirents_by_name ON dirents(parent, name);
+    CREATE INDEX dirents_by_cookie ON dirents(parent, id);
+    CREATE TABLE extents(ino INTEGER NOT NULL, logical INTEGER NOT NULL, physical INTEGER NOT NULL,
+                         length INTEGER NOT NULL, unwritten INTEGER NOT NULL,
+                         PRIMARY KEY(ino, logical)) WITHOUT ROWID;
+    CREATE TABLE free_space(start INTEGER PRIMARY KEY, length INTEGER NOT NULL);
+    CREATE INDEX free_space_by_length ON free_space(length, start);
+    CREATE TABLE xattrs(ino INTEGER NOT NULL, name BLOB NOT NULL, value BLOB NOT NULL,
+                        PRIMARY KEY(ino, name)) WITHOUT ROWID;
+    -- Inodes with no name left but still open; reclaimed at last close, or at the next mount after a crash.
+    CREATE TABLE orphans(ino INTEGER PRIMARY KEY);
+    CREATE TABLE volume(key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+    """
+}

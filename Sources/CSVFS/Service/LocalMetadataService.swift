@@ -1,0 +1,121 @@
+import Synchronization
+
+/// The metadata service on the node that owns the volume's metadata: calls go straight to the SQLite store,
+/// one at a time.
+public final class LocalMetadataService: MetadataService {
+    private let store: Mutex<MetadataStore>
+    private let lun: FileDescriptor
+
+    init(store: sending MetadataStore, lun: FileDescriptor) {
+        self.store = Mutex(store)
+        self.lun = lun
+    }
+
+    private func locked<R: Sendable>(_ body: (MetadataStore) throws(Errno) -> R) throws(Errno) -> R {
+        try store.withLock { (store) throws(Errno) -> R in try body(store) }
+    }
+
+    public func lookup(parent: UInt64, name: [UInt8]) throws(Errno) -> InodeAttributes {
+        try locked { (store) throws(Errno) in try store.lookup(parent: parent, name: name) }
+    }
+
+    public func attributes(_ ino: UInt64) throws(Errno) -> InodeAttributes {
+        try locked { (store) throws(Errno) in try store.attributes(ino) }
+    }
+
+    public func setAttributes(_ ino: UInt64, _ changes: AttributeChanges) throws(Errno) -> InodeAttributes {
+        try locked { (store) throws(Errno) in try store.setAttributes(ino, changes) }
+    }
+
+    public func createNode(parent: UInt64, name: [UInt8], mode: UInt32, rdev: UInt64, symlinkTarget: [UInt8]?,
+                           caller: Caller) throws(Errno) -> InodeAttributes {
+        try locked { (store) throws(Errno) in
+            try store.createNode(parent: parent, name: name, mode: mode, rdev: rdev, symlinkTarget: symlinkTarget, caller: caller)
+        }
+    }
+
+    public func readlink(_ ino: UInt64) throws(Errno) -> [UInt8] {
+        try locked { (store) throws(Errno) in try store.readlink(ino) }
+    }
+
+    public func link(_ ino: UInt64, newParent: UInt64, newName: [UInt8]) throws(Errno) -> InodeAttributes {
+        try locked { (store) throws(Errno) in try store.link(ino: ino, newParent: newParent, newName: newName) }
+    }
+
+    public func unlink(parent: UInt64, name: [UInt8]) throws(Errno) {
+        try locked { (store) throws(Errno) in try store.unlink(parent: parent, name: name) }
+    }
+
+    public func rmdir(parent: UInt64, name: [UInt8]) throws(Errno) {
+        try locked { (store) throws(Errno) in try store.rmdir(parent: parent, name: name) }
+    }
+
+    public func rename(parent: UInt64, name: [UInt8], newParent: UInt64, newName: [UInt8], mode: RenameMode) throws(Errno) {
+        try locked { (store) throws(Errno) in
+            try store.rename(parent: parent, name: name, newParent: newParent, newName: newName, mode: mode)
+        }
+    }
+
+    public func readdir(_ ino: UInt64, after cookie: Int64, limit: Int, plus: Bool) throws(Errno) -> [DirectoryEntry] {
+        try locked { (store) throws(Errno) in try store.readdir(ino, after: cookie, limit: limit, plus: plus) }
+    }
+
+    public func setXattr(_ ino: UInt64, name: [UInt8], value: [UInt8], create: Bool, replace: Bool) throws(Errno) {
+        try locked { (store) throws(Errno) in try store.setXattr(ino, name: name, value: value, create: create, replace: replace) }
+    }
+
+    public func getXattr(_ ino: UInt64, name: [UInt8]) throws(Errno) -> [UInt8] {
+        try locked { (store) throws(Errno) in try store.getXattr(ino, name: name) }
+    }
+
+    public func listXattrs(_ ino: UInt64) throws(Errno) -> [[UInt8]] {
+        try locked { (store) throws(Errno) in try store.listXattrs(ino) }
+    }
+
+    public func removeXattr(_ ino: UInt64, name: [UInt8]) throws(Errno) {
+        try locked { (store) throws(Errno) in try store.removeXattr(ino, name: name) }
+    }
+
+    public func statistics() -> VolumeStatistics {
+        store.withLock { $0.statistics() }
+    }
+
+    public func opened(_ ino: UInt64) {
+        store.withLock { $0.opened(ino) }
+    }
+
+    public func released(_ ino: UInt64) throws(Errno) {
+        try locked { (store) throws(Errno) in try store.released(ino) }
+    }
+
+    public func mapping(_ ino: UInt64, _ range: Range<Int64>) throws(Errno) -> (size: UInt64, segments: [FileSegment]) {
+        try store.withLock { (store) throws(Errno) in try store.mapping(ino, range) }
+    }
+
+    public func prepareWrite(_ ino: UInt64, _ range: Range<Int64>) throws(Errno) -> [FileSegment] {
+        try locked { (store) throws(Errno) in try store.prepareWrite(ino, range) }
+    }
+
+    public func completeWrite(_ ino: UInt64, filled: [Range<Int64>], end: Int64) throws(Errno) {
+        try locked { (store) throws(Errno) in try store.completeWrite(ino, filled: filled, end: end) }
+    }
+
+    public func fallocate(_ ino: UInt64, _ range: Range<Int64>, mode: FallocateMode) throws(Errno) {
+        try locked { (store) throws(Errno) in try store.fallocate(ino, range, mode: mode) }
+    }
+
+    public func commit() throws(Errno) {
+        try locked { (store) throws(Errno) in try store.flushPendingWrites() }
+    }
+
+    public func sync() throws(Errno) {
+        try commit()
+        // Database, WAL and file data all live in the LUN: one flush of it makes all of them durable.
+        try lun.dataSync()
+    }
+
+    /// Checkpoints and leaves the database with nothing to replay; the service must not be used afterwards.
+    func close() {
+        store.withLock { $0.close() }
+    }
+}

@@ -1,0 +1,42 @@
+/// The one protocol between the FUSE adapter and the metadata engine.
+///
+/// `LocalMetadataService` implements it on the node that owns the metadata (the coordinator); a remote
+/// implementation will send the same calls to the coordinator, so the FUSE code serves both roles.
+public protocol MetadataService: Sendable {
+    func lookup(parent: UInt64, name: [UInt8]) throws(Errno) -> InodeAttributes
+    func attributes(_ ino: UInt64) throws(Errno) -> InodeAttributes
+    func setAttributes(_ ino: UInt64, _ changes: AttributeChanges) throws(Errno) -> InodeAttributes
+    func createNode(parent: UInt64, name: [UInt8], mode: UInt32, rdev: UInt64, symlinkTarget: [UInt8]?,
+                    caller: Caller) throws(Errno) -> InodeAttributes
+    func readlink(_ ino: UInt64) throws(Errno) -> [UInt8]
+    func link(_ ino: UInt64, newParent: UInt64, newName: [UInt8]) throws(Errno) -> InodeAttributes
+    func unlink(parent: UInt64, name: [UInt8]) throws(Errno)
+    func rmdir(parent: UInt64, name: [UInt8]) throws(Errno)
+    func rename(parent: UInt64, name: [UInt8], newParent: UInt64, newName: [UInt8], mode: RenameMode) throws(Errno)
+    /// Entries after `cookie` (0 starts at "."), at most about `limit` of them.
+    func readdir(_ ino: UInt64, after cookie: Int64, limit: Int, plus: Bool) throws(Errno) -> [DirectoryEntry]
+
+    func setXattr(_ ino: UInt64, name: [UInt8], value: [UInt8], create: Bool, replace: Bool) throws(Errno)
+    func getXattr(_ ino: UInt64, name: [UInt8]) throws(Errno) -> [UInt8]
+    func listXattrs(_ ino: UInt64) throws(Errno) -> [[UInt8]]
+    func removeXattr(_ ino: UInt64, name: [UInt8]) throws(Errno)
+
+    func statistics() -> VolumeStatistics
+
+    /// Open files keep their data after their last name goes, until `released`.
+    func opened(_ ino: UInt64)
+    func released(_ ino: UInt64) throws(Errno)
+
+    /// Where `range` of the file lives, and the file's size; allocates nothing.
+    func mapping(_ ino: UInt64, _ range: Range<Int64>) throws(Errno) -> (size: UInt64, segments: [FileSegment])
+    /// Allocates the holes of `range` (as unwritten extents) and returns its segments.
+    func prepareWrite(_ ino: UInt64, _ range: Range<Int64>) throws(Errno) -> [FileSegment]
+    /// After the data is on the LUN: blocks in `filled` become written, the size grows to `end`.
+    func completeWrite(_ ino: UInt64, filled: [Range<Int64>], end: Int64) throws(Errno)
+    func fallocate(_ ino: UInt64, _ range: Range<Int64>, mode: FallocateMode) throws(Errno)
+
+    /// Commits what is held in memory (sizes and times of plain overwrites).
+    func commit() throws(Errno)
+    /// Makes everything done so far durable on the LUN.
+    func sync() throws(Errno)
+}

@@ -1,0 +1,43 @@
+import Glibc
+
+/// A POSIX error number, the one currency of failure between the filesystem layers and the FUSE adapter.
+public struct Errno: Error, Equatable, Hashable, Sendable, CustomStringConvertible {
+    public let code: Int32
+
+    public init(_ code: Int32) { self.code = code }
+
+    /// The calling thread's errno, read right after a failed call.
+    public static var current: Errno { Errno(errno) }
+
+    public var description: String { String(cString: strerror(code)) }
+
+    public static let noEntry = Errno(ENOENT)
+    public static let exists = Errno(EEXIST)
+    public static let notEmpty = Errno(ENOTEMPTY)
+    public static let isDirectory = Errno(EISDIR)
+    public static let notDirectory = Errno(ENOTDIR)
+    public static let nameTooLong = Errno(ENAMETOOLONG)
+    public static let noSpace = Errno(ENOSPC)
+    public static let invalid = Errno(EINVAL)
+    public static let io = Errno(EIO)
+    public static let notPermitted = Errno(EPERM)
+    public static let notSupported = Errno(EOPNOTSUPP)
+    public static let noData = Errno(ENODATA)
+    public static let range = Errno(ERANGE)
+    public static let fileTooBig = Errno(EFBIG)
+    public static let tooManyLinks = Errno(EMLINK)
+    public static let crossDevice = Errno(EXDEV)
+    public static let busy = Errno(EBUSY)
+    public static let noSys = Errno(ENOSYS)
+}
+
+/// Retries a syscall that failed with EINTR; the one place that knows about EINTR.
+@inline(__always)
+func retryingOnInterrupt<T: BinaryInteger>(_ call: () -> T) throws(Errno) -> T {
+    while true {
+        let result = call()
+        if result >= 0 { return result }
+        let error = Errno.current
+        if error.code != EINTR { throw error }
+    }
+}

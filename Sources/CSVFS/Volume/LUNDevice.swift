@@ -1,0 +1,86 @@
+import CSVFSSystem
+import Glibc
+
+/// The shared LUN: a block device, or an image file standing in for one.
+public struct LUNDevice: Sendable {
+    public let path: String
+    /// Buffered descriptor: metadata and unaligned data.
+    public let fd: FileDescriptor
+    /// O_DIRECT descriptor for aligned data, so no host serves another's stale bytes from its page cache;
+    /// nil where the medium has no O_DIRECT (tmpfs).
+    public let direct: FileDescriptor?
+
+    /// A byte of the LUN that is locked (OFD write lock) while a process has the volume open.
+    static let inUseLockOffset: Int64 = 8192
+
+    public static func open(_ path: String, create: Bool = false) throws(VolumeError) -> LUNDevice {
+        let fd: FileDescriptor
+        do {
+            fd = try FileDescriptor.open(path, O_RDWR | (create ? O_CREAT : 0))
+        } catch {
+            throw .io("cannot open \(path)", error)
+        }
+        return LUNDevice(path: path, fd: fd, direct: FileDescriptor.openDirect(path, O_RDWR))
+    }
+
+    public func close() {
+        direct?.close()
+        fd.close()
+    }
+
+    /// Claims the LUN for this process; the kernel drops the claim the instant the process dies.
+    public func claimExclusive() throws(VolumeError) {
+        if csvfs_ofd_try_write_lock(fd.rawValue, Self.inUseLockOffset, 1) != 0 {
+            let error = Errno.current
+            if error.code == EAGAIN || error.code == EACCES { throw .alreadyInUse }
+            throw .io("cannot lock \(path)", error)
+        }
+    }
+
+    public func size() throws(VolumeError) -> Int64 {
+        do { return try fd.size() } catch { throw .io("cannot size \(path)", error) }
+    }
+
+    public enum SuperblockCopy: Sendable { case primary, backup }
+
+    /// Both superblock copies as found: each valid, or why not.
+    public func readSuperblocks() -> (primary: Result<Superblock, VolumeError>, backup: Result<Superblock, VolumeError>) {
+        func read(_ offset: Int64) -> Result<Superblock, VolumeError> {
+            do {
+                return .success(try Superblock.decode(try fd.read(count: Superblock.size, at: offset)))
+            } catch let error as VolumeError {
+                return .failure(error)
+            } catch {
+                return .failure(.io("cannot read superblock", error as? Errno ?? .io))
+            }
+        }
+        return (read(Superblock.primaryOffset), read(Superblock.backupOffset))
+    }
+
+    /// The superblock to trust: the primary, else the backup. Either must fit the LUN.
+    public func superblock() throws(VolumeError) -> (Superblock, from: SuperblockCopy) {
+        let (primary, backup) = readSuperblocks()
+        let chosen: (Superblock, SuperblockCopy)
+        switch (primary, backup) {
+        case (.success(let block), _): chosen = (block, .primary)
+        case (.failure, .success(let block)): chosen = (block, .backup)
+        case (.failure(.notCSVFS), .failure(.notCSVFS)): throw .notCSVFS
+        case (.failure(let error), .failure(.notCSVFS)): throw error
+        case (.failure, .failure(let error)): throw error
+        }
+        let actual = try size()
+        if actual < chosen.0.volumeSize { throw .truncated(expected: chosen.0.volumeSize, actual: actual) }
+        return chosen
+    }
+
+    public func writeSuperblock(_ block: Superblock, copies: [SuperblockCopy] = [.backup, .primary]) throws(VolumeError) {
+        do {
+            for copy in copies {
+                try fd.write(block.encoded(), at: copy == .primary ? Superblock.primaryOffset : Superblock.backupOffset)
+            }
+            try fd.dataSync()
+        } catch {
+            throw .io("cannot write superblock", error)
+        }
+    }
+}

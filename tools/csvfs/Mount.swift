@@ -1,0 +1,109 @@
+import ArgumentParser
+import CSVFS
+import Foundation
+import Glibc
+import Logging
+
+struct Mount: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Mount a CSVFS volume through FUSE.",
+        discussion: "Without --foreground, returns once the mount is ready; the volume is served in the background.")
+
+    @Argument(help: "The LUN holding the volume.")
+    var lun: String
+
+    @Argument(help: "An existing directory to mount on.")
+    var mountpoint: String
+
+    @Flag(help: "Serve in this process until unmounted (logs go to standard error).")
+    var foreground = false
+
+    @Option(name: .short, help: "FUSE mount options, comma-separated (e.g. ro).")
+    var options: String?
+
+    @Option(help: "Append the background server's log to this file.")
+    var log: String?
+
+    @Option(help: .hidden)
+    var readyFD: Int32?
+
+    func run() throws {
+        do {
+            try FUSESession.checkMountpoint(mountpoint)
+        } catch {
+            throw Failure("csvfs mount: \(error)")
+        }
+        if foreground {
+            try serve()
+        } else {
+            try Daemon.start(arguments: ["mount", lun, mountpoint, "--foreground"]
+                             + (options.map { ["-o", $0] } ?? []), log: log)
+        }
+    }
+
+    private func serve() throws {
+        var logger = Logger(label: "csvfs")
+        logger.logLevel = .info
+        let report = ReadyPipe(fd: readyFD)
+        let volume: Volume
+        do {
+            volume = try Volume.open(path: lun)
+        } catch {
+            let message = "csvfs mount: \(lun): \(error)"
+            report.fail(message)
+            throw Failure(message)
+        }
+        defer { volume.close() }
+        if volume.usedBackupSuperblock {
+            logger.warning("primary superblock unreadable; mounted from the backup copy (run csvfs fsck --repair)")
+        }
+        let extra = options?.split(separator: ",").map(String.init) ?? []
+        do {
+            try FUSESession.serve(volume: volume, lunPath: lun, mountpoint: mountpoint, options: extra, logger: logger) {
+                report.ready()
+            }
+        } catch {
+            let message = "csvfs mount: \(error)"
+            report.fail(message)
+            throw Failure(message)
+        }
+    }
+}
+
+/// The channel through which a background server tells `csvfs mount` that the mount is ready, or why not.
+struct ReadyPipe: Sendable {
+    let fd: Int32?
+
+    func ready() { send("ready\n") }
+    func fail(_ message: String) { send("error: \(message)\n") }
+
+    private func send(_ text: String) {
+        guard let fd else { return }
+        _ = text.withCString { Glibc.write(fd, $0, strlen($0)) }
+        close(fd)
+    }
+}
+
+/// `mount.csvfs LUN DIR [-sfnv] [-o OPTIONS]` as mount(8) calls it, into `csvfs mount` arguments.
+enum MountHelper {
+    /// Options that mount(8) and fstab use but FUSE does not take.
+    static let dropped: Set<String> = ["defaults", "auto", "noauto", "nofail", "_netdev", "user", "users", "nouser", "rw"]
+
+    static func translate(_ arguments: [String]) -> [String] {
+        var positional: [String] = []
+        var options: [String] = []
+        var index = 0
+        while index < arguments.count {
+            let argument = arguments[index]
+            if argument == "-o", index + 1 < arguments.count {
+                options += arguments[index + 1].split(separator: ",").map(String.init)
+                index += 2
+                continue
+            }
+            if !argument.hasPrefix("-") { positional.append(argument) }
+            index += 1
+        }
+        let kept = options.filter { !dropped.contains($0) && !$0.hasPrefix("x-") && !$0.hasPrefix("comment=") }
+        return positional + (kept.isEmpty ? [] : ["-o", kept.joined(separator: ",")])
+    }
+}
