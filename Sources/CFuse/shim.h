@@ -1,6 +1,6 @@
 #ifndef CFUSE_SHIM_H
 #define CFUSE_SHIM_H
-#define FUSE_USE_VERSION 35
+#define FUSE_USE_VERSION 312
 #include <stddef.h>
 #include <fuse_lowlevel.h>
 

@@ -17,13 +17,14 @@ public final class DataPath: Sendable {
     /// Reads up to `count` bytes at `offset` (fewer at end of file) and hands them to `body`, which must not keep them.
     public func read<R>(_ ino: UInt64, offset: Int64, count: Int, _ body: (UnsafeRawBufferPointer) -> R) throws(Errno) -> R {
         try locks.withShared(ino) { () throws(Errno) -> R in
-            let size = Int64(try service.attributes(ino).size)
-            let end = min(offset + Int64(count), size)
-            guard offset < end else { return body(UnsafeRawBufferPointer(start: nil, count: 0)) }
             // Whole blocks are read, so every piece is aligned for O_DIRECT; bytes past EOF in the last block are zeros.
             let start = offset / Self.block * Self.block
+            let requestEnd = (offset + Int64(count) + Self.block - 1) / Self.block * Self.block
+            let (size, mapped) = try service.mapping(ino, start..<requestEnd)
+            let end = min(offset + Int64(count), Int64(size))
+            guard offset < end else { return body(UnsafeRawBufferPointer(start: nil, count: 0)) }
             let alignedEnd = (end + Self.block - 1) / Self.block * Self.block
-            let (_, segments) = try service.mapping(ino, start..<alignedEnd)
+            let segments = mapped.filter { $0.logical < alignedEnd }
             return try pool.withBuffer(minimumCapacity: Int(alignedEnd - start)) { (buffer) throws(Errno) -> R in
                 for segment in segments {
                     let destination = buffer.pointer + Int(segment.logical - start)
@@ -42,16 +43,19 @@ public final class DataPath: Sendable {
     public func write(_ ino: UInt64, offset: Int64, data: UnsafeRawBufferPointer) throws(Errno) {
         guard data.count > 0 else { return }
         let range = offset..<(offset + Int64(data.count))
-        // Overwrites of written blocks, the common case, take the inode shared and change no metadata but the size.
+        // Writes into allocated blocks, the common case, take the inode shared: overwrites change no metadata
+        // but the size, and whole unwritten blocks just become written.
         let overwritten = try locks.withShared(ino) { () throws(Errno) -> Bool in
             let (_, segments) = try service.mapping(ino, range)
-            guard segments.allSatisfy({ $0.physical != nil && !$0.unwritten }) else { return false }
+            guard segments.allSatisfy({ $0.physical != nil && (!$0.unwritten || coversWholeBlocks($0)) }) else { return false }
             for segment in segments { try writeSegment(segment, data: data, offset: offset) }
-            try service.completeWrite(ino, filled: [], end: range.upperBound)
+            let filled = segments.filter(\.unwritten).map { $0.logical..<($0.logical + $0.length) }
+            try service.completeWrite(ino, filled: filled, end: range.upperBound)
             return true
         }
         if overwritten { return }
-        // New blocks: exclusive, because filling an unwritten block writes its untouched bytes as zeros.
+        // Holes, and parts of unwritten blocks: exclusive, because filling an unwritten block writes its
+        // untouched bytes as zeros.
         try locks.withExclusive(ino) { () throws(Errno) in
             let segments = try service.prepareWrite(ino, range)
             var filled: [Range<Int64>] = []
@@ -91,6 +95,10 @@ public final class DataPath: Sendable {
             try writeAligned(buffer.pointer, count: length, at: physical - Int64(lead))
         }
         return blockStart..<blockEnd
+    }
+
+    private func coversWholeBlocks(_ segment: FileSegment) -> Bool {
+        segment.logical % Self.block == 0 && segment.length % Self.block == 0
     }
 
     private func isAligned(_ offset: Int64, _ count: Int) -> Bool {

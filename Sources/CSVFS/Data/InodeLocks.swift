@@ -1,11 +1,10 @@
 import Glibc
-import Synchronization
 
 /// Per-inode reader/writer locks for the data path: I/O holds its inode shared, and whatever moves or frees
 /// the inode's blocks (truncate, hole punching, first writes into unwritten blocks) holds it exclusive, so no
 /// write ever lands in blocks that were given to another file meanwhile.
 final class InodeLocks: Sendable {
-    private final class Lock: @unchecked Sendable {
+    private final class RWLock: @unchecked Sendable {
         // @unchecked: pthread_rwlock_t is itself the synchronisation; it lives at a stable heap address.
         let rwlock: UnsafeMutablePointer<pthread_rwlock_t>
         var users = 0  // guarded by InodeLocks.table
@@ -21,7 +20,7 @@ final class InodeLocks: Sendable {
         }
     }
 
-    private let table = Mutex<[UInt64: Lock]>([:])
+    private let table = Locked<[UInt64: RWLock]>([:])
 
     func withShared<R, E: Error>(_ ino: UInt64, _ body: () throws(E) -> R) throws(E) -> R {
         let lock = acquire(ino)
@@ -43,16 +42,16 @@ final class InodeLocks: Sendable {
         return try body()
     }
 
-    private func acquire(_ ino: UInt64) -> Lock {
+    private func acquire(_ ino: UInt64) -> RWLock {
         table.withLock { table in
-            let lock = table[ino] ?? Lock()
+            let lock = table[ino] ?? RWLock()
             lock.users += 1
             table[ino] = lock
             return lock
         }
     }
 
-    private func release(_ ino: UInt64, _ lock: Lock) {
+    private func release(_ ino: UInt64, _ lock: RWLock) {
         table.withLock { table in
             lock.users -= 1
             if lock.users == 0 { table[ino] = nil }

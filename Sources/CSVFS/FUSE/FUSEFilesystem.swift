@@ -26,7 +26,7 @@ public final class FUSEFilesystem: Sendable {
 
     func initialize(_ connection: UnsafeMutablePointer<fuse_conn_info>) {
         let wanted = UInt32(FUSE_CAP_ASYNC_READ | FUSE_CAP_ASYNC_DIO | FUSE_CAP_ATOMIC_O_TRUNC | FUSE_CAP_READDIRPLUS
-                            | FUSE_CAP_READDIRPLUS_AUTO | FUSE_CAP_PARALLEL_DIROPS | FUSE_CAP_SPLICE_READ)
+                            | FUSE_CAP_READDIRPLUS_AUTO | FUSE_CAP_PARALLEL_DIROPS)
         connection.pointee.want |= wanted & connection.pointee.capable
         connection.pointee.max_write = Self.maxRequest
         connection.pointee.max_readahead = Self.maxRequest

@@ -65,7 +65,9 @@ public enum FUSESession {
         defer { committer.cancel() }
 
         logger.info("mounted", metadata: ["lun": "\(lunPath)", "mountpoint": "\(mountpoint)"])
-        let result = cfuse_session_loop_mt(session, 16, 64)
+        // Idle workers are never retired (UInt32.max): creating and ending threads per burst costs more
+        // than the requests themselves.
+        let result = cfuse_session_loop_mt(session, UInt32.max, 64)
         logger.info("unmounting", metadata: ["loop": "\(result)"])
     }
 }

@@ -1,6 +1,5 @@
 import CSQLite
 import Glibc
-import Synchronization
 
 /// SQLite's extended I/O error codes are macros Swift cannot import.
 private let SQLITE_IOERR_READ = SQLITE_IOERR | (1 << 8)
@@ -42,7 +41,7 @@ public struct MetadataRegion: Sendable, Equatable {
 /// methods are needed. Each VFS instance is registered under its own name for the life of one connection.
 final class LUNVirtualFileSystem: @unchecked Sendable {
     // @unchecked: the raw SQLite structures are written once in init and only read afterwards;
-    // the mutable file lengths are behind a Mutex.
+    // the mutable file lengths are behind a lock.
     enum FileKind: Int { case database = 0, wal = 1, journal = 2 }
 
     /// The current byte length of each file, by `FileKind`.
@@ -57,7 +56,7 @@ final class LUNVirtualFileSystem: @unchecked Sendable {
     let name: String
     let lun: FileDescriptor
     let region: MetadataRegion
-    private let lengths: Mutex<Lengths>
+    private let lengths: Locked<Lengths>
     private let vfs: UnsafeMutablePointer<sqlite3_vfs>
     fileprivate let ioMethods: UnsafeMutablePointer<sqlite3_io_methods>
     private let zName: UnsafeMutablePointer<CChar>
@@ -72,7 +71,7 @@ final class LUNVirtualFileSystem: @unchecked Sendable {
         self.name = name
         self.lun = lun
         self.region = region
-        lengths = Mutex(try Self.readHeader(lun: lun, region: region))
+        lengths = Locked(try Self.readHeader(lun: lun, region: region))
         zName = strdup(name)
         ioMethods = .allocate(capacity: 1)
         ioMethods.initialize(to: Self.makeIOMethods())

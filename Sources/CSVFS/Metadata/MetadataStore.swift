@@ -1,7 +1,6 @@
 import CSQLite
 import Foundation
 import Glibc
-import Synchronization
 
 /// The metadata engine: namespace, inodes, extents, free space and xattrs in SQLite on the LUN.
 ///
@@ -497,9 +496,13 @@ final class MetadataStore {
 
     /// The segments of `range` and the file's size, for a read or an overwrite; allocates nothing.
     func mapping(_ ino: UInt64, _ range: Range<Int64>) throws(Errno) -> (size: UInt64, segments: [FileSegment]) {
-        let size = try attributes(ino).size
-        let segments = try read { try extentMap(ino).segments(in: range) }
-        return (size, segments)
+        try read {
+            let statement = try db.statement("SELECT size FROM inodes WHERE ino = ?")
+            statement.bind(.int(ino))
+            guard try statement.step() else { throw Errno.noEntry }
+            let size = max(UInt64(statement.int64(0)), pendingWrites[ino]?.size ?? 0)
+            return (size, try extentMap(ino).segments(in: range))
+        }
     }
 
     private func save(_ ino: UInt64, _ map: ExtentMap, _ change: ExtentMap.Change) throws {
@@ -828,6 +831,6 @@ final class MetadataStore {
 
 /// A process-wide counter for unique VFS names; the only shared state, and atomic.
 final class AtomicCounter: Sendable {
-    private let value = Mutex<Int>(0)
+    private let value = Locked<Int>(0)
     func next() -> Int { value.withLock { $0 += 1; return $0 } }
 }

@@ -1,18 +1,18 @@
-import Synchronization
-
 /// The metadata service on the node that owns the volume's metadata: calls go straight to the SQLite store,
 /// one at a time.
-public final class LocalMetadataService: MetadataService {
-    private let store: Mutex<MetadataStore>
+public final class LocalMetadataService: MetadataService, @unchecked Sendable {
+    // @unchecked: the store is reached only inside `lock`.
+    private let store: MetadataStore
+    private let lock = Lock()
     private let lun: FileDescriptor
 
-    init(store: sending MetadataStore, lun: FileDescriptor) {
-        self.store = Mutex(store)
+    init(store: MetadataStore, lun: FileDescriptor) {
+        self.store = store
         self.lun = lun
     }
 
-    private func locked<R: Sendable>(_ body: (MetadataStore) throws(Errno) -> R) throws(Errno) -> R {
-        try store.withLock { (store) throws(Errno) -> R in try body(store) }
+    private func locked<R>(_ body: (MetadataStore) throws(Errno) -> R) throws(Errno) -> R {
+        try lock.withLock { () throws(Errno) -> R in try body(store) }
     }
 
     public func lookup(parent: UInt64, name: [UInt8]) throws(Errno) -> InodeAttributes {
@@ -77,11 +77,11 @@ public final class LocalMetadataService: MetadataService {
     }
 
     public func statistics() -> VolumeStatistics {
-        store.withLock { $0.statistics() }
+        lock.withLock { store.statistics() }
     }
 
     public func opened(_ ino: UInt64) {
-        store.withLock { $0.opened(ino) }
+        lock.withLock { store.opened(ino) }
     }
 
     public func released(_ ino: UInt64) throws(Errno) {
@@ -89,7 +89,7 @@ public final class LocalMetadataService: MetadataService {
     }
 
     public func mapping(_ ino: UInt64, _ range: Range<Int64>) throws(Errno) -> (size: UInt64, segments: [FileSegment]) {
-        try store.withLock { (store) throws(Errno) in try store.mapping(ino, range) }
+        try locked { (store) throws(Errno) in try store.mapping(ino, range) }
     }
 
     public func prepareWrite(_ ino: UInt64, _ range: Range<Int64>) throws(Errno) -> [FileSegment] {
@@ -116,6 +116,6 @@ public final class LocalMetadataService: MetadataService {
 
     /// Checkpoints and leaves the database with nothing to replay; the service must not be used afterwards.
     func close() {
-        store.withLock { $0.close() }
+        lock.withLock { store.close() }
     }
 }

@@ -1,8 +1,6 @@
-import Synchronization
-
 /// Reusable aligned buffers for the data path, so a request does not pay for an allocation and its page faults.
 public final class AlignedBufferPool: Sendable {
-    private let free = Mutex<[AlignedBuffer]>([])
+    private let free = Locked<[AlignedBuffer]>([])
     public let bufferSize: Int
     private let keep: Int
 
