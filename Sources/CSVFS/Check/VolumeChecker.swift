@@ -84,9 +84,7 @@ struct InvariantChecker {
     private func sqlite3ColumnCount(_ statement: SQLiteStatement) -> Int { statement.columnCount }
 
     private func fix(_ report: inout CheckReport, _ problem: String, _ repairSQL: [String]) throws {
-        if repair {
-            try db.transaction { for sql in repairSQL { try db.execute(sql) } }
-        }
+        if repair { try store.repair(repairSQL) }
         report.findings.append(CheckFinding(problem: problem, repaired: repair))
     }
 
@@ -184,7 +182,8 @@ struct InvariantChecker {
         }
         // Extents and free runs must tile the data region exactly: no overlap (two owners), no gap (leaked space).
         let statement = try db.statement("""
-            SELECT physical, length, ino FROM extents UNION ALL SELECT start, length, 0 FROM free_space ORDER BY 1
+            SELECT physical, length, ino FROM extents UNION ALL SELECT start, length, 0 FROM free_space
+            UNION ALL SELECT start, length, 0 FROM freed_space ORDER BY 1
             """)
         var position = dataStart
         var leaks: [(Int64, Int64)] = []

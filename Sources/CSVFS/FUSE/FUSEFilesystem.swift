@@ -211,10 +211,6 @@ public final class FUSEFilesystem: Sendable {
         }
     }
 
-    func flush(_ reply: consuming FUSEReply, ino: UInt64) {
-        perform(reply) { () throws(Errno) in try service.commit() }
-    }
-
     func release(_ reply: consuming FUSEReply, ino: UInt64) {
         perform(reply) { () throws(Errno) in try service.released(ino) }
     }
@@ -304,8 +300,14 @@ public final class FUSEFilesystem: Sendable {
 
     // MARK: extended attributes
 
+    /// POSIX ACLs (system.*) and SELinux labels are not supported. Saying so (EOPNOTSUPP) also lets tools
+    /// such as `ls -l` stop asking for them file after file, which would cost two round trips per entry.
+    static func isUnsupported(_ name: [UInt8]) -> Bool {
+        name.starts(with: Array("system.".utf8)) || name == Array("security.selinux".utf8)
+    }
+
     func setxattr(_ reply: consuming FUSEReply, ino: UInt64, name: [UInt8], value: [UInt8], flags: Int32) {
-        if name.starts(with: Array("system.".utf8)) {
+        if Self.isUnsupported(name) {
             reply.error(.notSupported)
             return
         }
@@ -315,6 +317,10 @@ public final class FUSEFilesystem: Sendable {
     }
 
     func getxattr(_ reply: consuming FUSEReply, ino: UInt64, name: [UInt8], size: Int) {
+        if Self.isUnsupported(name) {
+            reply.error(.notSupported)
+            return
+        }
         do {
             let value = try service.getXattr(ino, name: name)
             if size == 0 {
@@ -345,6 +351,10 @@ public final class FUSEFilesystem: Sendable {
     }
 
     func removexattr(_ reply: consuming FUSEReply, ino: UInt64, name: [UInt8]) {
+        if Self.isUnsupported(name) {
+            reply.error(.notSupported)
+            return
+        }
         perform(reply) { () throws(Errno) in try service.removeXattr(ino, name: name) }
     }
 }

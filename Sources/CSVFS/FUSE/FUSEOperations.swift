@@ -69,7 +69,8 @@ enum FUSEOperations {
             FUSEOperations.filesystem(request).write(FUSEReply(request!), ino: ino, bytes: UnsafeRawBufferPointer(start: buffer, count: size),
                                       offset: Int64(offset))
         }
-        ops.flush = { request, ino, _ in FUSEOperations.filesystem(request).flush(FUSEReply(request!), ino: ino) }
+        // No flush: writes are not buffered here, so close has nothing to report, and an absent flush
+        // (ENOSYS once) tells the kernel to stop sending one per close().
         ops.release = { request, ino, _ in FUSEOperations.filesystem(request).release(FUSEReply(request!), ino: ino) }
         ops.fsync = { request, _, _, _ in FUSEOperations.filesystem(request).fsync(FUSEReply(request!)) }
         ops.opendir = { request, ino, file in

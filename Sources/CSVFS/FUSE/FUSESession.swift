@@ -56,11 +56,15 @@ public enum FUSESession {
         guard fuse_session_mount(session, mountpoint) == 0 else { throw MountError.mountFailed(mountpoint) }
         defer { fuse_session_unmount(session) }
 
-        // Sizes and times of overwrites are committed at least once a second.
+        // Grouped operations are committed within 10 ms, and made durable (freed space released) each second.
         let committer = DispatchSource.makeTimerSource(queue: DispatchQueue.global())
-        committer.schedule(deadline: .now() + 1, repeating: 1)
+        committer.schedule(deadline: .now() + .milliseconds(10), repeating: .milliseconds(10))
         let service = volume.service
-        committer.setEventHandler { try? service.commit() }
+        let ticks = Locked(0)
+        committer.setEventHandler {
+            let tick = ticks.withLock { $0 += 1; return $0 }
+            if tick % 100 == 0 { try? service.sync() } else { try? service.commit() }
+        }
         committer.resume()
         defer { committer.cancel() }
 

@@ -12,8 +12,9 @@ enum MetadataSchema {
         parent INTEGER NOT NULL DEFAULT 0,   -- directories only: the directory holding it ('..')
         target BLOB                          -- symlinks only
     );
-    -- Directory entries; the id is the stable readdir cookie.
-    CREATE TABLE dirents(id INTEGER PRIMARY KEY AUTOINCREMENT, parent INTEGER NOT NULL, name BLOB NOT NULL,
+    -- Directory entries; the id is the readdir cookie (a reused id only hides an entry added mid-listing,
+    -- which POSIX allows).
+    CREATE TABLE dirents(id INTEGER PRIMARY KEY, parent INTEGER NOT NULL, name BLOB NOT NULL,
                          ino INTEGER NOT NULL, mode INTEGER NOT NULL);
     CREATE UNIQUE INDEX dirents_by_name ON dirents(parent, name);
     CREATE INDEX dirents_by_cookie ON dirents(parent, id);
@@ -22,6 +23,8 @@ enum MetadataSchema {
                          PRIMARY KEY(ino, logical)) WITHOUT ROWID;
     CREATE TABLE free_space(start INTEGER PRIMARY KEY, length INTEGER NOT NULL);
     CREATE INDEX free_space_by_length ON free_space(length, start);
+    -- Blocks freed since the last sync; they join free_space once their freeing is durable.
+    CREATE TABLE freed_space(start INTEGER PRIMARY KEY, length INTEGER NOT NULL);
     CREATE TABLE xattrs(ino INTEGER NOT NULL, name BLOB NOT NULL, value BLOB NOT NULL,
                         PRIMARY KEY(ino, name)) WITHOUT ROWID;
     -- Inodes with no name left but still open; reclaimed at last close, or at the next mount after a crash.

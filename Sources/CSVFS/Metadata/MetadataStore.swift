@@ -17,10 +17,14 @@ final class MetadataStore {
     let superblock: Superblock
     let blockSize: Int64
     private(set) var freeBytes: Int64
+    /// Space freed since the last sync: not allocatable until that freeing is durable.
+    private(set) var freedBytes: Int64 = 0
     private var inodeCount: Int64
     private var extentCache: [UInt64: ExtentMap] = [:]
     private var pendingWrites: [UInt64: (size: UInt64, mtime: Int64)] = [:]
     private var openCounts: [UInt64: Int] = [:]
+    /// Inodes in the orphans table: unlinked while open.
+    private var orphans: Set<UInt64> = []
 
     // MARK: opening
 
@@ -73,6 +77,8 @@ final class MetadataStore {
                 throw VolumeError.corruptMetadata("unknown schema version")
             }
             try store.loadCounters()
+            try store.reclaimFreedSpace()
+            try store.commit()
         } catch let error as SQLiteError {
             throw VolumeError.corruptMetadata(error.message)
         } catch let error as Errno {
@@ -85,6 +91,9 @@ final class MetadataStore {
         let free = try db.statement("SELECT COALESCE(SUM(length), 0) FROM free_space")
         _ = try free.step()
         freeBytes = free.int64(0)
+        let freed = try db.statement("SELECT COALESCE(SUM(length), 0) FROM freed_space")
+        _ = try freed.step()
+        freedBytes = freed.int64(0)
         let inodes = try db.statement("SELECT COUNT(*) FROM inodes")
         _ = try inodes.step()
         inodeCount = inodes.int64(0)
@@ -100,48 +109,141 @@ final class MetadataStore {
         }
     }
 
+    /// Space freed before a crash or unmount is durable now.
+    func reclaimFreedSpace() throws(Errno) {
+        try mutate {
+            let statement = try db.statement("SELECT start, length FROM freed_space ORDER BY start")
+            var runs: [(Int64, Int64)] = []
+            while try statement.step() { runs.append((statement.int64(0), statement.int64(1))) }
+            try db.statement("DELETE FROM freed_space").run()
+            for (start, length) in runs { try addFreeSpace(start, length) }
+            freedBytes = 0
+        }
+    }
+
     /// Checkpoints the WAL into the database so the next open has nothing to replay.
     func close() {
-        try? flushPendingWrites()
+        try? commit()
         try? db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         db.close()
     }
 
     // MARK: transactions
 
-    /// One transaction, with the pending write sizes folded in first; errors come out as errno.
+    /// Namespace operations are grouped into one SQLite transaction for up to `groupWindow` or
+    /// `groupLimit` operations (each inside its own savepoint), as POSIX allows between fsyncs: the WAL then
+    /// gets each touched page once per group instead of once per operation. `commit()` ends a group early.
+    private var groupStarted: UInt64?
+    private var groupOperations = 0
+    private static let groupWindow: UInt64 = 10_000_000
+    private static let groupLimit = 64
+    /// Whether anything was committed since the LUN was last flushed.
+    private var unsynced = false
+
+    private static func monotonicNanoseconds() -> UInt64 {
+        var now = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &now)
+        return UInt64(now.tv_sec) * 1_000_000_000 + UInt64(now.tv_nsec)
+    }
+
+    /// One operation, atomic on its own; errors come out as errno. An operation that finds no space while
+    /// freed space waits for a sync gets one more try after that sync.
     private func mutate<R>(_ body: () throws -> R) throws(Errno) -> R {
         do {
-            return try db.transaction {
-                try applyPendingWrites()
-                return try body()
+            return try mutateOnce(body)
+        } catch let error where error == .noSpace && freedBytes > 0 {
+            try sync()
+            return try mutateOnce(body)
+        }
+    }
+
+    private func mutateOnce<R>(_ body: () throws -> R) throws(Errno) -> R {
+        do {
+            if groupStarted == nil {
+                try db.statement("BEGIN IMMEDIATE").run()
+                groupStarted = Self.monotonicNanoseconds()
+                groupOperations = 0
             }
-        } catch let error as Errno {
-            dropCachesAfterRollback()
-            throw error
-        } catch let error as SQLiteError {
-            dropCachesAfterRollback()
-            throw error.errno
+            // Sizes of plain overwrites join the group outside the savepoint: a failing operation must not undo them.
+            try applyPendingWrites()
+            try db.statement("SAVEPOINT operation").run()
         } catch {
-            dropCachesAfterRollback()
-            throw Errno.io
+            abandonGroup()
+            throw Self.errno(error)
+        }
+        do {
+            let result = try body()
+            db.finishStatements()
+            try db.statement("RELEASE operation").run()
+            groupOperations += 1
+            if groupOperations >= Self.groupLimit || Self.monotonicNanoseconds() - groupStarted! >= Self.groupWindow {
+                try commitGroup()
+            }
+            return result
+        } catch {
+            db.finishStatements()
+            if db.isInTransaction {
+                try? db.statement("ROLLBACK TO operation").run()
+                try? db.statement("RELEASE operation").run()
+                dropCachesAfterRollback()
+            } else {
+                abandonGroup()
+            }
+            throw Self.errno(error)
+        }
+    }
+
+    private static func errno(_ error: any Error) -> Errno {
+        switch error {
+        case let error as Errno: return error
+        case let error as SQLiteError: return error.errno
+        default: return .io
+        }
+    }
+
+    /// SQLite rolled the whole group back (it may on a full or failing device): what memory holds is stale.
+    private func abandonGroup() {
+        db.finishStatements()
+        if db.isInTransaction { try? db.execute("ROLLBACK") }
+        groupStarted = nil
+        pendingWrites.removeAll()
+        dropCachesAfterRollback()
+    }
+
+    private func commitGroup() throws(Errno) {
+        guard groupStarted != nil else { return }
+        do {
+            try applyPendingWrites()
+            db.finishStatements()
+            try db.statement("COMMIT").run()
+            groupStarted = nil
+            unsynced = true
+        } catch {
+            abandonGroup()
+            throw Self.errno(error)
         }
     }
 
     private func dropCachesAfterRollback() {
         extentCache.removeAll()
         try? loadCounters()
+        orphans = (try? loadOrphans()) ?? orphans
+    }
+
+    private func loadOrphans() throws -> Set<UInt64> {
+        defer { db.finishStatements() }
+        let statement = try db.statement("SELECT ino FROM orphans")
+        var result: Set<UInt64> = []
+        while try statement.step() { result.insert(UInt64(statement.int64(0))) }
+        return result
     }
 
     private func read<R>(_ body: () throws -> R) throws(Errno) -> R {
+        defer { db.finishStatements() }
         do {
             return try body()
-        } catch let error as Errno {
-            throw error
-        } catch let error as SQLiteError {
-            throw error.errno
         } catch {
-            throw Errno.io
+            throw Self.errno(error)
         }
     }
 
@@ -154,9 +256,32 @@ final class MetadataStore {
         pendingWrites.removeAll()
     }
 
-    func flushPendingWrites() throws(Errno) {
-        guard !pendingWrites.isEmpty else { return }
-        try mutate {}
+    /// Commits what memory and the open group hold.
+    func commit() throws(Errno) {
+        if groupStarted == nil {
+            guard !pendingWrites.isEmpty else { return }
+            try mutate {}
+        }
+        try commitGroup()
+    }
+
+    /// Makes everything so far durable, then lets space freed before now be allocated again: only a durable
+    /// free may be reused, or a crash could bring back a deleted file whose blocks hold another's data.
+    func sync() throws(Errno) {
+        try commit()
+        if unsynced || freedBytes > 0 {
+            try lun.dataSync()
+            unsynced = false
+        }
+        if freedBytes > 0 {
+            try reclaimFreedSpace()
+            try commitGroup()
+        }
+    }
+
+    /// Runs repair statements (fsck) as one operation.
+    func repair(_ statements: [String]) throws(Errno) {
+        try mutate { for sql in statements { try db.execute(sql) } }
     }
 
     // MARK: inodes
@@ -311,6 +436,7 @@ final class MetadataStore {
         guard remaining == 0 else { return }
         if openCounts[ino, default: 0] > 0 {
             try db.statement("INSERT OR IGNORE INTO orphans(ino) VALUES (?)").bind(.int(ino)).run()
+            orphans.insert(ino)
         } else {
             try deleteInode(ino)
         }
@@ -326,6 +452,7 @@ final class MetadataStore {
         try db.statement("DELETE FROM inodes WHERE ino = ?").bind(.int(ino)).run()
         extentCache[ino] = nil
         pendingWrites[ino] = nil
+        orphans.remove(ino)
         inodeCount -= 1
     }
 
@@ -601,8 +728,14 @@ final class MetadataStore {
         freeBytes -= length
     }
 
-    /// Returns a run to free space, merged with free neighbours.
+    /// Gives up a run of a file's blocks; it becomes allocatable at the next sync.
     private func releaseSpace(_ start: Int64, _ length: Int64) throws {
+        try db.statement("INSERT INTO freed_space(start, length) VALUES (?, ?)").bind(.integer(start), .integer(length)).run()
+        freedBytes += length
+    }
+
+    /// Returns a run to free space, merged with free neighbours.
+    private func addFreeSpace(_ start: Int64, _ length: Int64) throws {
         freeBytes += length
         var start = start, length = length
         let before = try db.statement("SELECT start, length FROM free_space WHERE start < ? ORDER BY start DESC LIMIT 1")
@@ -711,15 +844,8 @@ final class MetadataStore {
         let count = openCounts[ino, default: 1] - 1
         openCounts[ino] = count > 0 ? count : nil
         guard count <= 0 else { return }
-        let isOrphan = try read { () throws -> Bool in
-            let statement = try db.statement("SELECT 1 FROM orphans WHERE ino = ?")
-            statement.bind(.int(ino))
-            return try statement.step()
-        }
-        if isOrphan {
+        if orphans.contains(ino) {
             try mutate { try deleteInode(ino) }
-        } else {
-            try flushPendingWrites()
         }
     }
 
@@ -824,7 +950,7 @@ final class MetadataStore {
         // The inode budget is what the database region can hold at roughly 512 bytes an inode.
         let totalInodes = UInt64(superblock.metadataRegion.databaseCapacity / 512)
         return VolumeStatistics(blockSize: UInt64(blockSize), totalBlocks: UInt64(superblock.dataLength / blockSize),
-                                freeBlocks: UInt64(freeBytes / blockSize), totalInodes: totalInodes,
+                                freeBlocks: UInt64((freeBytes + freedBytes) / blockSize), totalInodes: totalInodes,
                                 freeInodes: totalInodes > UInt64(inodeCount) ? totalInodes - UInt64(inodeCount) : 0)
     }
 }

@@ -20,6 +20,9 @@ public struct SQLiteError: Error, CustomStringConvertible, Sendable {
 final class SQLiteConnection {
     private let handle: OpaquePointer
     private var statements: [String: SQLiteStatement] = [:]
+    /// Statements stepped since their last reset. An unfinished statement holds a read snapshot, and in WAL
+    /// mode a snapshot stops checkpoints from recycling the log, so they are reset after every operation.
+    fileprivate var active: [SQLiteStatement] = []
     private var isClosed = false
 
     init(path: String, vfs: String, flags: Int32 = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE) throws(SQLiteError) {
@@ -75,14 +78,22 @@ final class SQLiteConnection {
 
     func error(_ code: Int32) -> SQLiteError { SQLiteError(code: code, message: lastMessage) }
 
+    /// Ends every statement stepped since the last call, releasing their read snapshots.
+    func finishStatements() {
+        for statement in active { statement.reset() }
+        active.removeAll(keepingCapacity: true)
+    }
+
     /// Runs `body` inside one transaction; any thrown error rolls it back.
     func transaction<R>(_ body: () throws -> R) throws -> R {
-        try execute("BEGIN IMMEDIATE")
+        try statement("BEGIN IMMEDIATE").run()
         do {
             let result = try body()
-            try execute("COMMIT")
+            finishStatements()
+            try statement("COMMIT").run()
             return result
         } catch {
+            finishStatements()
             if isInTransaction { try? execute("ROLLBACK") }
             throw error
         }
@@ -101,9 +112,12 @@ final class SQLiteStatement {
 
     deinit { sqlite3_finalize(raw) }
 
+    private var isActive = false
+
     func reset() {
         sqlite3_reset(raw)
         sqlite3_clear_bindings(raw)
+        isActive = false
     }
 
     @discardableResult
@@ -129,6 +143,10 @@ final class SQLiteStatement {
 
     /// Steps once; true while a row is available.
     func step() throws(SQLiteError) -> Bool {
+        if !isActive {
+            isActive = true
+            connection.active.append(self)
+        }
         let rc = sqlite3_step(raw)
         if rc == SQLITE_ROW { return true }
         if rc == SQLITE_DONE { return false }

@@ -105,13 +105,12 @@ public final class LocalMetadataService: MetadataService, @unchecked Sendable {
     }
 
     public func commit() throws(Errno) {
-        try locked { (store) throws(Errno) in try store.flushPendingWrites() }
+        try locked { (store) throws(Errno) in try store.commit() }
     }
 
+    /// Database, WAL and file data all live in the LUN: one flush of it makes all of them durable.
     public func sync() throws(Errno) {
-        try commit()
-        // Database, WAL and file data all live in the LUN: one flush of it makes all of them durable.
-        try lun.dataSync()
+        try locked { (store) throws(Errno) in try store.sync() }
     }
 
     /// Checkpoints and leaves the database with nothing to replay; the service must not be used afterwards.

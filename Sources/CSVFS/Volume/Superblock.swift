@@ -33,7 +33,7 @@ public struct Superblock: Sendable, Equatable {
         guard volumeSize >= 32 * mib else { throw .tooSmall(volumeSize) }
         let metadataOffset = mib
         let metadataLength = min(max(volumeSize / 16 / mib * mib, 16 * mib), 8192 * mib)
-        let walCapacity = min(max(metadataLength / 4 / mib * mib, 4 * mib), 256 * mib)
+        let walCapacity = min(max(metadataLength / 4 / mib * mib, 8 * mib), 256 * mib)
         let dataOffset = metadataOffset + metadataLength
         let dataLength = (volumeSize - dataOffset) / Int64(blockSize) * Int64(blockSize)
         return Superblock(uuid: UUID(), volumeSize: volumeSize, blockSize: blockSize,
