@@ -54,6 +54,7 @@ let package = Package(
                           path: "tools/dlmtool"),
 
         .testTarget(name: "CSVFSTests", dependencies: ["CSVFS"], path: "Tests/CSVFSTests"),
+        .testTarget(name: "CSVFSUnitTests", dependencies: ["CSVFS", "CSQLite"], path: "Tests/CSVFSUnitTests"),
         .testTarget(name: "VHDFormatTests", dependencies: ["VHDFormat"], path: "Tests/VHDFormatTests"),
         .testTarget(name: "LockManagerTests", dependencies: ["LockManager"], path: "Tests/LockManagerTests"),
     ]
