@@ -23,4 +23,11 @@ static inline struct fuse_args cfuse_args_empty(void) {
     return args;
 }
 
+// FUSE_BUFVEC_INIT is a macro: a one-buffer vector over memory.
+static inline struct fuse_bufvec cfuse_bufvec_memory(void *memory, size_t size) {
+    struct fuse_bufvec vector = FUSE_BUFVEC_INIT(size);
+    vector.buf[0].mem = memory;
+    return vector;
+}
+
 #endif

@@ -70,6 +70,16 @@ public final class DataPath: Sendable {
         }
     }
 
+    /// Writes `count` bytes at `offset` that `fill` copies into an aligned buffer first, so they go to the LUN
+    /// with O_DIRECT without another copy (FUSE hands write data over at an unaligned address, or in a pipe).
+    public func write(_ ino: UInt64, offset: Int64, count: Int,
+                      fill: (UnsafeMutableRawPointer) throws(Errno) -> Void) throws(Errno) {
+        try pool.withBuffer(minimumCapacity: count) { (buffer) throws(Errno) in
+            try fill(buffer.pointer)
+            try write(ino, offset: offset, data: UnsafeRawBufferPointer(start: buffer.pointer, count: count))
+        }
+    }
+
     /// Serialises against I/O on the inode while its blocks change (truncate, fallocate).
     public func withBlocksChanging<R>(_ ino: UInt64, _ body: () throws(Errno) -> R) throws(Errno) -> R {
         try locks.withExclusive(ino, body)

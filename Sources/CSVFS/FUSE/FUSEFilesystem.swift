@@ -26,7 +26,7 @@ public final class FUSEFilesystem: Sendable {
 
     func initialize(_ connection: UnsafeMutablePointer<fuse_conn_info>) {
         let wanted = UInt32(FUSE_CAP_ASYNC_READ | FUSE_CAP_ASYNC_DIO | FUSE_CAP_ATOMIC_O_TRUNC | FUSE_CAP_READDIRPLUS
-                            | FUSE_CAP_READDIRPLUS_AUTO | FUSE_CAP_PARALLEL_DIROPS)
+                            | FUSE_CAP_READDIRPLUS_AUTO | FUSE_CAP_PARALLEL_DIROPS | FUSE_CAP_SPLICE_READ)
         connection.pointee.want |= wanted & connection.pointee.capable
         connection.pointee.max_write = Self.maxRequest
         connection.pointee.max_readahead = Self.maxRequest
@@ -198,24 +198,32 @@ public final class FUSEFilesystem: Sendable {
         }
     }
 
-    func write(_ reply: consuming FUSEReply, ino: UInt64, bytes: UnsafeRawBufferPointer, offset: Int64) {
-        guard offset >= 0 else {
-            reply.error(.invalid)
-            return
-        }
-        do {
-            try data.write(ino, offset: offset, data: bytes)
-            reply.written(bytes.count)
-        } catch {
-            reply.error(error)
-        }
-    }
-
     func release(_ reply: consuming FUSEReply, ino: UInt64) {
         perform(reply) { () throws(Errno) in try service.released(ino) }
     }
 
     /// fsync and fsyncdir: answered from a worker so a slow device flush does not hold a FUSE thread.
+    /// Write data as libfuse has it: in memory, or still in a pipe when the kernel spliced the request.
+    /// It is copied once, straight into an aligned buffer.
+    func writeBuffer(_ reply: consuming FUSEReply, ino: UInt64, source: UnsafeMutablePointer<fuse_bufvec>, offset: Int64) {
+        let count = fuse_buf_size(source)
+        guard offset >= 0 else {
+            reply.error(.invalid)
+            return
+        }
+        do {
+            try data.write(ino, offset: offset, count: count) { (destination) throws(Errno) in
+                var target = cfuse_bufvec_memory(destination, count)
+                let copied = fuse_buf_copy(&target, source, fuse_buf_copy_flags(rawValue: 0))
+                if copied < 0 { throw Errno(Int32(-copied)) }
+                if copied != count { throw Errno.io }
+            }
+            reply.written(count)
+        } catch {
+            reply.error(error)
+        }
+    }
+
     func fsync(_ reply: consuming FUSEReply) {
         let service = service
         let pending = PendingReply(reply)

@@ -65,9 +65,9 @@ enum FUSEOperations {
         ops.read = { request, ino, size, offset, _ in
             FUSEOperations.filesystem(request).read(FUSEReply(request!), ino: ino, size: size, offset: Int64(offset))
         }
-        ops.write = { request, ino, buffer, size, offset, _ in
-            FUSEOperations.filesystem(request).write(FUSEReply(request!), ino: ino, bytes: UnsafeRawBufferPointer(start: buffer, count: size),
-                                      offset: Int64(offset))
+        // write_buf rather than write: the data is copied once, into an aligned buffer for O_DIRECT.
+        ops.write_buf = { request, ino, source, offset, _ in
+            FUSEOperations.filesystem(request).writeBuffer(FUSEReply(request!), ino: ino, source: source!, offset: Int64(offset))
         }
         // No flush: writes are not buffered here, so close has nothing to report, and an absent flush
         // (ENOSYS once) tells the kernel to stop sending one per close().
