@@ -64,13 +64,23 @@ public struct LUNDevice: Sendable {
         switch (primary, backup) {
         case (.success(let block), _): chosen = (block, .primary)
         case (.failure, .success(let block)): chosen = (block, .backup)
-        case (.failure(.notCSVFS), .failure(.notCSVFS)): throw .notCSVFS
+        case (.failure(.notCSVFS), .failure(.notCSVFS)):
+            if hasMetadataRegion() {
+                throw .corruptSuperblock("both copies are gone, but CSVFS metadata is still at 1 MiB: the volume was overwritten at its start")
+            }
+            throw .notCSVFS
         case (.failure(let error), .failure(.notCSVFS)): throw error
         case (.failure, .failure(let error)): throw error
         }
         let actual = try size()
         if actual < chosen.0.volumeSize { throw .truncated(expected: chosen.0.volumeSize, actual: actual) }
         return chosen
+    }
+
+    /// Whether the metadata region's header sits where every CSVFS layout puts it.
+    private func hasMetadataRegion() -> Bool {
+        let magic = (try? fd.read(count: 8, at: 1 << 20)) ?? []
+        return magic == Array("CSVFSMDR".utf8)
     }
 
     public func writeSuperblock(_ block: Superblock, copies: [SuperblockCopy] = [.backup, .primary]) throws(VolumeError) {
