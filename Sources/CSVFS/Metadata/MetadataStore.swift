@@ -284,6 +284,23 @@ final class MetadataStore {
         try mutate { for sql in statements { try db.execute(sql) } }
     }
 
+    // MARK: metadata space
+
+    /// Operations that grow the metadata stop (ENOSPC) while the database and the log together come near the
+    /// database's capacity. SQLite meeting a full region mid-commit may cancel a whole group of operations
+    /// already answered, so it must never get there; deletions, which free space, still go through.
+    private func requireMetadataSpace() throws(Errno) {
+        let capacity = superblock.metadataRegion.databaseCapacity
+        let reserve = max(1 << 20, capacity / 8)
+        let livePages = try read { () throws -> Int64 in
+            let pages = try db.statement("PRAGMA page_count"), free = try db.statement("PRAGMA freelist_count")
+            _ = try pages.step()
+            _ = try free.step()
+            return pages.int64(0) - free.int64(0)
+        }
+        if livePages * 4096 > capacity - reserve { throw Errno.noSpace }
+    }
+
     // MARK: inodes
 
     func attributes(_ ino: UInt64) throws(Errno) -> InodeAttributes {
@@ -341,6 +358,7 @@ final class MetadataStore {
     func createNode(parent: UInt64, name: [UInt8], mode: UInt32, rdev: UInt64, symlinkTarget: [UInt8]?,
                     caller: Caller) throws(Errno) -> InodeAttributes {
         try Self.validate(name: name)
+        try requireMetadataSpace()
         let ino = try mutate { () throws -> UInt64 in
             let parentAttributes = try directory(parent)
             if try entry(parent: parent, name: name) != nil { throw Errno.exists }
@@ -382,6 +400,7 @@ final class MetadataStore {
 
     func link(ino: UInt64, newParent: UInt64, newName: [UInt8]) throws(Errno) -> InodeAttributes {
         try Self.validate(name: newName)
+        try requireMetadataSpace()
         try mutate {
             let target = try attributes(ino)
             if target.isDirectory { throw Errno.notPermitted }
@@ -658,6 +677,7 @@ final class MetadataStore {
 
     /// Allocates the holes of `range` (block-aligned) as unwritten extents, near the file's neighbouring data.
     private func allocateHoles(_ ino: UInt64, _ range: Range<Int64>) throws {
+        try requireMetadataSpace()
         var map = try extentMap(ino)
         let holes = map.segments(in: range).filter { $0.physical == nil }
         let needed = holes.reduce(0) { $0 + $1.length }
@@ -899,6 +919,7 @@ final class MetadataStore {
     // MARK: extended attributes
 
     func setXattr(_ ino: UInt64, name: [UInt8], value: [UInt8], create: Bool, replace: Bool) throws(Errno) {
+        try requireMetadataSpace()
         try mutate {
             _ = try attributes(ino)
             let exists = try xattr(ino, name) != nil
