@@ -48,3 +48,7 @@ int64_t csvfs_block_device_size(int fd) {
 int csvfs_pipe_cloexec(int fds[2]) { return pipe2(fds, O_CLOEXEC); }
 
 short csvfs_posix_spawn_setsid_flag(void) { return POSIX_SPAWN_SETSID; }
+
+int csvfs_spawn_close_from(void *actions, int lowest_fd) {
+    return posix_spawn_file_actions_addclosefrom_np((posix_spawn_file_actions_t *)actions, lowest_fd);
+}

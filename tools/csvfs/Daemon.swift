@@ -21,6 +21,9 @@ enum Daemon {
         posix_spawn_file_actions_addopen(&actions, 1, output, O_WRONLY | O_CREAT | O_APPEND, 0o640)
         posix_spawn_file_actions_adddup2(&actions, 1, 2)
         posix_spawn_file_actions_adddup2(&actions, writeEnd, 3)  // dup2 clears close-on-exec
+        // The server keeps only its standard streams and the ready pipe: an inherited descriptor would keep,
+        // say, a caller's pipe open for the life of the mount.
+        csvfs_spawn_close_from(&actions, 4)
 
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
