@@ -52,3 +52,8 @@ short csvfs_posix_spawn_setsid_flag(void) { return POSIX_SPAWN_SETSID; }
 int csvfs_spawn_close_from(void *actions, int lowest_fd) {
     return posix_spawn_file_actions_addclosefrom_np((posix_spawn_file_actions_t *)actions, lowest_fd);
 }
+
+ssize_t csvfs_splice_to(int pipe_fd, int out_fd, int64_t offset, size_t length) {
+    loff_t position = offset;
+    return splice(pipe_fd, NULL, out_fd, &position, length, SPLICE_F_MOVE);
+}

@@ -1,3 +1,4 @@
+import CSVFSSystem
 import Glibc
 
 /// File data between FUSE and the LUN: reads and writes go straight to the extents' LUN offsets, with
@@ -39,34 +40,100 @@ public final class DataPath: Sendable {
         }
     }
 
+    /// Where the bytes of a write come from.
+    private enum Source {
+        /// In memory; byte 0 is the write's first byte.
+        case memory(UnsafeRawBufferPointer, offset: Int64)
+        /// Waiting in a pipe (FUSE spliced the request), taken in file order; used for whole-block writes only.
+        case pipe(Int32)
+    }
+
     /// Writes `data` at `offset`, allocating what the range lacks.
     public func write(_ ino: UInt64, offset: Int64, data: UnsafeRawBufferPointer) throws(Errno) {
         guard data.count > 0 else { return }
-        let range = offset..<(offset + Int64(data.count))
+        try write(ino, offset..<(offset + Int64(data.count)), from: .memory(data, offset: offset))
+    }
+
+    /// Writes `count` bytes waiting in `pipe` at `offset`; both must be multiples of the block size. The LUN takes
+    /// them from the pipe without a copy through this process (splice into the O_DIRECT descriptor).
+    public func write(_ ino: UInt64, offset: Int64, count: Int, pipe: Int32) throws(Errno) {
+        precondition(isAligned(offset, count), "pipe writes must be block-aligned")
+        guard count > 0 else { return }
+        try write(ino, offset..<(offset + Int64(count)), from: .pipe(pipe))
+    }
+
+    public var takesPipes: Bool { device.direct != nil }
+
+    private func write(_ ino: UInt64, _ range: Range<Int64>, from source: Source) throws(Errno) {
         // Writes into allocated blocks, the common case, take the inode shared: overwrites change no metadata
         // but the size, and whole unwritten blocks just become written.
-        let overwritten = try locks.withShared(ino) { () throws(Errno) -> Bool in
+        let done = try locks.withShared(ino) { () throws(Errno) -> Bool in
             let (_, segments) = try service.mapping(ino, range)
             guard segments.allSatisfy({ $0.physical != nil && (!$0.unwritten || coversWholeBlocks($0)) }) else { return false }
-            for segment in segments { try writeSegment(segment, data: data, offset: offset) }
-            let filled = segments.filter(\.unwritten).map { $0.logical..<($0.logical + $0.length) }
-            try service.completeWrite(ino, filled: filled, end: range.upperBound)
+            try service.completeWrite(ino, filled: try put(segments, from: source), end: range.upperBound)
             return true
         }
-        if overwritten { return }
+        if done { return }
         // Holes, and parts of unwritten blocks: exclusive, because filling an unwritten block writes its
         // untouched bytes as zeros.
         try locks.withExclusive(ino) { () throws(Errno) in
             let segments = try service.prepareWrite(ino, range)
-            var filled: [Range<Int64>] = []
-            for segment in segments {
-                if segment.unwritten {
-                    filled.append(try fillUnwritten(segment, data: data, offset: offset))
-                } else {
-                    try writeSegment(segment, data: data, offset: offset)
-                }
+            try service.completeWrite(ino, filled: try put(segments, from: source), end: range.upperBound)
+        }
+    }
+
+    /// Writes the segments in order; returns the blocks that stopped being unwritten.
+    private func put(_ segments: [FileSegment], from source: Source) throws(Errno) -> [Range<Int64>] {
+        var filled: [Range<Int64>] = []
+        for segment in segments {
+            if let blocks = try put(segment, from: source) { filled.append(blocks) }
+        }
+        return filled
+    }
+
+    /// Writes one segment; returns the blocks that stopped being unwritten, if any.
+    private func put(_ segment: FileSegment, from source: Source) throws(Errno) -> Range<Int64>? {
+        guard let physical = segment.physical else { throw Errno.io }
+        switch source {
+        case .memory(let data, let offset):
+            if segment.unwritten && !coversWholeBlocks(segment) {
+                return try fillUnwritten(segment, data: data, offset: offset)
             }
-            try service.completeWrite(ino, filled: filled, end: range.upperBound)
+            try writeLUN(from: data.baseAddress! + Int(segment.logical - offset), count: Int(segment.length), at: physical)
+        case .pipe(let pipe):
+            try splice(from: pipe, count: Int(segment.length), at: physical)
+        }
+        return segment.unwritten ? segment.logical..<(segment.logical + segment.length) : nil
+    }
+
+    /// Moves `count` bytes from the pipe to the LUN. Pages the O_DIRECT descriptor refuses (misaligned in the
+    /// pipe) are read out into an aligned buffer instead.
+    private func splice(from pipe: Int32, count: Int, at physical: Int64) throws(Errno) {
+        guard let direct = device.direct else { throw Errno.io }
+        var done = 0
+        while done < count {
+            let moved = csvfs_splice_to(pipe, direct.rawValue, physical + Int64(done), count - done)
+            if moved > 0 {
+                done += moved
+                continue
+            }
+            let error = moved == 0 ? Errno.io : Errno.current
+            if error.code == EINTR { continue }
+            guard error.code == EINVAL, isAligned(physical + Int64(done), count - done) else { throw error }
+            try pool.withBuffer(minimumCapacity: count - done) { (buffer) throws(Errno) in
+                try readPipe(pipe, into: buffer.pointer, count: count - done)
+                try writeAligned(buffer.pointer, count: count - done, at: physical + Int64(done))
+            }
+            return
+        }
+    }
+
+    private func readPipe(_ pipe: Int32, into buffer: UnsafeMutableRawPointer, count: Int) throws(Errno) {
+        var done = 0
+        while done < count {
+            let n = try retryingOnInterrupt { Glibc.read(pipe, buffer + done, count - done) }
+            if n == 0 { throw Errno.io }
+            done += n
         }
     }
 
@@ -83,12 +150,6 @@ public final class DataPath: Sendable {
     /// Serialises against I/O on the inode while its blocks change (truncate, fallocate).
     public func withBlocksChanging<R>(_ ino: UInt64, _ body: () throws(Errno) -> R) throws(Errno) -> R {
         try locks.withExclusive(ino, body)
-    }
-
-    private func writeSegment(_ segment: FileSegment, data: UnsafeRawBufferPointer, offset: Int64) throws(Errno) {
-        guard let physical = segment.physical else { throw Errno.io }
-        let source = data.baseAddress! + Int(segment.logical - offset)
-        try writeLUN(from: source, count: Int(segment.length), at: physical)
     }
 
     /// Writes a segment that lies in unwritten blocks, padded with zeros to whole blocks; returns the blocks filled.

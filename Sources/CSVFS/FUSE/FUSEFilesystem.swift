@@ -211,7 +211,15 @@ public final class FUSEFilesystem: Sendable {
             reply.error(.invalid)
             return
         }
+        let first = source.pointee.buf
+        let inPipe = source.pointee.count == 1 && first.flags.rawValue & FUSE_BUF_IS_FD.rawValue != 0
+            && first.flags.rawValue & FUSE_BUF_FD_SEEK.rawValue == 0
         do {
+            if inPipe && data.takesPipes && offset % 4096 == 0 && count % 4096 == 0 {
+                try data.write(ino, offset: offset, count: count, pipe: first.fd)
+                reply.written(count)
+                return
+            }
             try data.write(ino, offset: offset, count: count) { (destination) throws(Errno) in
                 var target = cfuse_bufvec_memory(destination, count)
                 let copied = fuse_buf_copy(&target, source, fuse_buf_copy_flags(rawValue: 0))
