@@ -51,10 +51,16 @@ final class InodeLocks: Sendable {
         }
     }
 
+    /// Idle locks stay for the next request on the same inode (a lock per request would cost an allocation
+    /// each time) until there are many of them.
+    private static let idleLimit = 4096
+
     private func release(_ ino: UInt64, _ lock: RWLock) {
         table.withLock { table in
             lock.users -= 1
-            if lock.users == 0 { table[ino] = nil }
+            if table.count > Self.idleLimit {
+                table = table.filter { $0.value.users > 0 }
+            }
         }
     }
 }
