@@ -27,6 +27,27 @@ extension Mounted {
             }
         }
 
+        /// SEEK_DATA / SEEK_HOLE see written blocks as data and holes and unwritten (fallocated) blocks as holes,
+        /// so `cp --sparse` and qemu-img keep a sparse file sparse.
+        @Test func seekDataAndHoleFollowTheExtents() throws {
+            try withVolume { volume in
+                let file = volume.path("holes")
+                let fd = try sys("open") { open(file, O_RDWR | O_CREAT, 0o644) }
+                defer { close(fd) }
+                try writeAll(fd, patternBytes(count: 4096, seed: 52), at: Self.mib)
+                #expect(fallocateErrno(file, mode: 0, offset: 2 * Self.mib, length: Self.mib) == 0)
+                try writeAll(fd, patternBytes(count: 10, seed: 53), at: 3 * Self.mib)
+                try sys("ftruncate") { ftruncate(fd, off_t(5 * Self.mib)) }
+                let seekData: Int32 = 3, seekHole: Int32 = 4
+                #expect(lseek(fd, 0, seekData) == off_t(Self.mib))
+                #expect(lseek(fd, off_t(Self.mib + 5), seekHole) == off_t(Self.mib + 4096))
+                #expect(lseek(fd, off_t(Self.mib + 4096), seekData) == off_t(3 * Self.mib), "fallocated blocks are a hole")
+                #expect(lseek(fd, off_t(3 * Self.mib), seekHole) == off_t(3 * Self.mib + 4096))
+                #expect(errnoOf { Int(lseek(fd, off_t(3 * Self.mib + 4096), seekData)) } == ENXIO)
+                #expect(errnoOf { Int(lseek(fd, off_t(6 * Self.mib), seekHole)) } == ENXIO)
+            }
+        }
+
         @Test func fallocateReservesZeroedSpace() throws {
             try withVolume { volume in
                 let file = volume.path("reserved")

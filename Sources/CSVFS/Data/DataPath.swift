@@ -147,6 +147,20 @@ public final class DataPath: Sendable {
         }
     }
 
+    /// SEEK_DATA / SEEK_HOLE: the next byte at or after `offset` that holds data, or that is a hole (unwritten
+    /// blocks count as holes: they read as zeros). ENXIO past the end, as lseek(2) says.
+    public func seek(_ ino: UInt64, from offset: Int64, data wantData: Bool) throws(Errno) -> Int64 {
+        guard offset >= 0 else { throw Errno(ENXIO) }
+        let (size, segments) = try service.mapping(ino, offset..<Int64.max)
+        guard offset < Int64(size) else { throw Errno(ENXIO) }
+        for segment in segments where segment.logical < Int64(size) {
+            let isData = segment.physical != nil && !segment.unwritten
+            if isData == wantData { return max(offset, segment.logical) }
+        }
+        if wantData { throw Errno(ENXIO) }
+        return Int64(size)
+    }
+
     /// Serialises against I/O on the inode while its blocks change (truncate, fallocate).
     public func withBlocksChanging<R>(_ ino: UInt64, _ body: () throws(Errno) -> R) throws(Errno) -> R {
         try locks.withExclusive(ino, body)

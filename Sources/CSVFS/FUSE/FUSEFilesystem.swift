@@ -202,6 +202,19 @@ public final class FUSEFilesystem: Sendable {
         perform(reply) { () throws(Errno) in try service.released(ino) }
     }
 
+    /// Only SEEK_DATA and SEEK_HOLE reach us; the kernel answers the other kinds itself.
+    func lseek(_ reply: consuming FUSEReply, ino: UInt64, offset: Int64, whence: Int32) {
+        guard whence == Int32(CSVFS_SEEK_DATA) || whence == Int32(CSVFS_SEEK_HOLE) else {
+            reply.error(.invalid)
+            return
+        }
+        do {
+            reply.offset(try data.seek(ino, from: offset, data: whence == Int32(CSVFS_SEEK_DATA)))
+        } catch {
+            reply.error(error)
+        }
+    }
+
     /// fsync and fsyncdir: answered from a worker so a slow device flush does not hold a FUSE thread.
     /// Write data as libfuse has it: in memory, or still in a pipe when the kernel spliced the request.
     /// It is copied once, straight into an aligned buffer.

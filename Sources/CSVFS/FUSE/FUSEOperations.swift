@@ -106,6 +106,9 @@ enum FUSEOperations {
         ops.fallocate = { request, ino, mode, offset, length, _ in
             FUSEOperations.filesystem(request).fallocate(FUSEReply(request!), ino: ino, mode: mode, offset: Int64(offset), length: Int64(length))
         }
+        ops.lseek = { request, ino, offset, whence, _ in
+            FUSEOperations.filesystem(request).lseek(FUSEReply(request!), ino: ino, offset: Int64(offset), whence: whence)
+        }
         return ops
     }
 }

@@ -76,6 +76,11 @@ public struct FUSEReply: ~Copyable, @unchecked Sendable {
         discard self
     }
 
+    consuming func offset(_ offset: Int64) {
+        fuse_reply_lseek(request, off_t(offset))
+        discard self
+    }
+
     consuming func written(_ count: Int) {
         fuse_reply_write(request, count)
         discard self

@@ -290,6 +290,11 @@ final class MetadataStore {
     /// database's capacity. SQLite meeting a full region mid-commit may cancel a whole group of operations
     /// already answered, so it must never get there; deletions, which free space, still go through.
     private func requireMetadataSpace() throws(Errno) {
+        if try metadataBytesLeft() <= 0 { throw Errno.noSpace }
+    }
+
+    /// What the database may still grow by before growth stops.
+    private func metadataBytesLeft() throws(Errno) -> Int64 {
         let capacity = superblock.metadataRegion.databaseCapacity
         let reserve = max(1 << 20, capacity / 8)
         let livePages = try read { () throws -> Int64 in
@@ -298,7 +303,7 @@ final class MetadataStore {
             _ = try free.step()
             return pages.int64(0) - free.int64(0)
         }
-        if livePages * 4096 > capacity - reserve { throw Errno.noSpace }
+        return capacity - reserve - livePages * 4096
     }
 
     // MARK: inodes
@@ -967,12 +972,17 @@ final class MetadataStore {
 
     // MARK: volume
 
+    /// Inode counts are estimates: an inode costs about `bytesPerInode` of database. Free inodes fall by one per
+    /// inode made, and reach zero when the database stops growing.
     func statistics() -> VolumeStatistics {
-        // The inode budget is what the database region can hold at roughly 512 bytes an inode.
-        let totalInodes = UInt64(superblock.metadataRegion.databaseCapacity / 512)
+        let bytesPerInode: Int64 = 256
+        let region = superblock.metadataRegion.databaseCapacity
+        let budget = (region - max(1 << 20, region / 8)) / bytesPerInode
+        let full = ((try? metadataBytesLeft()) ?? 0) <= 0
+        let freeInodes = full ? 0 : UInt64(max(0, budget - inodeCount))
         return VolumeStatistics(blockSize: UInt64(blockSize), totalBlocks: UInt64(superblock.dataLength / blockSize),
-                                freeBlocks: UInt64((freeBytes + freedBytes) / blockSize), totalInodes: totalInodes,
-                                freeInodes: totalInodes > UInt64(inodeCount) ? totalInodes - UInt64(inodeCount) : 0)
+                                freeBlocks: UInt64((freeBytes + freedBytes) / blockSize),
+                                totalInodes: UInt64(inodeCount) + freeInodes, freeInodes: freeInodes)
     }
 }
 
