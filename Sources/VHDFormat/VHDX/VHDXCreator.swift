@@ -67,6 +67,15 @@ enum VHDXCreator {
             }
             fileEnd = dataStart + UInt64(dataBlocks) * blockSize
         }
+        if parent != nil {
+            // Every chunk gets an all-zero sector bitmap ("all from the parent") up front: some readers
+            // (libvhdi) consult the bitmap even for blocks that are not present.
+            for chunk in 0..<(dataBlocks + chunkRatio - 1) / chunkRatio {
+                let index = chunk * (chunkRatio + 1) + chunkRatio
+                bat.putLittleEndian(fileEnd | VHDXLayer.BlockState.fullyPresent.rawValue, at: index * 8)
+                fileEnd += VHDXLayer.mebibyte
+            }
+        }
         try file.write(at: batOffset, bytes: bat)
         try file.truncate(to: fileEnd)
     }

@@ -14,6 +14,7 @@ final class VHDXLayer: ImageLayer {
     private(set) var header: VHDXHeader
     private var headerSlot: Int
     let metadata: VHDXMetadata
+    let regions: VHDXRegionTable
     let creator: String
     private(set) var bat: [UInt64]
     let batOffset: UInt64
@@ -72,7 +73,7 @@ final class VHDXLayer: ImageLayer {
         logReplayed = replayed
 
         let fileSize = try file.size()
-        let regions = try VHDXRegionTable.read(from: file, problems: &problems)
+        regions = try VHDXRegionTable.read(from: file, problems: &problems)
         guard let batRegion = regions.entry(VHDXRegionTable.batGuid) else {
             throw VHDError.corrupt(path: path, problem: "VHDX region table has no BAT region")
         }
@@ -386,6 +387,13 @@ final class VHDXLayer: ImageLayer {
         }
         badBATEntries = []
         return count
+    }
+
+    /// Rewrites both region table copies and the non-current header from the current ones, for `check --repair`.
+    func repairRedundantCopies() throws {
+        try startWriteSession()
+        for offset in VHDXRegionTable.offsets { try file.write(at: offset, bytes: regions.encoded()) }
+        try file.sync()
     }
 
     func flush() throws {
