@@ -45,7 +45,9 @@ enum ParentResolver {
         return parts.count == 1 ? ".\\" + parts[0] : parts.joined(separator: "\\")
     }
 
-    static func absolutePath(_ path: String) -> String {
-        URL(fileURLWithPath: path).standardizedFileURL.path
+    /// An absolute path written the Windows way (backslashes), as readers that take the last
+    /// backslash-separated component as the file name (libvhdi) expect.
+    static func windowsAbsolutePath(_ path: String) -> String {
+        URL(fileURLWithPath: path).standardizedFileURL.path.replacingOccurrences(of: "/", with: "\\")
     }
 }

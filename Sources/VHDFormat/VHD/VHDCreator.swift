@@ -51,7 +51,7 @@ enum VHDCreator {
             header.parentTimestamp = timestamp((attributes?[.modificationDate] as? Date) ?? Date())
             let values: [(String, String)] = [
                 ("W2ru", ParentResolver.relativePath(from: file.path, to: parentPath)),
-                ("W2ku", ParentResolver.absolutePath(parentPath)),
+                ("W2ku", ParentResolver.windowsAbsolutePath(parentPath)),
             ]
             for (index, (code, path)) in values.enumerated() {
                 let data = UTF16Text.encode(path, bigEndian: false)

@@ -12,7 +12,9 @@ final class VHDLayer: ImageLayer {
     let blockSize: UInt64
     let bitmapSize: UInt64
     let virtualSize: UInt64
-    let sectorSize: UInt64 = 512
+    /// A differencing disk takes writes in 4 KiB units, so each bitmap byte is all-child or all-parent:
+    /// libvhdi misreads a byte that mixes the two, and Hyper-V writes 4 KiB units too.
+    var sectorSize: UInt64 { hasParent ? 4096 : 512 }
     let parentLink: ParentLink?
     /// Problems found while opening leniently (`strict: false`), for check and repair.
     private(set) var problems: [String] = []

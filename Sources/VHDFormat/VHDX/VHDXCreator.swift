@@ -35,9 +35,9 @@ enum VHDXCreator {
         if let parent {
             locator = [("parent_linkage", parent.identity),
                        ("relative_path", ParentResolver.relativePath(from: file.path, to: parent.path)),
-                       ("absolute_win32_path", ParentResolver.absolutePath(parent.path))]
+                       ("absolute_win32_path", ParentResolver.windowsAbsolutePath(parent.path))]
         }
-        let metadata = VHDXMetadata(blockSize: UInt32(blockSize), hasParent: parent != nil, virtualSize: size,
+        let metadata = VHDXMetadata(blockSize: UInt32(blockSize), leaveBlocksAllocated: options.type == .fixed, hasParent: parent != nil, virtualSize: size,
                                     diskIdentifier: .random(), logicalSectorSize: logical, physicalSectorSize: physical,
                                     parentLocator: locator)
 

@@ -239,8 +239,10 @@ final class VHDXLayer: ImageLayer {
             geometry: nil, fileSize: (try? file.size()) ?? 0, parent: link, logReplayed: logReplayed)
     }
 
-    /// VHDX has no type field: a disk whose blocks are all present, in order, is fixed (as Hyper-V makes them).
+    /// VHDX has no type field: a fixed disk is one whose blocks stay allocated (LeaveBlockAllocated),
+    /// or, as qemu makes them, one whose blocks are all present in file order.
     private var isFixedLayout: Bool {
+        if metadata.leaveBlocksAllocated { return true }
         var expected: UInt64?
         for block in 0..<dataBlockCount {
             let entry = bat[block + block / chunkRatio]
@@ -249,7 +251,7 @@ final class VHDXLayer: ImageLayer {
             if let expected, offset != expected { return false }
             expected = offset + blockSize
         }
-        return dataBlockCount > 0
+        return dataBlockCount > 1
     }
 
     private func payloadIndex(_ block: Int) -> Int { block + block / chunkRatio }

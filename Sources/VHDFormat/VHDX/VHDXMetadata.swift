@@ -29,10 +29,10 @@ struct VHDXMetadata: Equatable {
 
     func parentValue(_ key: String) -> String? { parentLocator.first { $0.key == key }?.value }
 
-    init(blockSize: UInt32, hasParent: Bool, virtualSize: UInt64, diskIdentifier: GUID,
+    init(blockSize: UInt32, leaveBlocksAllocated: Bool = false, hasParent: Bool, virtualSize: UInt64, diskIdentifier: GUID,
          logicalSectorSize: UInt32, physicalSectorSize: UInt32, parentLocator: [(key: String, value: String)]) {
         self.blockSize = blockSize
-        self.leaveBlocksAllocated = false
+        self.leaveBlocksAllocated = leaveBlocksAllocated
         self.hasParent = hasParent
         self.virtualSize = virtualSize
         self.diskIdentifier = diskIdentifier

@@ -12,5 +12,8 @@ final class TestDirectory {
 
     func file(_ name: String) -> String { path + "/" + name }
 
-    deinit { try? FileManager.default.removeItem(atPath: path) }
+    deinit {
+        // VHD_TEST_KEEP=1 keeps the images of a failing run for a look with the peers' tools.
+        if ProcessInfo.processInfo.environment["VHD_TEST_KEEP"] == nil { try? FileManager.default.removeItem(atPath: path) }
+    }
 }

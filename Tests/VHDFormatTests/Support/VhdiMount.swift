@@ -10,7 +10,10 @@ enum VhdiMount {
         process.executableURL = URL(fileURLWithPath: "/usr/bin/vhdimount")
         process.arguments = ["-v", image, mountPoint]
         process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
+        let log = directory.file("vhdimount-\(UUID().uuidString.prefix(6)).log")
+        _ = FileManager.default.createFile(atPath: log, contents: nil)
+        let logHandle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
+        process.standardError = logHandle
         process.standardInput = FileHandle.nullDevice
         try process.run()
         defer {
@@ -23,11 +26,14 @@ enum VhdiMount {
             }
             process.waitUntilExit()
             try? FileManager.default.removeItem(atPath: mountPoint)
+            try? logHandle.close()
+            try? FileManager.default.removeItem(atPath: log)
         }
         let deadline = Date().addingTimeInterval(20)
         while !FileManager.default.fileExists(atPath: mountPoint + "/vhdi1") {
             guard process.isRunning, Date() < deadline else {
-                throw ToolFailed(description: "vhdimount of \(image) did not come up")
+                let output = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
+                throw ToolFailed(description: "vhdimount of \(image) did not come up: \(output.suffix(600))")
             }
             usleep(20_000)
         }
