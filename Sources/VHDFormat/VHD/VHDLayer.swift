@@ -54,7 +54,8 @@ final class VHDLayer: ImageLayer {
                   copy.diskType != .fixed else { throw error }
             problems.append("\(error.description); using the copy at offset 0")
             footer = copy
-            footerLength = 0
+            // A damaged footer still occupies the end; new blocks go before it.
+            footerLength = VHDFooter.hasCookie(tail) ? 512 : 0
         }
         self.footer = footer
         let dataEnd = fileSize - footerLength
