@@ -36,6 +36,17 @@ extension VirtualDisk {
         }
     }
 
+    /// Walks the ranges that hold data, cut to `maximumLength`: allocated ranges minus the holes of the
+    /// image files (a block allocated by extending the file reads zeros where nothing was written).
+    public func forEachDataRange(maximumLength: UInt64, _ body: (UInt64, UInt64) throws -> Void) throws {
+        try forEachRange(maximumLength: maximumLength) { offset, length, source in
+            guard case let .data(depth, fileOffset) = source else { return }
+            for run in layers[depth].file.dataRuns(at: fileOffset, length: length) {
+                try body(offset + (run.offset - fileOffset), run.length)
+            }
+        }
+    }
+
     /// Bytes the chain holds (not zeros), for progress reports and facts.
     public func allocatedByteCount() throws -> UInt64 {
         try allocationMap().filter(\.allocated).reduce(0) { $0 + $1.length }

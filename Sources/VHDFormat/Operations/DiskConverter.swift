@@ -32,6 +32,8 @@ public enum DiskConverter {
     public typealias Progress = (UInt64, UInt64) -> Void
 
     static let chunkSize = 8 << 20
+    /// Granularity at which zero data is left out of the output (the file system's block size).
+    static let zeroGranularity = 4096
     /// Granularity at which a copy against a base decides whether data differs.
     static let compareGranularity = 64 << 10
 
@@ -40,7 +42,7 @@ public enum DiskConverter {
         let source = try VirtualDisk.open(sourcePath, options: .init(format: options.sourceFormat,
                                                                      allowParentMismatch: options.allowParentMismatch))
         try refuseSameFile(sourcePath, destinationPath)
-        unlink(destinationPath)
+        try removeExistingFile(destinationPath)
         let size = source.virtualSize
         if options.outputFormat == .raw {
             guard options.parentPath == nil else { throw VHDError.invalidArgument("a raw image cannot have a parent") }
@@ -68,6 +70,16 @@ public enum DiskConverter {
         }
     }
 
+    /// Replaces a regular file; anything else (a device, a directory) is refused, never unlinked.
+    private static func removeExistingFile(_ path: String) throws {
+        var info = stat()
+        guard lstat(path, &info) == 0 else { return }
+        guard info.st_mode & S_IFMT == S_IFREG else {
+            throw VHDError.invalidArgument("\(path) exists and is not a regular file")
+        }
+        guard unlink(path) == 0 else { throw VHDError.io(path: path, operation: "replace", errno: errno) }
+    }
+
     private static func refuseSameFile(_ source: String, _ destination: String) throws {
         var a = stat(), b = stat()
         if stat(source, &a) == 0, stat(destination, &b) == 0, a.st_dev == b.st_dev, a.st_ino == b.st_ino {
@@ -82,17 +94,16 @@ public enum DiskConverter {
             try output.truncate(to: source.virtualSize)
             let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: chunkSize, alignment: 4096)
             defer { buffer.deallocate() }
-            try source.forEachRange(maximumLength: UInt64(chunkSize)) { offset, length, kind in
-                if case .data = kind {
-                    let part = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<Int(length)])
-                    try source.read(at: offset, into: part)
-                    if !ZeroTest.isAllZero(UnsafeRawBufferPointer(part)) {
-                        try output.write(at: offset, from: UnsafeRawBufferPointer(part))
-                    }
+            try source.forEachDataRange(maximumLength: UInt64(chunkSize)) { offset, length in
+                let part = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<Int(length)])
+                try source.read(at: offset, into: part)
+                try ZeroTest.forEachNonZeroRun(in: UnsafeRawBufferPointer(part), granularity: zeroGranularity) { start, run in
+                    try output.write(at: offset + UInt64(start), from: run)
                 }
                 progress?(offset + length, source.virtualSize)
             }
-            try output.sync()
+            progress?(source.virtualSize, source.virtualSize)
+            // No fsync, as qemu-img convert (cache=unsafe by default): the copy is reproducible from the source.
         } catch {
             unlink(path)
             throw error
@@ -102,16 +113,15 @@ public enum DiskConverter {
     private static func copyAllocated(_ source: VirtualDisk, to destination: VirtualDisk, progress: Progress?) throws {
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: chunkSize, alignment: 4096)
         defer { buffer.deallocate() }
-        try source.forEachRange(maximumLength: UInt64(chunkSize)) { offset, length, kind in
-            if case .data = kind {
-                let part = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<Int(length)])
-                try source.read(at: offset, into: part)
-                if !ZeroTest.isAllZero(UnsafeRawBufferPointer(part)) {
-                    try destination.write(at: offset, from: UnsafeRawBufferPointer(part))
-                }
+        try source.forEachDataRange(maximumLength: UInt64(chunkSize)) { offset, length in
+            let part = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<Int(length)])
+            try source.read(at: offset, into: part)
+            try ZeroTest.forEachNonZeroRun(in: UnsafeRawBufferPointer(part), granularity: zeroGranularity) { start, run in
+                try destination.write(at: offset + UInt64(start), from: run)
             }
             progress?(offset + length, source.virtualSize)
         }
+        progress?(source.virtualSize, source.virtualSize)
     }
 
     /// Compares the source with the base piece by piece and writes the pieces that differ.

@@ -8,4 +8,24 @@ enum ZeroTest {
         guard base.load(as: UInt8.self) == 0 else { return false }
         return memcmp(base, base + 1, buffer.count - 1) == 0
     }
+
+    /// Calls `write` for each run of `buffer` that is not all zeros, judged `granularity` bytes at a time,
+    /// so zero-filled parts of allocated blocks stay holes in the output.
+    static func forEachNonZeroRun(in buffer: UnsafeRawBufferPointer, granularity: Int,
+                                  _ write: (_ start: Int, _ run: UnsafeRawBufferPointer) throws -> Void) throws {
+        var runStart: Int?
+        var position = 0
+        while position < buffer.count {
+            let end = min(position + granularity, buffer.count)
+            let zero = isAllZero(UnsafeRawBufferPointer(rebasing: buffer[position..<end]))
+            if zero, let start = runStart {
+                try write(start, UnsafeRawBufferPointer(rebasing: buffer[start..<position]))
+                runStart = nil
+            } else if !zero, runStart == nil {
+                runStart = position
+            }
+            position = end
+        }
+        if let start = runStart { try write(start, UnsafeRawBufferPointer(rebasing: buffer[start..<buffer.count])) }
+    }
 }

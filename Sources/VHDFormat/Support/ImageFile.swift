@@ -82,6 +82,31 @@ final class ImageFile {
         try bytes.withUnsafeBytes { try write(at: offset, from: $0) }
     }
 
+    /// The parts of `offset..<offset+length` that hold data in the file system; holes read as zeros
+    /// and need not be read at all. Without hole support the whole range counts as data.
+    func dataRuns(at offset: UInt64, length: UInt64) -> [(offset: UInt64, length: UInt64)] {
+        // A replayed log may have put bytes into a hole: only the file alone can be trusted here.
+        guard overlay.isEmpty else { return [(offset, length)] }
+        let seekData: Int32 = 3, seekHole: Int32 = 4  // SEEK_DATA, SEEK_HOLE (Linux, FreeBSD, macOS)
+        var runs: [(offset: UInt64, length: UInt64)] = []
+        let end = offset + length
+        var position = offset
+        while position < end {
+            let data = lseek(descriptor, off_t(position), seekData)
+            if data < 0 {
+                if errno == ENXIO { break }  // only holes up to the end of the file
+                return [(offset, length)]
+            }
+            let dataStart = UInt64(data)
+            guard dataStart < end else { break }
+            let hole = lseek(descriptor, off_t(dataStart), seekHole)
+            let dataEnd = hole < 0 ? end : min(UInt64(hole), end)
+            runs.append((dataStart, dataEnd - dataStart))
+            position = dataEnd
+        }
+        return runs
+    }
+
     func truncate(to size: UInt64) throws {
         guard ftruncate(descriptor, off_t(size)) == 0 else {
             throw VHDError.io(path: path, operation: "truncate", errno: errno)
