@@ -52,7 +52,8 @@ public final class VirtualDisk {
             let child = layers[layers.count - 1]
             guard layers.count < maximumChainDepth else { throw VHDError.chainTooDeep(path: path, limit: maximumChainDepth) }
             let candidates = ParentResolver.candidates(for: link, childPath: child.file.path)
-            guard let parentPath = candidates.first(where: { FileManager.default.fileExists(atPath: $0) }) else {
+            // Only regular files: a locator naming a FIFO or a device must not block or read forever.
+            guard let parentPath = candidates.first(where: isRegularFile) else {
                 throw VHDError.parentMissing(child: child.file.path, tried: candidates)
             }
             guard visited.insert(realPath(parentPath)).inserted else { throw VHDError.parentLoop(path: parentPath) }
@@ -61,6 +62,11 @@ public final class VirtualDisk {
             layers.append(parent)
         }
         return VirtualDisk(layers: layers, writable: options.writable)
+    }
+
+    private static func isRegularFile(_ path: String) -> Bool {
+        var info = stat()
+        return stat(path, &info) == 0 && info.st_mode & S_IFMT == S_IFREG
     }
 
     private static func realPath(_ path: String) -> String {
