@@ -11,6 +11,7 @@ struct Convert: ParsableCommand {
     @Flag(help: "Fixed output instead of dynamic.") var fixed = false
     @Option(help: "Output block size (e.g. 2M).") var blockSize: SizeArgument?
     @Option(name: [.customShort("B"), .customLong("parent")], help: "Write a differencing image of this parent.") var parent: String?
+    @Flag(name: .customLong("ignore-parent-identity"), help: "Accept source parents whose identity does not match.") var allowMismatch = false
     @Flag(name: .short, help: "Show progress.") var progress = false
     @Argument(help: "Source image.") var source: String
     @Argument(help: "Output file (replaced if it exists).") var destination: String
@@ -20,7 +21,7 @@ struct Convert: ParsableCommand {
         try reportingErrors {
             try DiskConverter.convert(from: source, to: destination, options: .init(
                 sourceFormat: sourceFormat, outputFormat: outputFormat, outputType: fixed ? .fixed : .dynamic,
-                blockSize: blockSize?.bytes, parentPath: parent), progress: printer.map { p in { p.update($0, $1) } })
+                blockSize: blockSize?.bytes, parentPath: parent, allowParentMismatch: allowMismatch), progress: printer.map { p in { p.update($0, $1) } })
         }
     }
 }

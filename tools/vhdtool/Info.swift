@@ -6,7 +6,7 @@ struct Info: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Show an image's facts and its parent chain.")
 
     @Flag(help: "Print JSON (one object per image of the chain, the opened one first).") var json = false
-    @Flag(name: .customLong("force-share"), help: "Accept a parent whose identity does not match.") var allowMismatch = false
+    @Flag(name: .customLong("ignore-parent-identity"), help: "Accept a parent whose identity does not match.") var allowMismatch = false
     @Argument(help: "The image file.") var file: String
 
     func run() throws {
