@@ -57,6 +57,9 @@ final class VHDXLayer: ImageLayer {
             guard logEnd <= physicalSize else {
                 throw VHDError.truncated(path: path, what: "VHDX log at \(header.logOffset)", needed: logEnd, fileSize: physicalSize)
             }
+            guard header.logLength <= VHDXLogReplay.maximumLogLength else {
+                throw VHDError.corrupt(path: path, problem: "VHDX log of \(header.logLength) bytes is larger than any writer makes (at most \(VHDXLogReplay.maximumLogLength))")
+            }
             let log = try file.read(at: header.logOffset, count: Int(header.logLength), what: "VHDX log")
             let sequence = VHDXLogReplay.activeSequence(log: log, logGuid: header.logGuid)
             if let head = sequence.head {
