@@ -50,6 +50,11 @@ for fmt in vhdx vpc; do
     theirs=$(best "$WORK/out.raw" qemu-img convert -f "$fmt" -O raw "$src" "$WORK/out.raw")
     ratio=$(echo "$theirs / $ours" | bc -l)
     printf '%-44s %10.3f %10.3f %7.2fx\n' "convert 1 GiB dynamic ${fmt/vpc/vhd} -> raw (vs qemu-img)" "$ours" "$theirs" "$ratio"
+    # A fast wrong answer is worth nothing: both outputs must be the same bytes.
+    "$VHDTOOL" convert -O raw "$src" "$WORK/ours.raw"
+    qemu-img convert -f "$fmt" -O raw "$src" "$WORK/theirs.raw"
+    cmp "$WORK/ours.raw" "$WORK/theirs.raw" || { echo "outputs differ for $src" >&2; exit 1; }
+    rm -f "$WORK/ours.raw" "$WORK/theirs.raw"
 done
 
 # Depth-3 VHDX chain: base is the 1 GiB image, each child changes 32 MiB at its own places.
