@@ -56,6 +56,27 @@ import Testing
         #expect(FileCompare.firstDifference(reopened, model.bytes) == nil)
     }
 
+    /// 4 KiB logical sectors (qemu cannot open these; libvhdi can): unaligned writes become read-modify-write.
+    @Test func fourKiBSectorVhdxReadsIdenticalThroughLibvhdi() throws {
+        let directory = try TestDirectory()
+        let image = directory.file("4k.vhdx")
+        let size = 16 << 20
+        try DiskCreator.create(at: image, options: .init(format: .vhdx, type: .dynamic, virtualSize: UInt64(size),
+                                                         blockSize: 1 << 20, logicalSectorSize: 4096))
+        var model = DiskModel(size: size)
+        let disk = try VirtualDisk.open(image, options: .init(writable: true))
+        #expect(disk.facts.logicalSectorSize == 4096)
+        try model.write(disk, at: 100, count: 5000, seed: 1)
+        try model.write(disk, at: (1 << 20) - 7, count: 20, seed: 2)
+        try model.write(disk, at: size - 3, count: 3, seed: 3)
+        try disk.close()
+        #expect(FileCompare.firstDifference(try FileCompare.flattened(image), model.bytes) == nil)
+        try VhdiMount.withMount(image, in: directory) { mountPoint in
+            let viaLibvhdi = try FileCompare.contents(try VhdiMount.topView(mountPoint))
+            #expect(FileCompare.firstDifference(viaLibvhdi, model.bytes) == nil)
+        }
+    }
+
     /// qemu-io writing into our images, then us reading them, closes the loop the other way.
     @Test(arguments: [ImageFormat.vhd, .vhdx])
     func weReadWhatQemuWritesIntoOurImages(_ format: ImageFormat) throws {
