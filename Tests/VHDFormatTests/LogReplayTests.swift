@@ -7,30 +7,33 @@ import Testing
 @Suite struct LogReplayTests {
     static let size = 32 << 20
 
-    /// Makes an image whose last session stopped after the log entry and before the BAT was updated in place.
-    static func interruptedImage(in directory: TestDirectory) throws -> (path: String, model: DiskModel) {
+    /// Makes an image whose last session stopped at `crashPoint`; returns the disk as it was before that
+    /// session and as the session wrote it.
+    static func interruptedImage(in directory: TestDirectory, at crashPoint: VHDXLogWriter.CrashPoint = .afterLogEntry)
+        throws -> (path: String, model: DiskModel, before: DiskModel) {
         let image = directory.file("dirty.vhdx")
         try DiskCreator.create(at: image, options: .init(format: .vhdx, type: .dynamic, virtualSize: UInt64(size), blockSize: 1 << 20))
         var model = DiskModel(size: size)
         let first = try VirtualDisk.open(image, options: .init(writable: true))
         try model.write(first, at: 1 << 20, count: 300_000, seed: 1)
         try first.close()
+        let before = model
 
         try {
             let second = try VirtualDisk.open(image, options: .init(writable: true))
             let layer = try #require(second.layers[0] as? VHDXLayer)
-            layer.interruptAfterLogWrite = true
+            layer.crashPoint = crashPoint
             try model.write(second, at: 5 << 20, count: 200_000, seed: 2)
             try model.write(second, at: (20 << 20) + 4096, count: 4096, seed: 3)
             #expect(throws: VHDXLogWriter.SimulatedCrash.self) { try second.flush() }
             // Dropped without a clean close, as a crashed writer would leave it.
         }()
-        return (image, model)
+        return (image, model, before)
     }
 
     @Test func interruptedWriteReplaysLikeQemuCheckRepair() throws {
         let directory = try TestDirectory()
-        let (image, model) = try Self.interruptedImage(in: directory)
+        let (image, model, _) = try Self.interruptedImage(in: directory)
         var problems: [String] = []
         let file = try ImageFile(path: image, writable: false)
         #expect(!(try VHDXHeader.readCurrent(from: file, problems: &problems).header.logGuid.isZero))
@@ -60,7 +63,7 @@ import Testing
 
     @Test func readWriteOpenReplaysIntoTheFile() throws {
         let directory = try TestDirectory()
-        let (image, model) = try Self.interruptedImage(in: directory)
+        let (image, model, _) = try Self.interruptedImage(in: directory)
         let report = try DiskChecker.check(image)
         #expect(report.problems.contains { $0.contains("log") })
         let repaired = try DiskChecker.check(image, repair: true)
@@ -71,6 +74,22 @@ import Testing
         let check = try ProcessRunner.run("qemu-img", ["check", "-f", "vhdx", image])
         #expect(check.status == 0, "\(check.output)\(check.error)")
         #expect(FileCompare.firstDifference(try Qemu.rawContents(image, format: .vhdx, in: directory), model.bytes) == nil)
+    }
+
+    /// A crash before the log entry leaves the old BAT: the disk reads as before the session (the new
+    /// blocks are leaked, not exposed), and every peer agrees.
+    @Test func crashBeforeTheLogEntryKeepsTheOldState() throws {
+        let directory = try TestDirectory()
+        let (image, _, old) = try Self.interruptedImage(in: directory, at: .beforeLogEntry)
+        let ours = try FileCompare.flattened(image)
+        #expect(FileCompare.firstDifference(ours, old.bytes) == nil)
+        let copy = directory.file("qemu-repaired.vhdx")
+        try FileManager.default.copyItem(atPath: image, toPath: copy)
+        let repair = try ProcessRunner.run("qemu-img", ["check", "-r", "all", "-f", "vhdx", copy])
+        #expect(repair.status == 0, "\(repair.output)\(repair.error)")
+        #expect(FileCompare.firstDifference(try Qemu.rawContents(copy, format: .vhdx, in: directory), old.bytes) == nil)
+        #expect(try DiskChecker.check(image, repair: true).isClean)
+        #expect(FileCompare.firstDifference(try FileCompare.flattened(image), old.bytes) == nil)
     }
 
     @Test func staleAndTornEntriesAreIgnored() throws {

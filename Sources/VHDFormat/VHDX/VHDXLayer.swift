@@ -31,8 +31,8 @@ final class VHDXLayer: ImageLayer {
     private var dirtyBATPages = Set<Int>()
     private var logWriter: VHDXLogWriter?
     private var cachedBitmap: (block: Int, bytes: [UInt8])?
-    /// Test hook: stop the next metadata commit right after its log entry is durable.
-    var interruptAfterLogWrite = false
+    /// Test hook: stop metadata commits at this point, as a crash would.
+    var crashPoint: VHDXLogWriter.CrashPoint?
 
     var hasParent: Bool { metadata.hasParent }
 
@@ -376,7 +376,7 @@ final class VHDXLayer: ImageLayer {
         next.logGuid = .random()
         (header, headerSlot) = try Self.writeHeader(next, after: header, slot: headerSlot, to: file)
         let writer = VHDXLogWriter(file: file, logOffset: header.logOffset, logLength: Int(header.logLength), logGuid: header.logGuid)
-        writer.interruptAfterLogWrite = interruptAfterLogWrite
+        writer.crashPoint = crashPoint
         logWriter = writer
     }
 

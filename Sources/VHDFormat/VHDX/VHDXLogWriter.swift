@@ -1,8 +1,16 @@
 /// Writes metadata pages through the log: entry written and flushed, then the pages in place and
 /// flushed. A crash at any point leaves either the old pages or a log that replays to the new ones.
 final class VHDXLogWriter {
-    /// Raised by the test hook that stops a write after the log entry is durable, as a crash would.
+    /// Raised by the test hook that stops a commit where a crash could, to prove the file stays consistent.
     struct SimulatedCrash: Error {}
+
+    /// Where the test hook stops a commit.
+    enum CrashPoint {
+        /// Blocks are durable, the log entry is not written: the BAT still shows the old state.
+        case beforeLogEntry
+        /// The log entry is durable, the BAT in place is not updated: replay must finish the job.
+        case afterLogEntry
+    }
 
     let file: ImageFile
     let logOffset: UInt64
@@ -10,7 +18,7 @@ final class VHDXLogWriter {
     let logGuid: GUID
     private var sequenceNumber: UInt64 = 1
     private var position = 0
-    var interruptAfterLogWrite = false
+    var crashPoint: CrashPoint?
 
     init(file: ImageFile, logOffset: UInt64, logLength: Int, logGuid: GUID) {
         self.file = file
@@ -40,9 +48,10 @@ final class VHDXLogWriter {
             if position + entry.encodedLength > logLength { position = 0 }
             // Each entry is applied before the next is written, so each is its own whole sequence.
             entry.tail = UInt32(position)
+            if crashPoint == .beforeLogEntry { throw SimulatedCrash() }
             try file.write(at: logOffset + UInt64(position), bytes: entry.encoded())
             try file.sync()
-            if interruptAfterLogWrite { throw SimulatedCrash() }
+            if crashPoint == .afterLogEntry { throw SimulatedCrash() }
             for page in group { try file.write(at: page.fileOffset, bytes: page.page) }
             try file.sync()
             position += entry.encodedLength
