@@ -49,6 +49,10 @@ import Testing
             #expect(FileCompare.firstDifference(viaLibvhdi, flattened) == nil)
         }
         #expect(try DiskChecker.check(top).isClean)
+        let attributes = Dictionary(uniqueKeysWithValues: disk.facts.extendedAttributes.map { ($0.name, $0.value) })
+        #expect(attributes["user.vhd.type"] == "differencing")
+        #expect(attributes["user.vhd.parent_identity"] == disk.chain[1].identity)
+        #expect(attributes["user.vhd.virtual_size"] == String(Self.size))
     }
 
     @Test(arguments: [ImageFormat.vhd, .vhdx])
