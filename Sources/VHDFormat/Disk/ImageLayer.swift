@@ -18,7 +18,7 @@ protocol ImageLayer: AnyObject {
     var file: ImageFile { get }
     var facts: DiskFacts { get }
     var virtualSize: UInt64 { get }
-    /// Largest write granularity that stays sector-consistent (the logical sector size).
+    /// The unit a write must cover whole: the logical sector size (4 KiB for a differencing VHD).
     var sectorSize: UInt64 { get }
 
     /// The mapping at `offset`, covering at most `limit` bytes (never 0 for offset < virtualSize).
