@@ -29,6 +29,8 @@ final class VHDXLayer: ImageLayer {
 
     private var nextFreeOffset: UInt64
     private var dirtyBATPages = Set<Int>()
+    /// Sector bitmap pages changed since the last flush, by file offset.
+    private var pendingPages: [UInt64: [UInt8]] = [:]
     private var logWriter: VHDXLogWriter?
     private var cachedBitmap: (block: Int, bytes: [UInt8])?
     /// Test hook: stop metadata commits at this point, as a crash would.
@@ -295,8 +297,7 @@ final class VHDXLayer: ImageLayer {
         let bitmapEntry = bat[chunk * (chunkRatio + 1) + chunkRatio]
         let sectorsPerBlock = Int(blockSize / sectorSize)
         let start = (block % chunkRatio) * sectorsPerBlock / 8
-        let bytes = try file.read(at: Self.fileOffset(bitmapEntry) + UInt64(start), count: sectorsPerBlock / 8,
-                                  what: "VHDX sector bitmap")
+        let bytes = try readThroughPendingPages(at: Self.fileOffset(bitmapEntry) + UInt64(start), count: sectorsPerBlock / 8)
         cachedBitmap = (block, bytes)
         return bytes
     }
@@ -310,12 +311,78 @@ final class VHDXLayer: ImageLayer {
             let inBlock = position % blockSize
             let count = Int(min(UInt64(buffer.count - done), blockSize - inBlock))
             let chunk = UnsafeRawBufferPointer(rebasing: buffer[done..<(done + count)])
-            let blockStart = try presentBlock(block, fullyOverwritten: inBlock == 0 && UInt64(count) == blockLength(block),
-                                              lower: lower)
-            try file.write(at: blockStart + inBlock, from: chunk)
+            let whole = inBlock == 0 && UInt64(count) == blockLength(block)
+            let state = BlockState(rawValue: bat[payloadIndex(block)] & 7)
+            if hasParent, !whole, state != .fullyPresent, !badBATEntries.contains(payloadIndex(block)) {
+                // A differencing disk keeps only the sectors written: the block is partially present and
+                // the sector bitmap says which sectors are the child's.
+                let blockStart = try partiallyPresentBlock(block)
+                try file.write(at: blockStart + inBlock, from: chunk)
+                try markSectorsPresent(block: block, from: inBlock, count: UInt64(count))
+            } else {
+                let blockStart = try presentBlock(block, fullyOverwritten: whole, lower: lower)
+                try file.write(at: blockStart + inBlock, from: chunk)
+            }
             done += count
         }
-        if dirtyBATPages.count >= 64 { try flush() }
+        if dirtyBATPages.count + pendingPages.count >= 64 { try flush() }
+    }
+
+    /// The file offset of a partially present block, allocated at the end of the file when absent.
+    private func partiallyPresentBlock(_ block: Int) throws -> UInt64 {
+        let index = payloadIndex(block)
+        if bat[index] & 7 == BlockState.partiallyPresent.rawValue { return Self.fileOffset(bat[index]) }
+        try ensureSectorBitmapBlock(chunk: block / chunkRatio)
+        let target = try allocateAtEnd(blockSize)
+        bat[index] = target | BlockState.partiallyPresent.rawValue
+        dirtyBATPages.insert(index * 8 / 4096)
+        if cachedBitmap?.block == block { cachedBitmap = nil }
+        return target
+    }
+
+    /// Images from other writers may lack a chunk's bitmap block: add an all-zero one ("all parent").
+    private func ensureSectorBitmapBlock(chunk: Int) throws {
+        let index = chunk * (chunkRatio + 1) + chunkRatio
+        guard bat[index] & 7 != 6 || badBATEntries.contains(index) else { return }
+        bat[index] = try allocateAtEnd(Self.mebibyte) | 6
+        badBATEntries.remove(index)
+        dirtyBATPages.insert(index * 8 / 4096)
+    }
+
+    private func allocateAtEnd(_ length: UInt64) throws -> UInt64 {
+        let target = nextFreeOffset
+        nextFreeOffset += length
+        if try file.size() < nextFreeOffset { try file.truncate(to: nextFreeOffset) }
+        return target
+    }
+
+    /// Sets the bitmap bits of the written sectors, in pages that the next flush commits through the log.
+    private func markSectorsPresent(block: Int, from inBlock: UInt64, count: UInt64) throws {
+        let bitmapStart = Self.fileOffset(bat[(block / chunkRatio) * (chunkRatio + 1) + chunkRatio])
+        let sectorsPerBlock = blockSize / sectorSize
+        let firstBit = UInt64(block % chunkRatio) * sectorsPerBlock + inBlock / sectorSize
+        let lastBit = UInt64(block % chunkRatio) * sectorsPerBlock + (inBlock + count - 1) / sectorSize
+        for bit in firstBit...lastBit {
+            let byteOffset = bitmapStart + bit / 8
+            let pageOffset = byteOffset / 4096 * 4096
+            if pendingPages[pageOffset] == nil {
+                pendingPages[pageOffset] = try file.read(at: pageOffset, count: 4096, what: "VHDX sector bitmap")
+            }
+            pendingPages[pageOffset]?[Int(byteOffset - pageOffset)] |= 1 << UInt8(bit % 8)
+        }
+        if cachedBitmap?.block == block { cachedBitmap = nil }
+    }
+
+    /// File bytes as the next flush will leave them (bitmap pages not yet committed included).
+    private func readThroughPendingPages(at offset: UInt64, count: Int) throws -> [UInt8] {
+        var bytes = try file.read(at: offset, count: count, what: "VHDX sector bitmap")
+        for (pageOffset, page) in pendingPages where pageOffset < offset + UInt64(count) && pageOffset + 4096 > offset {
+            for index in 0..<count {
+                let position = offset + UInt64(index)
+                if position >= pageOffset, position < pageOffset + 4096 { bytes[index] = page[Int(position - pageOffset)] }
+            }
+        }
+        return bytes
     }
 
     private func blockLength(_ block: Int) -> UInt64 { min(blockSize, virtualSize - UInt64(block) * blockSize) }
@@ -403,7 +470,7 @@ final class VHDXLayer: ImageLayer {
 
     func flush() throws {
         guard file.writable, let logWriter else { return }
-        guard !dirtyBATPages.isEmpty else {
+        guard !dirtyBATPages.isEmpty || !pendingPages.isEmpty else {
             try file.sync()
             return
         }
@@ -418,8 +485,10 @@ final class VHDXLayer: ImageLayer {
             }
             return (batOffset + UInt64(page) * 4096, bytes)
         }
-        try logWriter.commit(pages: pages)
+        let bitmapPages = pendingPages.sorted { $0.key < $1.key }.map { (fileOffset: $0.key, page: $0.value) }
+        try logWriter.commit(pages: bitmapPages + pages)
         dirtyBATPages.removeAll()
+        pendingPages.removeAll()
     }
 
     func close() throws {
