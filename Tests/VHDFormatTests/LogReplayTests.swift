@@ -92,6 +92,34 @@ import Testing
         #expect(FileCompare.firstDifference(try FileCompare.flattened(image), old.bytes) == nil)
     }
 
+    /// A differencing VHDX commits BAT entries and sector bitmap pages in one log entry: interrupted after
+    /// it, our view replays both; after repair libvhdi (which never replays) agrees.
+    @Test func interruptedDifferencingWriteReplaysBitmapsAndBAT() throws {
+        let directory = try TestDirectory()
+        let base = directory.file("base.vhdx"), child = directory.file("child.vhdx")
+        try DiskCreator.create(at: base, options: .init(format: .vhdx, type: .dynamic, virtualSize: 8 << 20, blockSize: 1 << 20))
+        var model = DiskModel(size: 8 << 20)
+        let parent = try VirtualDisk.open(base, options: .init(writable: true))
+        try model.write(parent, at: 0, count: 3 << 20, seed: 4)
+        try parent.close()
+        try DiskCreator.create(at: child, options: .init(format: .vhdx, type: .differencing, parentPath: base))
+        try {
+            let disk = try VirtualDisk.open(child, options: .init(writable: true))
+            try #require(disk.layers[0] as? VHDXLayer).crashPoint = .afterLogEntry
+            try model.write(disk, at: 70_000, count: 5000, seed: 5)
+            try model.write(disk, at: (2 << 20) + 512, count: 1024, seed: 6)
+            #expect(throws: VHDXLogWriter.SimulatedCrash.self) { try disk.flush() }
+        }()
+        let before = try FileCompare.contents(child)
+        #expect(FileCompare.firstDifference(try FileCompare.flattened(child), model.bytes) == nil)
+        #expect(try FileCompare.contents(child) == before)
+        #expect(try DiskChecker.check(child, repair: true).isClean)
+        try VhdiMount.withMount(child, in: directory) { mountPoint in
+            let viaLibvhdi = try FileCompare.contents(try VhdiMount.topView(mountPoint))
+            #expect(FileCompare.firstDifference(viaLibvhdi, model.bytes) == nil)
+        }
+    }
+
     @Test func staleAndTornEntriesAreIgnored() throws {
         let guid = GUID.random()
         var log = [UInt8](repeating: 0, count: 1 << 20)
