@@ -1,0 +1,155 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// A file opened for positional I/O. A VHDX with an unreplayed log opened read-only carries the log's
+/// writes as an in-memory overlay, so readers see the replayed state while the file stays untouched.
+final class ImageFile {
+    let path: String
+    let writable: Bool
+    private let descriptor: Int32
+    private(set) var overlay = LogOverlay()
+
+    init(path: String, writable: Bool, create: Bool = false) throws {
+        self.path = path
+        self.writable = writable
+        var flags = writable ? O_RDWR : O_RDONLY
+        if create { flags |= O_CREAT | O_EXCL }
+        let fd = open(path, flags | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw VHDError.io(path: path, operation: create ? "create" : "open", errno: errno) }
+        descriptor = fd
+    }
+
+    deinit { close(descriptor) }
+
+    /// The size readers see: the file's, or larger when a replayed log extends it.
+    func size() throws -> UInt64 {
+        var info = stat()
+        guard fstat(descriptor, &info) == 0 else { throw VHDError.io(path: path, operation: "stat", errno: errno) }
+        return max(UInt64(info.st_size), overlay.extendedSize)
+    }
+
+    func setOverlay(_ overlay: LogOverlay) { self.overlay = overlay }
+
+    /// Reads exactly `buffer.count` bytes; a short read means the file ends inside a structure.
+    func read(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer, what: String) throws {
+        var done = 0
+        while done < buffer.count {
+            let n = pread(descriptor, buffer.baseAddress! + done, buffer.count - done, off_t(offset) + off_t(done))
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw VHDError.io(path: path, operation: "read", errno: errno)
+            }
+            if n == 0 {
+                // Past the physical end: only a replayed log may legitimately extend the file.
+                let end = offset + UInt64(buffer.count)
+                guard end <= overlay.extendedSize else {
+                    throw VHDError.truncated(path: path, what: what, needed: end, fileSize: try size())
+                }
+                (buffer.baseAddress! + done).initializeMemory(as: UInt8.self, repeating: 0, count: buffer.count - done)
+                break
+            }
+            done += n
+        }
+        if !overlay.isEmpty { overlay.apply(to: buffer, at: offset) }
+    }
+
+    func read(at offset: UInt64, count: Int, what: String) throws -> [UInt8] {
+        guard count >= 0 else { throw VHDError.invalidArgument("negative read length for \(what)") }
+        var bytes = [UInt8](repeating: 0, count: count)
+        if count > 0 {
+            try bytes.withUnsafeMutableBytes { try read(at: offset, into: $0, what: what) }
+        }
+        return bytes
+    }
+
+    func write(at offset: UInt64, from buffer: UnsafeRawBufferPointer) throws {
+        guard writable else { throw VHDError.readOnly(path: path) }
+        var done = 0
+        while done < buffer.count {
+            let n = pwrite(descriptor, buffer.baseAddress! + done, buffer.count - done, off_t(offset) + off_t(done))
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw VHDError.io(path: path, operation: "write", errno: errno)
+            }
+            done += n
+        }
+    }
+
+    func write(at offset: UInt64, bytes: [UInt8]) throws {
+        try bytes.withUnsafeBytes { try write(at: offset, from: $0) }
+    }
+
+    /// The parts of `offset..<offset+length` that hold data in the file system; holes read as zeros
+    /// and need not be read at all. Without hole support the whole range counts as data.
+    func dataRuns(at offset: UInt64, length: UInt64) -> [(offset: UInt64, length: UInt64)] {
+        // A replayed log may have put bytes into a hole: only the file alone can be trusted here.
+        guard overlay.isEmpty else { return [(offset, length)] }
+        let seekData: Int32 = 3, seekHole: Int32 = 4  // SEEK_DATA, SEEK_HOLE (Linux, FreeBSD, macOS)
+        var runs: [(offset: UInt64, length: UInt64)] = []
+        let end = offset + length
+        var position = offset
+        while position < end {
+            let data = lseek(descriptor, off_t(position), seekData)
+            if data < 0 {
+                if errno == ENXIO { break }  // only holes up to the end of the file
+                return [(offset, length)]
+            }
+            let dataStart = UInt64(data)
+            guard dataStart < end else { break }
+            let hole = lseek(descriptor, off_t(dataStart), seekHole)
+            let dataEnd = hole < 0 ? end : min(UInt64(hole), end)
+            runs.append((dataStart, dataEnd - dataStart))
+            position = dataEnd
+        }
+        return runs
+    }
+
+    func truncate(to size: UInt64) throws {
+        guard ftruncate(descriptor, off_t(size)) == 0 else {
+            throw VHDError.io(path: path, operation: "truncate", errno: errno)
+        }
+    }
+
+    func sync() throws {
+        guard fsync(descriptor) == 0 else { throw VHDError.io(path: path, operation: "fsync", errno: errno) }
+    }
+}
+
+/// Writes of a VHDX log, kept in memory for read-only opens. Applied in log order on every read.
+struct LogOverlay {
+    enum Write {
+        case data(offset: UInt64, bytes: [UInt8])
+        case zero(offset: UInt64, length: UInt64)
+    }
+
+    private(set) var writes: [Write] = []
+    private(set) var extendedSize: UInt64 = 0
+
+    var isEmpty: Bool { writes.isEmpty }
+
+    mutating func add(_ write: Write) { writes.append(write) }
+    mutating func extend(to size: UInt64) { extendedSize = max(extendedSize, size) }
+
+    func apply(to buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) {
+        let end = offset + UInt64(buffer.count)
+        for write in writes {
+            switch write {
+            case let .data(start, bytes):
+                let lower = max(start, offset), upper = min(start + UInt64(bytes.count), end)
+                guard lower < upper else { continue }
+                bytes.withUnsafeBytes { source in
+                    (buffer.baseAddress! + Int(lower - offset)).copyMemory(
+                        from: source.baseAddress! + Int(lower - start), byteCount: Int(upper - lower))
+                }
+            case let .zero(start, length):
+                let lower = max(start, offset), upper = min(start + length, end)
+                guard lower < upper else { continue }
+                (buffer.baseAddress! + Int(lower - offset)).initializeMemory(
+                    as: UInt8.self, repeating: 0, count: Int(upper - lower))
+            }
+        }
+    }
+}
