@@ -5,7 +5,7 @@ packages=(
   libfuse3-dev fuse3 libsqlite3-dev   # build: FUSE low-level API, SQLite
   qemu-utils libvhdi-utils            # VHD/VHDX cross-checks (qemu-img, qemu-io, vhdimount)
   etcd-server                         # the etcd coordination backend and its tests
-  fio                                 # benchmarks
+  fio bc                              # benchmarks
 )
 missing=()
 for package in "${packages[@]}"; do
