@@ -71,8 +71,20 @@ extension LockClient {
             }
             s.epoch = epoch
             s.channel = channel
-            var msgs: [WireMessage] = s.held.sorted { $0.key < $1.key }.map { id, h in
-                .recover(id, process: h.process, resource: h.resource, mode: h.mode, valueBlock: h.valueBlock, epoch: epoch)
+            var msgs: [WireMessage] = s.held.sorted { $0.key < $1.key }.compactMap { id, h in
+                // What we re-send is what we may still act on. A lock being unlocked is given up
+                // already (the old master may have granted it elsewhere): not re-sent; its unlock
+                // then finds it unknown and completes. A down-conversion in flight counts at the
+                // lower mode, with the value block it writes.
+                var mode = h.mode, vb = h.valueBlock
+                switch s.pending[id]?.op {
+                case .unlock: return nil
+                case let .convert(to, _, _, written) where to < h.mode:
+                    if h.mode.writesValueBlock, let written { vb = ValueBlock(bytes: written) }
+                    mode = to
+                default: break
+                }
+                return .recover(id, process: h.process, resource: h.resource, mode: mode, valueBlock: vb, epoch: epoch)
             }
             msgs.append(.recoverDone(epoch: epoch))
             msgs += s.pending.sorted { $0.key < $1.key }.map { id, p in LockClient.wire(id, p.op, epoch: epoch) }

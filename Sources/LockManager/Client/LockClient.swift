@@ -227,7 +227,12 @@ public final class LockClient: Sendable {
             c?.resume(returning: .empty)
         case let .refused(id, err):
             let (c, alreadyReleased) = state.withLock { s -> (CheckedContinuation<ValueBlock, Error>?, Bool) in
-                guard let p = s.pending.removeValue(forKey: id) else { return (nil, false) }
+                guard let p = s.pending.removeValue(forKey: id) else {
+                    // A refusal with no request: the new master refused a lock we re-sent in
+                    // recovery. We no longer hold it.
+                    s.held[id] = nil
+                    return (nil, false)
+                }
                 if case .unlock = p.op, err == .unknownLock {
                     // Released already (the reply was lost with an old connection): done.
                     s.held[id] = nil
