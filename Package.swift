@@ -51,7 +51,8 @@ let package = Package(
                           path: "tools/vhdtool"),
         .executableTarget(name: "dlmtool",
                           dependencies: ["LockManager", .product(name: "ArgumentParser", package: "swift-argument-parser"),
-                                         .product(name: "NIOPosix", package: "swift-nio")],
+                                         .product(name: "NIOPosix", package: "swift-nio"),
+                                         .product(name: "Logging", package: "swift-log")],
                           path: "tools/dlmtool"),
 
         .testTarget(name: "CSVFSTests", dependencies: ["CSVFS"], path: "Tests/CSVFSTests"),

@@ -12,7 +12,7 @@ final class TestCluster: @unchecked Sendable {
     init(_ name: String) throws {
         dir = try ProcessSupport.tempDirectory(name)
         log = dir.appendingPathComponent("events.log")
-        FileManager.default.createFile(atPath: log.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: log.path, contents: nil)
     }
 
     /// The dlmtool built beside this test bundle (`swift build` builds it; CI runs that first).
@@ -33,9 +33,9 @@ final class TestCluster: @unchecked Sendable {
         p.arguments = args
         p.environment = ["DLM_SECRET": secret]
         p.standardOutput = FileHandle.nullDevice
-        p.standardError = FileHandle(forWritingAtPath: dir.appendingPathComponent("node\(id).err").path)
-            ?? { FileManager.default.createFile(atPath: dir.appendingPathComponent("node\(id).err").path, contents: nil)
-                 return FileHandle(forWritingAtPath: dir.appendingPathComponent("node\(id).err").path)! }()
+        let err = dir.appendingPathComponent("node\(id).err").path
+        _ = FileManager.default.createFile(atPath: err, contents: nil)
+        p.standardError = FileHandle(forWritingAtPath: err)
         try p.run()
         nodes[id] = p
     }

@@ -5,6 +5,7 @@ import FoundationNetworking
 #endif
 import LockManager
 import NIOPosix
+import Logging
 
 /// Acquire+release latency and throughput of our DLM against etcd's own lock (`/v3/lock`), same
 /// machine, same run, same number of concurrent clients; then failover times.
@@ -21,6 +22,8 @@ struct BenchCommand: AsyncParsableCommand {
         defer { try? FileManager.default.removeItem(at: dir) }
         let secret = "bench-secret"
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
+        var logger = Logger(label: "dlm.bench")
+        logger.logLevel = .warning
 
         // Our DLM: master in a child process, clients in this one (real TCP on loopback).
         let file = dir.appendingPathComponent("lun").path
@@ -30,7 +33,7 @@ struct BenchCommand: AsyncParsableCommand {
         let probe = try LocalCoordination(path: file, node: 200)
         try await waitFor("node 1 to lead") { try await probe.leader() != nil }
         let me = DLMNode(coordination: try LocalCoordination(path: file, node: 2), secret: ClusterSecret(secret),
-                         port: try ProcessSupport.freePort(), group: group)
+                         port: try ProcessSupport.freePort(), group: group, logger: logger)
         try await me.start()
         _ = try await me.client.listing()
         let dlm = try await measure(clients: clients, ops: ops) { i in
@@ -108,6 +111,8 @@ struct BenchCommand: AsyncParsableCommand {
     }
 
     func failoverEtcd(etcd: EtcdServer, group: MultiThreadedEventLoopGroup, secret: String) async throws -> Double {
+        var quiet = Logger(label: "dlm.bench")
+        quiet.logLevel = .warning
         let volume = "failover"
         let master = try spawnNode(id: 11, port: try ProcessSupport.freePort(),
                                    args: ["--backend", "etcd", "--etcd", etcd.endpoint, "--volume", volume, "--ttl", "2"], secret: secret)
@@ -115,7 +120,7 @@ struct BenchCommand: AsyncParsableCommand {
         let probe = try EtcdCoordination(endpoint: etcd.endpoint, volume: volume, node: 200)
         try await waitFor("node 11 to lead") { try await probe.leader()?.node == 11 }
         let me = DLMNode(coordination: try EtcdCoordination(endpoint: etcd.endpoint, volume: volume, node: 12, ttl: 2),
-                         secret: ClusterSecret(secret), port: try ProcessSupport.freePort(), group: group)
+                         secret: ClusterSecret(secret), port: try ProcessSupport.freePort(), group: group, logger: quiet)
         try await me.start()
         defer { Task { await me.stop() } }
         return try await failover(victim: master, node: me, resource: "failover-etcd")

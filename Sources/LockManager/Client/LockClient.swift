@@ -149,8 +149,40 @@ public final class LockClient: Sendable {
         return UInt32(clamping: max(1, ms))
     }
 
+    /// Extra time the client allows past a request's own timeout before it gives up on a master
+    /// that does not answer (unreachable, or failing over).
+    static let clientGrace: UInt64 = 2_000_000_000
+
     private func perform(_ id: LockID, _ op: Op) async throws -> ValueBlock {
         if coordination.isFenced() { fence() }
+        // Every request with a timeout also has a client-side deadline, so a silent master cannot
+        // hang the caller; unlocks have none (they are retried until a master takes them).
+        var millis: UInt32 = 0
+        switch op {
+        case let .request(_, _, _, _, t), let .convert(_, _, t, _): millis = t
+        case .unlock: break
+        }
+        if millis > 0 {
+            let deadline = UInt64(millis) * 1_000_000 + Self.clientGrace
+            let watchdog = Task { [weak self] in
+                // A cancelled sleep means the request ended in time.
+                guard (try? await Task.sleep(nanoseconds: deadline)) != nil else { return }
+                self?.expire(id)
+            }
+            defer { watchdog.cancel() }
+            return try await send(id, op)
+        }
+        return try await send(id, op)
+    }
+
+    /// The client-side deadline passed: the caller gets `.timedOut`, the master a cancel.
+    private func expire(_ id: LockID) {
+        guard let p = state.withLock({ $0.pending.removeValue(forKey: id) }) else { return }
+        p.continuation.resume(throwing: LockError.timedOut)
+        cancel(id)
+    }
+
+    private func send(_ id: LockID, _ op: Op) async throws -> ValueBlock {
         return try await withCheckedThrowingContinuation { c in
             let result = state.withLock { s -> (Channel, Epoch)?? in
                 if s.fenced { return .some(nil) }
@@ -205,8 +237,13 @@ public final class LockClient: Sendable {
     func received(_ msg: WireMessage) {
         switch msg {
         case let .granted(id, mode, vb):
-            let c = state.withLock { s -> CheckedContinuation<ValueBlock, Error>? in
-                guard let p = s.pending.removeValue(forKey: id) else { return nil }
+            let (c, orphan) = state.withLock { s -> (CheckedContinuation<ValueBlock, Error>?, Bool) in
+                guard let p = s.pending.removeValue(forKey: id) else {
+                    // A grant for a request we gave up on: a new lock is given back at once;
+                    // a conversion is taken as it is (the master's view is the truth).
+                    if s.held[id] != nil { s.held[id]!.mode = mode; s.held[id]!.valueBlock = vb }
+                    return (nil, s.held[id] == nil)
+                }
                 switch p.op {
                 case let .request(process, resource, _, _, _):
                     s.held[id] = Held(resource: resource, process: process, mode: mode, valueBlock: vb)
@@ -216,9 +253,12 @@ public final class LockClient: Sendable {
                 case .unlock:
                     break
                 }
-                return p.continuation
+                return (p.continuation, false)
             }
             c?.resume(returning: vb)
+            if orphan, let (ch, e) = state.withLock({ s in s.channel.map { ($0, s.epoch ?? 0) } }) {
+                ch.writeAndFlush(WireMessage.unlock(id, valueBlock: nil, epoch: e), promise: nil)
+            }
         case let .released(id):
             let c = state.withLock { s in
                 s.held[id] = nil

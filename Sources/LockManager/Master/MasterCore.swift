@@ -130,7 +130,9 @@ final class MasterCore {
         tickAt = next
         let now = monotonicNow()
         let delay = next > now ? Int64(next - now) : 0
-        tickTask = loop.scheduleTask(in: .nanoseconds(delay)) { [self] in tick() }
+        // The timer fires on this same loop; NIOLoopBound checks that and keeps the closure Sendable.
+        let me = NIOLoopBound(self, eventLoop: loop)
+        tickTask = loop.scheduleTask(in: .nanoseconds(delay)) { me.value.tick() }
     }
 
     func dispatch(_ directives: [LockDirective]) {
