@@ -164,11 +164,12 @@ struct MasterFixture {
         try await b.unlock(x2)
         _ = try await first
         #expect(a.mode(of: x1) == .ex)
-        // Cancel a queued request.
+        // Cancelling the waiting task cancels the queued request at the master.
         let canceller = Task { try await b.lock("meta", mode: .ex, timeout: .seconds(5)) }
         try await eventually("the request to queue") { try await a.listing().contains("waiting") }
-        b.cancel(LockID(node: 2, serial: b.state.withLock { $0.serial }))
+        canceller.cancel()
         await #expect(throws: LockError.cancelled) { try await canceller.value }
+        #expect(try await a.listing().contains("waiting") == false)
         await f.stop()
     }
 }

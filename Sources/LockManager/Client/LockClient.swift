@@ -170,9 +170,19 @@ public final class LockClient: Sendable {
                 self?.expire(id)
             }
             defer { watchdog.cancel() }
-            return try await send(id, op)
+            return try await sendCancellable(id, op)
         }
-        return try await send(id, op)
+        return try await sendCancellable(id, op)
+    }
+
+    /// Cancelling the calling task cancels a waiting request or conversion at the master.
+    private func sendCancellable(_ id: LockID, _ op: Op) async throws -> ValueBlock {
+        if case .unlock = op { return try await send(id, op) }
+        return try await withTaskCancellationHandler {
+            try await send(id, op)
+        } onCancel: {
+            self.cancel(id)
+        }
     }
 
     /// The client-side deadline passed: the caller gets `.timedOut`, the master a cancel.
