@@ -24,6 +24,8 @@ public final class LockClient: Sendable {
     struct Pending {
         var op: Op
         var continuation: CheckedContinuation<ValueBlock, Error>
+        /// Client-side deadline: the request's own timeout plus a grace.
+        var deadline: Instant?
     }
     struct State {
         var channel: Channel?
@@ -60,6 +62,7 @@ public final class LockClient: Sendable {
         let watchdog = Task {
             while !Task.isCancelled {
                 if coordination.isFenced() { fence(); return }
+                expireOverdue(now: monotonicNow())
                 try? await Task.sleep(nanoseconds: 20_000_000)
             }
         }
@@ -162,27 +165,24 @@ public final class LockClient: Sendable {
         case let .request(_, _, _, _, t), let .convert(_, _, t, _): millis = t
         case .unlock: break
         }
-        if millis > 0 {
-            let deadline = UInt64(millis) * 1_000_000 + Self.clientGrace
-            let watchdog = Task { [weak self] in
-                // A cancelled sleep means the request ended in time.
-                guard (try? await Task.sleep(nanoseconds: deadline)) != nil else { return }
-                self?.expire(id)
-            }
-            defer { watchdog.cancel() }
-            return try await sendCancellable(id, op)
-        }
-        return try await sendCancellable(id, op)
+        let deadline = millis > 0 ? monotonicNow() + UInt64(millis) * 1_000_000 + Self.clientGrace : nil
+        return try await sendCancellable(id, op, deadline: deadline)
     }
 
     /// Cancelling the calling task cancels a waiting request or conversion at the master.
-    private func sendCancellable(_ id: LockID, _ op: Op) async throws -> ValueBlock {
-        if case .unlock = op { return try await send(id, op) }
+    private func sendCancellable(_ id: LockID, _ op: Op, deadline: Instant?) async throws -> ValueBlock {
+        if case .unlock = op { return try await send(id, op, deadline: nil) }
         return try await withTaskCancellationHandler {
-            try await send(id, op)
+            try await send(id, op, deadline: deadline)
         } onCancel: {
             self.cancel(id)
         }
+    }
+
+    /// Called by the watchdog: fail the requests whose client-side deadline has passed.
+    func expireOverdue(now: Instant) {
+        let overdue = state.withLock { s in s.pending.filter { ($0.value.deadline ?? .max) <= now }.map(\.key) }
+        for id in overdue { expire(id) }
     }
 
     /// The client-side deadline passed: the caller gets `.timedOut`, the master a cancel.
@@ -192,13 +192,13 @@ public final class LockClient: Sendable {
         cancel(id)
     }
 
-    private func send(_ id: LockID, _ op: Op) async throws -> ValueBlock {
+    private func send(_ id: LockID, _ op: Op, deadline: Instant?) async throws -> ValueBlock {
         return try await withCheckedThrowingContinuation { c in
             let result = state.withLock { s -> (Channel, Epoch)?? in
                 if s.fenced { return .some(nil) }
                 if s.stopped { return .some(nil) }
                 if s.pending[id] != nil { return .some(nil) }
-                s.pending[id] = Pending(op: op, continuation: c)
+                s.pending[id] = Pending(op: op, continuation: c, deadline: deadline)
                 if let ch = s.channel, let e = s.epoch { return (ch, e) }
                 return nil   // sent on (re)connection
             }
