@@ -29,6 +29,11 @@ final class TCPProxy: Sendable {
             .bind(host: "127.0.0.1", port: 0).get()
     }
 
+    /// Drop the current connections but keep accepting new ones (a network blip).
+    func dropConnections() async {
+        for ch in children.all() { try? await ch.close() }
+    }
+
     /// Cut every connection and refuse new ones.
     func cut() async {
         try? await server.close()

@@ -36,6 +36,7 @@ public final class LockClient: Sendable {
         var listings: [CheckedContinuation<String, Error>] = []
         var fenced = false
         var stopped = false
+        var sessions = 0
         var blocking: BlockingHandler?
     }
 
@@ -49,6 +50,9 @@ public final class LockClient: Sendable {
 
     public init(coordination: any CoordinationBackend, secret: ClusterSecret, group: EventLoopGroup,
                 logger: Logger = Logger(label: "dlm.client")) {
+        // Lock ids start at a random point, so a restarted node does not reuse the ids of its
+        // previous incarnation if the master has not yet purged them.
+        state.withLock { $0.serial = UInt64.random(in: 0..<(1 << 40)) << 16 }
         node = coordination.node
         self.coordination = coordination
         self.secret = secret
@@ -80,6 +84,9 @@ public final class LockClient: Sendable {
         for t in tasks.withLock({ $0 }) { t.cancel() }
         try? await ch?.close()
     }
+
+    /// How many authenticated sessions with a master this client has had (reconnects + 1).
+    public var sessions: Int { state.withLock { $0.sessions } }
 
     /// The epoch of the master this client speaks to (nil before the first welcome).
     public var epoch: Epoch? { state.withLock { $0.epoch } }
