@@ -14,12 +14,27 @@ extension LockClient {
                 }
                 try await serve(leader)
                 backoff = 5_000_000
+            } catch LockError.unauthenticated {
+                // A wrong secret will not fix itself: fail what waits with a clear error.
+                logger.error("authentication with the lock master failed: check the cluster secret")
+                failAllWaiting(LockError.unauthenticated)
             } catch {
                 logger.debug("connection to master failed: \(error)")
             }
             try? await Task.sleep(nanoseconds: backoff)
             backoff = min(backoff * 2, 200_000_000)
         }
+    }
+
+    func failAllWaiting(_ error: LockError) {
+        let (pending, listings) = state.withLock { s in
+            let p = Array(s.pending.values), l = s.listings
+            s.pending = [:]
+            s.listings = []
+            return (p, l)
+        }
+        for p in pending { p.continuation.resume(throwing: error) }
+        for l in listings { l.resume(throwing: error) }
     }
 
     /// One connection's life. Returns when the connection closes.
@@ -89,6 +104,7 @@ extension LockClient {
             }
             msgs.append(.recoverDone(epoch: epoch))
             msgs += s.pending.sorted { $0.key < $1.key }.map { id, p in LockClient.wire(id, p.op, epoch: epoch) }
+            msgs += s.listings.map { _ in WireMessage.list }
             return msgs
         }
         guard !toSend.isEmpty else {

@@ -139,18 +139,26 @@ public final class LockClient: Sendable {
 
     /// The master's view of resources, queues and holders.
     public func listing(timeout: Duration = .seconds(5)) async throws -> String {
-        let deadline = ContinuousClock.now + timeout
-        while state.withLock({ $0.channel == nil || $0.epoch == nil }) {
-            guard ContinuousClock.now < deadline else { throw LockError.disconnected }
-            try await Task.sleep(nanoseconds: 10_000_000)
-        }
-        return try await withCheckedThrowingContinuation { c in
-            let ch = state.withLock { s -> Channel? in
-                s.listings.append(c)
-                return s.channel
+        // Queued until a session exists, sent at once otherwise; failed by a bad secret.
+        let deadline = monotonicNow() + UInt64(timeout.components.seconds) * 1_000_000_000
+        let ask = Task {
+            try await withCheckedThrowingContinuation { (c: CheckedContinuation<String, Error>) in
+                let ch = state.withLock { s -> Channel? in
+                    s.listings.append(c)
+                    return s.channel
+                }
+                ch?.writeAndFlush(WireMessage.list, promise: nil)
             }
-            ch?.writeAndFlush(WireMessage.list, promise: nil)
         }
+        // Every wait has a limit: a listing not answered in time fails.
+        let limit = Task {
+            while monotonicNow() < deadline, !Task.isCancelled { try? await Task.sleep(nanoseconds: 10_000_000) }
+            guard !Task.isCancelled else { return }
+            let stale = state.withLock { s in let l = s.listings; s.listings = []; return l }
+            for c in stale { c.resume(throwing: LockError.disconnected) }
+        }
+        defer { limit.cancel() }
+        return try await ask.value
     }
 
     static func millis(_ d: Duration?) -> UInt32 {
