@@ -2,8 +2,7 @@ import Foundation
 import LockManager
 
 /// Helpers for multi-process tests: node processes of the real `dlmtool`, stopped by PID.
-final class TestCluster: @unchecked Sendable {
-    // Only used from one test at a time (the suites that use it are serialized).
+final class TestCluster {
     let dir: URL
     let log: URL
     let secret = "test-secret-\(UInt32.random(in: 0...UInt32.max))"

@@ -68,6 +68,13 @@ struct MasterFixture {
         try await eventually("recovery to end") { try await ns[0].client.listing().contains("(recovering)") == false }
     }
     var masterPort: Int { Int(nodes[0].address.split(separator: ":")[1])! }
+    /// Runs `body` with a fixture and always stops it, also when the body throws.
+    static func with(count: Int, _ body: (MasterFixture) async throws -> Void) async throws {
+        let f = try await MasterFixture(count: count)
+        do { try await body(f) } catch { await f.stop(); throw error }
+        await f.stop()
+    }
+
     func stop() async {
         for n in nodes.reversed() { await n.stop() }
         try? await group.shutdownGracefully()
@@ -101,7 +108,7 @@ struct MasterFixture {
     }
 
     @Test(.timeLimit(.minutes(1))) func badPeersGetClearErrorsAndNoLocks() async throws {
-        let f = try await MasterFixture(count: 1)
+        try await MasterFixture.with(count: 1) { f in
         // Wrong secret: refused and disconnected.
         let wrong = try RawPeer(port: f.masterPort)
         guard case .hello(let nonce)? = wrong.receive() else { throw ModelFailure("no hello") }
@@ -134,11 +141,11 @@ struct MasterFixture {
         #expect(!listing.contains("granted"))
         let (h, _) = try await f.nodes[0].client.lock("vhd", mode: .ex, timeout: .seconds(5))
         #expect(f.nodes[0].client.isHeld(h))
-        await f.stop()
+        }
     }
 
     @Test(.timeLimit(.minutes(1))) func clientsOverTCPGetTheFullLockSemantics() async throws {
-        let f = try await MasterFixture(count: 2)
+        try await MasterFixture.with(count: 2) { f in
         let a = f.nodes[0].client, b = f.nodes[1].client
         let blocked = Locked<[LockMode]>([])
         a.onBlocking { _, mode in blocked.withLock { $0.append(mode) } }
@@ -170,6 +177,6 @@ struct MasterFixture {
         canceller.cancel()
         await #expect(throws: LockError.cancelled) { try await canceller.value }
         #expect(try await a.listing().contains("waiting") == false)
-        await f.stop()
+        }
     }
 }
