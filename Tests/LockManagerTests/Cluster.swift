@@ -27,7 +27,7 @@ final class TestCluster {
     func start(node id: UInt32, backend: [String], workload: String? = "vhd", holdMs: Int = 3) throws {
         let p = Process()
         p.executableURL = try TestCluster.dlmtool()
-        var args = ["node", "--id", "\(id)", "--port", "\(try ProcessSupport.freePort())"] + backend
+        var args = ["node", "--id", "\(id)", "--port", "\(try ProcessSupport.freePort())", "--exit-with-parent"] + backend
         if let workload { args += ["--workload", workload, "--hold-ms", "\(holdMs)", "--log", log.path] }
         p.arguments = args
         p.environment = ["DLM_SECRET": secret]

@@ -132,7 +132,7 @@ struct BenchCommand: AsyncParsableCommand {
         if !FileManager.default.isExecutableFile(atPath: p.executableURL!.path) {
             p.executableURL = Bundle.main.executableURL
         }
-        p.arguments = ["node", "--id", "\(id)", "--port", "\(port)"] + args
+        p.arguments = ["node", "--id", "\(id)", "--port", "\(port)", "--exit-with-parent"] + args
         p.environment = ["DLM_SECRET": secret]
         p.standardOutput = FileHandle.nullDevice
         p.standardError = FileHandle.nullDevice

@@ -13,8 +13,17 @@ struct NodeCommand: AsyncParsableCommand {
     @Option(help: "Workload: take EX on this resource in a loop.") var workload: String?
     @Option(help: "Workload: how long each hold lasts, in milliseconds.") var holdMs: Int = 5
     @Option(help: "Workload: event log file (appended).") var log: String?
+    @Flag(help: "Exit when the parent process dies (tests and benchmarks use it, so no node outlives them).")
+    var exitWithParent = false
 
     func run() async throws {
+        if exitWithParent {
+            let parent = getppid()
+            Task.detached {
+                while getppid() == parent { try? await Task.sleep(nanoseconds: 100_000_000) }
+                Foundation.exit(1)
+            }
+        }
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let node = DLMNode(coordination: try backend.make(node: id), secret: try backend.clusterSecret(),
                            port: port, group: group)

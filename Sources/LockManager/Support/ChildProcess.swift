@@ -45,6 +45,7 @@ public final class EtcdServer: Sendable {
     public let endpoint: String
     public let process: Process
     public let dataDir: URL
+    private let lifeline: Pipe
 
     public static let binary = ["/usr/bin/etcd", "/usr/local/bin/etcd"].first { FileManager.default.isExecutableFile(atPath: $0) }
 
@@ -54,8 +55,14 @@ public final class EtcdServer: Sendable {
         dataDir = try ProcessSupport.tempDirectory("dlm-etcd")
         endpoint = "http://127.0.0.1:\(client)"
         let p = Process()
-        p.executableURL = URL(fileURLWithPath: bin)
-        p.arguments = ["--name", "default", "--data-dir", dataDir.path,
+        // etcd runs under a tiny shell that holds a pipe from us: if this process dies without
+        // stopping it (a crash), the pipe closes and the shell kills etcd by its PID. No leak.
+        p.executableURL = URL(fileURLWithPath: "/bin/sh")
+        let lifeline = Pipe()
+        p.standardInput = lifeline
+        self.lifeline = lifeline
+        p.arguments = ["-c", "\"$0\" \"$@\" & e=$!; read _; kill -9 $e; exit 0", bin,
+                       "--name", "default", "--data-dir", dataDir.path,
                        "--listen-client-urls", endpoint, "--advertise-client-urls", endpoint,
                        "--listen-peer-urls", "http://127.0.0.1:\(peer)",
                        "--initial-advertise-peer-urls", "http://127.0.0.1:\(peer)",
@@ -77,6 +84,10 @@ public final class EtcdServer: Sendable {
     }
 
     public func stop() {
+        // Closing the lifeline makes the shell kill etcd and exit; SIGKILL only if it does not.
+        try? lifeline.fileHandleForWriting.close()
+        let deadline = Date().addingTimeInterval(5)
+        while process.isRunning && Date() < deadline { usleep(5_000) }
         ProcessSupport.kill(process)
         try? FileManager.default.removeItem(at: dataDir)
     }
