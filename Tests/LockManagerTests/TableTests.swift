@@ -96,7 +96,10 @@ import Testing
         var t = LockTable(epoch: 1)
         t.beginRecovery(epoch: 2)
         #expect(t.recover(id(1, 1), owner: a, resource: "r", mode: .pr, valueBlock: ValueBlock(bytes: [9]), epoch: 2) == nil)
+        #expect(t.recover(id(1, 1), owner: a, resource: "r", mode: .pr, valueBlock: ValueBlock(bytes: [9]), epoch: 2) == nil)   // re-sent: idempotent
+        #expect(t.recover(id(1, 1), owner: a, resource: "r", mode: .ex, valueBlock: .empty, epoch: 2) == .duplicateLock)
         #expect(t.recover(id(2, 1), owner: b, resource: "r", mode: .ex, valueBlock: .empty, epoch: 2) == .notGranted)
+        #expect(t.recover(id(2, 1), owner: b, resource: "r", mode: .ex, valueBlock: .empty, epoch: 1) == .staleEpoch(current: 2))
         #expect(t.recover(id(3, 1), owner: c, resource: "q", mode: .cr, valueBlock: ValueBlock(bytes: [1]), epoch: 2) == nil)
         #expect(t.request(id(2, 2), owner: b, resource: "r", mode: .cr, epoch: 2, now: 0).isEmpty)
         let d = t.endRecovery()

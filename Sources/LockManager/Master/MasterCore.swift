@@ -30,9 +30,12 @@ final class MasterCore {
 
     func authenticated(node: UInt32, channel: Channel) {
         if let old = connections[node], old !== channel { old.close(promise: nil) }
-        connections[node] = channel
-        // Whatever the node had queued on an older connection is void; it re-sends.
+        // Whatever the node had queued on an older connection is void; it re-sends. The
+        // refusals are not delivered (no connection is registered yet): the node does not wait
+        // for them, and they must not reach the new session before its welcome.
+        connections[node] = nil
         cancelPending(of: node)
+        connections[node] = channel
     }
 
     func disconnected(node: UInt32, channel: Channel) {

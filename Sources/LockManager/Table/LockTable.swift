@@ -191,7 +191,11 @@ public struct LockTable: Sendable {
                                  valueBlock: ValueBlock, epoch: Epoch) -> LockError? {
         guard recovering else { return .notGranted }
         if epoch != self.epoch { return .staleEpoch(current: self.epoch) }
-        if locks[id] != nil { return .duplicateLock }
+        if let known = locks[id] {
+            // A node that reconnects during recovery re-sends the same locks: idempotent.
+            let same = known.owner == owner && known.resource == name && known.grantedMode == mode
+            return same ? nil : .duplicateLock
+        }
         var res = resources[name] ?? Resource(name: name)
         // Survivors' locks were compatible under the old master; refuse anything that is not, rather
         // than grant two incompatible modes.
