@@ -50,12 +50,17 @@ let package = Package(
                           dependencies: ["VHDFormat", .product(name: "ArgumentParser", package: "swift-argument-parser")],
                           path: "tools/vhdtool"),
         .executableTarget(name: "dlmtool",
-                          dependencies: ["LockManager", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+                          dependencies: ["LockManager", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                                         .product(name: "NIOPosix", package: "swift-nio"),
+                                         .product(name: "Logging", package: "swift-log")],
                           path: "tools/dlmtool"),
 
         .testTarget(name: "CSVFSTests", dependencies: ["CSVFS"], path: "Tests/CSVFSTests"),
         .testTarget(name: "CSVFSUnitTests", dependencies: ["CSVFS", "CSQLite"], path: "Tests/CSVFSUnitTests"),
         .testTarget(name: "VHDFormatTests", dependencies: ["VHDFormat"], path: "Tests/VHDFormatTests"),
-        .testTarget(name: "LockManagerTests", dependencies: ["LockManager"], path: "Tests/LockManagerTests"),
+        .testTarget(name: "LockManagerTests",
+                    dependencies: ["LockManager", .product(name: "NIOCore", package: "swift-nio"),
+                                   .product(name: "NIOPosix", package: "swift-nio")],
+                    path: "Tests/LockManagerTests"),
     ]
 )

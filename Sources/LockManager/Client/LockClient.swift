@@ -1,0 +1,321 @@
+import NIOCore
+import NIOPosix
+import Logging
+
+/// A lock the caller holds.
+public struct LockHandle: Hashable, Sendable, CustomStringConvertible {
+    public let id: LockID
+    public let resource: String
+    public var description: String { "\(resource)#\(id)" }
+}
+
+/// The node side of the DLM, what the filesystem calls: it finds the master through the
+/// coordination backend, authenticates, reconnects, re-sends its locks to a new master
+/// (recovery), and fences itself when the backend says its lease lapsed.
+public final class LockClient: Sendable {
+    public typealias BlockingHandler = @Sendable (LockHandle, LockMode) -> Void
+
+    struct Held { var resource: String; var process: UInt32; var mode: LockMode; var valueBlock: ValueBlock }
+    enum Op {
+        case request(process: UInt32, resource: String, mode: LockMode, flags: LockFlags, timeoutMillis: UInt32)
+        case convert(mode: LockMode, flags: LockFlags, timeoutMillis: UInt32, valueBlock: [UInt8]?)
+        case unlock(valueBlock: [UInt8]?)
+    }
+    struct Pending {
+        var op: Op
+        var continuation: CheckedContinuation<ValueBlock, Error>
+        /// Client-side deadline: the request's own timeout plus a grace.
+        var deadline: Instant?
+    }
+    struct State {
+        var channel: Channel?
+        var epoch: Epoch?
+        var serial: UInt64 = 0
+        var held: [LockID: Held] = [:]
+        var pending: [LockID: Pending] = [:]
+        var listings: [CheckedContinuation<String, Error>] = []
+        var fenced = false
+        var stopped = false
+        var sessions = 0
+        var blocking: BlockingHandler?
+    }
+
+    public let node: UInt32
+    let coordination: any CoordinationBackend
+    let secret: ClusterSecret
+    let group: EventLoopGroup
+    let logger: Logger
+    let state = Locked(State())
+    private let tasks = Locked<[Task<Void, Never>]>([])
+
+    public init(coordination: any CoordinationBackend, secret: ClusterSecret, group: EventLoopGroup,
+                logger: Logger = Logger(label: "dlm.client")) {
+        // Lock ids start at a random point, so a restarted node does not reuse the ids of its
+        // previous incarnation if the master has not yet purged them.
+        state.withLock { $0.serial = UInt64.random(in: 0..<(1 << 40)) << 16 }
+        node = coordination.node
+        self.coordination = coordination
+        self.secret = secret
+        self.group = group
+        self.logger = logger
+    }
+
+    /// Starts the connection loop and the fencing watchdog.
+    public func start() {
+        let conn = Task { await connectionLoop() }
+        let watchdog = Task {
+            while !Task.isCancelled {
+                if coordination.isFenced() { fence(); return }
+                expireOverdue(now: monotonicNow())
+                try? await Task.sleep(nanoseconds: 20_000_000)
+            }
+        }
+        tasks.withLock { $0 += [conn, watchdog] }
+    }
+
+    public func stop() async {
+        let (ch, pend) = state.withLock { s -> (Channel?, [Pending]) in
+            s.stopped = true
+            let p = Array(s.pending.values)
+            s.pending = [:]
+            return (s.channel, p)
+        }
+        for p in pend { p.continuation.resume(throwing: LockError.disconnected) }
+        for t in tasks.withLock({ $0 }) { t.cancel() }
+        try? await ch?.close()
+    }
+
+    /// How many authenticated sessions with a master this client has had (reconnects + 1).
+    public var sessions: Int { state.withLock { $0.sessions } }
+
+    /// The epoch of the master this client speaks to (nil before the first welcome).
+    public var epoch: Epoch? { state.withLock { $0.epoch } }
+
+    /// Called when a holder blocks a waiter: flush caches and down-convert or unlock.
+    public func onBlocking(_ handler: @escaping BlockingHandler) { state.withLock { $0.blocking = handler } }
+
+    /// True while the lock is granted and this node is not fenced. Check it before acting on the
+    /// protected resource: after a lease lapse it turns false before anyone else can be granted.
+    public func isHeld(_ h: LockHandle) -> Bool {
+        if coordination.isFenced() { fence(); return false }
+        return state.withLock { !$0.fenced && $0.held[h.id] != nil }
+    }
+
+    public func mode(of h: LockHandle) -> LockMode? { state.withLock { $0.held[h.id]?.mode } }
+
+    // MARK: Operations
+
+    /// Acquire `resource` in `mode`. `timeout` bounds the wait at the master (nil: wait until granted).
+    public func lock(_ resource: String, mode: LockMode, flags: LockFlags = [], timeout: Duration? = nil,
+                     process: UInt32 = 0) async throws -> (LockHandle, ValueBlock) {
+        guard resource.utf8.count <= 1024 else { throw LockError.protocolError("resource name too long") }
+        let id = state.withLock { s -> LockID in
+            s.serial += 1
+            return LockID(node: node, serial: s.serial)
+        }
+        let vb = try await perform(id, .request(process: process, resource: resource, mode: mode, flags: flags,
+                                                timeoutMillis: Self.millis(timeout)))
+        return (LockHandle(id: id, resource: resource), vb)
+    }
+
+    /// Convert a held lock. Down-converting from PW/EX writes `valueBlock` if given.
+    @discardableResult
+    public func convert(_ h: LockHandle, to mode: LockMode, flags: LockFlags = [], timeout: Duration? = nil,
+                        valueBlock: [UInt8]? = nil) async throws -> ValueBlock {
+        try await perform(h.id, .convert(mode: mode, flags: flags, timeoutMillis: Self.millis(timeout), valueBlock: valueBlock))
+    }
+
+    /// Release a held lock; a PW/EX holder may write the value block as it goes.
+    public func unlock(_ h: LockHandle, valueBlock: [UInt8]? = nil) async throws {
+        _ = try await perform(h.id, .unlock(valueBlock: valueBlock))
+    }
+
+    /// Cancel a waiting request or conversion; the waiting call throws `LockError.cancelled`.
+    public func cancel(_ id: LockID) {
+        let (ch, e) = state.withLock { ($0.channel, $0.epoch) }
+        guard let ch, e != nil else { return }
+        ch.writeAndFlush(WireMessage.cancel(id), promise: nil)
+    }
+
+    /// The master's view of resources, queues and holders.
+    public func listing(timeout: Duration = .seconds(5)) async throws -> String {
+        // Queued until a session exists, sent at once otherwise; failed by a bad secret.
+        let deadline = monotonicNow() + UInt64(timeout.components.seconds) * 1_000_000_000
+        let ask = Task {
+            try await withCheckedThrowingContinuation { (c: CheckedContinuation<String, Error>) in
+                let ch = state.withLock { s -> Channel? in
+                    s.listings.append(c)
+                    return s.channel
+                }
+                ch?.writeAndFlush(WireMessage.list, promise: nil)
+            }
+        }
+        // Every wait has a limit: a listing not answered in time fails.
+        let limit = Task {
+            while monotonicNow() < deadline, !Task.isCancelled { try? await Task.sleep(nanoseconds: 10_000_000) }
+            guard !Task.isCancelled else { return }
+            let stale = state.withLock { s in let l = s.listings; s.listings = []; return l }
+            for c in stale { c.resume(throwing: LockError.disconnected) }
+        }
+        defer { limit.cancel() }
+        return try await ask.value
+    }
+
+    static func millis(_ d: Duration?) -> UInt32 {
+        guard let d else { return 0 }
+        let ms = d.components.seconds * 1000 + d.components.attoseconds / 1_000_000_000_000_000
+        return UInt32(clamping: max(1, ms))
+    }
+
+    /// Extra time the client allows past a request's own timeout before it gives up on a master
+    /// that does not answer (unreachable, or failing over).
+    static let clientGrace: UInt64 = 2_000_000_000
+
+    private func perform(_ id: LockID, _ op: Op) async throws -> ValueBlock {
+        if coordination.isFenced() { fence() }
+        // Every request with a timeout also has a client-side deadline, so a silent master cannot
+        // hang the caller; unlocks have none (they are retried until a master takes them).
+        var millis: UInt32 = 0
+        switch op {
+        case let .request(_, _, _, _, t), let .convert(_, _, t, _): millis = t
+        case .unlock: break
+        }
+        let deadline = millis > 0 ? monotonicNow() + UInt64(millis) * 1_000_000 + Self.clientGrace : nil
+        return try await sendCancellable(id, op, deadline: deadline)
+    }
+
+    /// Cancelling the calling task cancels a waiting request or conversion at the master.
+    private func sendCancellable(_ id: LockID, _ op: Op, deadline: Instant?) async throws -> ValueBlock {
+        if case .unlock = op { return try await send(id, op, deadline: nil) }
+        return try await withTaskCancellationHandler {
+            try await send(id, op, deadline: deadline)
+        } onCancel: {
+            self.cancel(id)
+        }
+    }
+
+    /// Called by the watchdog: fail the requests whose client-side deadline has passed.
+    func expireOverdue(now: Instant) {
+        let overdue = state.withLock { s in s.pending.filter { ($0.value.deadline ?? .max) <= now }.map(\.key) }
+        for id in overdue { expire(id) }
+    }
+
+    /// The client-side deadline passed: the caller gets `.timedOut`, the master a cancel.
+    private func expire(_ id: LockID) {
+        guard let p = state.withLock({ $0.pending.removeValue(forKey: id) }) else { return }
+        p.continuation.resume(throwing: LockError.timedOut)
+        cancel(id)
+    }
+
+    private func send(_ id: LockID, _ op: Op, deadline: Instant?) async throws -> ValueBlock {
+        return try await withCheckedThrowingContinuation { c in
+            let result = state.withLock { s -> (Channel, Epoch)?? in
+                if s.fenced { return .some(nil) }
+                if s.stopped { return .some(nil) }
+                if s.pending[id] != nil { return .some(nil) }
+                s.pending[id] = Pending(op: op, continuation: c, deadline: deadline)
+                if let ch = s.channel, let e = s.epoch { return (ch, e) }
+                return nil   // sent on (re)connection
+            }
+            switch result {
+            case .some(nil):
+                let err: LockError = state.withLock { $0.fenced } ? .fenced : (state.withLock { $0.stopped } ? .disconnected : .notGranted)
+                c.resume(throwing: err)
+            case .some(.some(let (ch, e))):
+                ch.writeAndFlush(Self.wire(id, op, epoch: e), promise: nil)
+            case .none:
+                break
+            }
+        }
+    }
+
+    static func wire(_ id: LockID, _ op: Op, epoch: Epoch) -> WireMessage {
+        switch op {
+        case let .request(p, r, m, f, t): .request(id, process: p, resource: r, mode: m, flags: f, timeoutMillis: t, epoch: epoch)
+        case let .convert(m, f, t, vb): .convert(id, mode: m, flags: f, timeoutMillis: t, valueBlock: vb, epoch: epoch)
+        case let .unlock(vb): .unlock(id, valueBlock: vb, epoch: epoch)
+        }
+    }
+
+    // MARK: Fencing
+
+    /// The lease lapsed: every lock is gone for this node, and it takes no more.
+    func fence() {
+        let pend = state.withLock { s -> [Pending]? in
+            guard !s.fenced else { return nil }
+            s.fenced = true
+            s.held = [:]
+            let p = Array(s.pending.values)
+            s.pending = [:]
+            return p
+        }
+        guard let pend else { return }
+        logger.warning("node \(node) fenced itself: lease lapsed")
+        for p in pend { p.continuation.resume(throwing: LockError.fenced) }
+        if let ch = state.withLock({ $0.channel }) { ch.close(promise: nil) }
+    }
+
+    public var isFenced: Bool { state.withLock { $0.fenced } }
+
+    // MARK: Incoming
+
+    func received(_ msg: WireMessage) {
+        switch msg {
+        case let .granted(id, mode, vb):
+            let (c, orphan) = state.withLock { s -> (CheckedContinuation<ValueBlock, Error>?, Bool) in
+                guard let p = s.pending.removeValue(forKey: id) else {
+                    // A grant for a request we gave up on: a new lock is given back at once;
+                    // a conversion is taken as it is (the master's view is the truth).
+                    if s.held[id] != nil { s.held[id]!.mode = mode; s.held[id]!.valueBlock = vb }
+                    return (nil, s.held[id] == nil)
+                }
+                switch p.op {
+                case let .request(process, resource, _, _, _):
+                    s.held[id] = Held(resource: resource, process: process, mode: mode, valueBlock: vb)
+                case .convert:
+                    s.held[id]?.mode = mode
+                    s.held[id]?.valueBlock = vb
+                case .unlock:
+                    break
+                }
+                return (p.continuation, false)
+            }
+            c?.resume(returning: vb)
+            if orphan, let (ch, e) = state.withLock({ s in s.channel.map { ($0, s.epoch ?? 0) } }) {
+                ch.writeAndFlush(WireMessage.unlock(id, valueBlock: nil, epoch: e), promise: nil)
+            }
+        case let .released(id):
+            let c = state.withLock { s in
+                s.held[id] = nil
+                return s.pending.removeValue(forKey: id)?.continuation
+            }
+            c?.resume(returning: .empty)
+        case let .refused(id, err):
+            let (c, alreadyReleased) = state.withLock { s -> (CheckedContinuation<ValueBlock, Error>?, Bool) in
+                guard let p = s.pending.removeValue(forKey: id) else {
+                    // A refusal with no request: the new master refused a lock we re-sent in
+                    // recovery. We no longer hold it.
+                    s.held[id] = nil
+                    return (nil, false)
+                }
+                if case .unlock = p.op, err == .unknownLock {
+                    // Released already (the reply was lost with an old connection): done.
+                    s.held[id] = nil
+                    return (p.continuation, true)
+                }
+                return (p.continuation, false)
+            }
+            if alreadyReleased { c?.resume(returning: .empty) } else { c?.resume(throwing: err) }
+        case let .blocking(id, blocked):
+            let (h, handler) = state.withLock { s in (s.held[id].map { LockHandle(id: id, resource: $0.resource) }, s.blocking) }
+            if let h, let handler { handler(h, blocked) }
+        case .listing(let text):
+            let c = state.withLock { s in s.listings.isEmpty ? nil : s.listings.removeFirst() }
+            c?.resume(returning: text)
+        case .failure(let text):
+            logger.warning("master says: \(text)")
+        default:
+            break
+        }
+    }
+}

@@ -1,0 +1,145 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+// Open-file-description lock commands (fcntl.h with _GNU_SOURCE); the same values on every Linux
+// architecture, but Swift's Glibc module does not see them without _GNU_SOURCE.
+private let F_OFD_GETLK: Int32 = 36
+private let F_OFD_SETLK: Int32 = 37
+
+/// The embedded backend: every node on one host, the kernel as arbiter.
+///
+/// Each node opens the coordination file (for CSVFS: the LUN image) and holds an OFD write lock on
+/// its member byte; the leader also holds the leader byte. OFD locks belong to the open file
+/// description, so the instant a process dies the kernel drops them: its membership and its role
+/// end with it, and a dead process can never act again, so it is fenced at once.
+///
+/// Layout: byte 0 leader lock; bytes 64..: leader record (epoch u64, node u32, address);
+/// byte 4096 + node: member lock of that node.
+public final class LocalCoordination: CoordinationBackend {
+    public let node: UInt32
+    private let path: String
+    private let fd: Int32
+    private let state = Locked<(leadership: Leadership?, address: String?, task: Task<Void, Never>?)>((nil, nil, nil))
+    public static let maxNodes: UInt32 = 256
+    private static let recordOffset: off_t = 64
+    private static let memberBase: off_t = 4096
+
+    public init(path: String, node: UInt32) throws {
+        guard node > 0, node <= LocalCoordination.maxNodes else { throw CoordinationError("node id must be 1...\(LocalCoordination.maxNodes)") }
+        self.node = node
+        self.path = path
+        fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw CoordinationError("cannot open \(path): \(String(cString: strerror(errno)))") }
+    }
+
+    deinit { close(fd) }
+
+    public func start(address: String) async throws {
+        guard try setLock(at: LocalCoordination.memberBase + off_t(node)) else {
+            throw CoordinationError("node \(node) is already a live member on \(path)")
+        }
+        // Poll for the leader byte: a non-blocking attempt every 10 ms keeps failover well under 1 s
+        // without parking a thread in F_OFD_SETLKW.
+        let task = Task { [weak self] in
+            while !Task.isCancelled {
+                guard let self else { return }
+                if self.ownLeadership() == nil, (try? self.setLock(at: 0)) == true { self.becomeLeader(address: address) }
+                try? await Task.sleep(nanoseconds: 10_000_000)
+            }
+        }
+        state.withLock { $0.address = address; $0.task = task }
+    }
+
+    private func becomeLeader(address: String) {
+        // Only the holder of the leader byte writes the record, so epochs only grow.
+        let old = readRecord()?.epoch ?? 0
+        let mine = Leadership(node: node, address: address, epoch: old + 1)
+        var buf = [UInt8](repeating: 0, count: 14)
+        withUnsafeBytes(of: mine.epoch.bigEndian) { buf.replaceSubrange(0..<8, with: $0) }
+        withUnsafeBytes(of: node.bigEndian) { buf.replaceSubrange(8..<12, with: $0) }
+        let a = Array(address.utf8.prefix(200))
+        withUnsafeBytes(of: UInt16(a.count).bigEndian) { buf.replaceSubrange(12..<14, with: $0) }
+        buf += a
+        _ = buf.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, LocalCoordination.recordOffset) }
+        fsync(fd)
+        state.withLock { $0.leadership = mine }
+    }
+
+    private func readRecord() -> Leadership? {
+        var buf = [UInt8](repeating: 0, count: 214)
+        let n = buf.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, LocalCoordination.recordOffset) }
+        guard n >= 14 else { return nil }
+        let epoch = buf[0..<8].reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+        let node = buf[8..<12].reduce(UInt32(0)) { $0 << 8 | UInt32($1) }
+        let len = Int(buf[12]) << 8 | Int(buf[13])
+        guard epoch > 0, 14 + len <= n, let addr = String(validating: buf[14..<(14 + len)], as: UTF8.self) else { return nil }
+        return Leadership(node: node, address: addr, epoch: epoch)
+    }
+
+    public func leader() async throws -> Leadership? {
+        if let mine = ownLeadership() { return mine }
+        // The record is trusted only while someone holds the leader byte.
+        guard try isLocked(at: 0) else { return nil }
+        return readRecord()
+    }
+
+    public func ownLeadership() -> Leadership? { state.withLock { $0.leadership } }
+
+    public func members() async throws -> Set<UInt32> {
+        var out: Set<UInt32> = [node]
+        for n in 1...LocalCoordination.maxNodes where n != node {
+            if try isLocked(at: LocalCoordination.memberBase + off_t(n)) { out.insert(n) }
+        }
+        return out
+    }
+
+    /// A live process is never fenced by this backend: its locks die with it.
+    public func isFenced() -> Bool { false }
+
+    public func stop() async {
+        let task = state.withLock { s -> Task<Void, Never>? in
+            let t = s.task
+            s.task = nil
+            s.leadership = nil
+            return t
+        }
+        task?.cancel()
+        _ = try? unlock(at: 0)
+        _ = try? unlock(at: LocalCoordination.memberBase + off_t(node))
+    }
+
+    // MARK: OFD locks
+
+    private func setLock(at offset: off_t) throws -> Bool {
+        var fl = flock()
+        fl.l_type = Int16(F_WRLCK)
+        fl.l_whence = Int16(SEEK_SET)
+        fl.l_start = offset
+        fl.l_len = 1
+        if fcntl(fd, F_OFD_SETLK, &fl) == 0 { return true }
+        if errno == EAGAIN || errno == EACCES { return false }
+        throw CoordinationError("F_OFD_SETLK: \(String(cString: strerror(errno)))")
+    }
+
+    private func unlock(at offset: off_t) throws {
+        var fl = flock()
+        fl.l_type = Int16(F_UNLCK)
+        fl.l_whence = Int16(SEEK_SET)
+        fl.l_start = offset
+        fl.l_len = 1
+        _ = fcntl(fd, F_OFD_SETLK, &fl)
+    }
+
+    /// Whether another open file description holds a lock on the byte (our own locks do not count).
+    private func isLocked(at offset: off_t) throws -> Bool {
+        var fl = flock()
+        fl.l_type = Int16(F_WRLCK)
+        fl.l_whence = Int16(SEEK_SET)
+        fl.l_start = offset
+        fl.l_len = 1
+        guard fcntl(fd, F_OFD_GETLK, &fl) == 0 else { throw CoordinationError("F_OFD_GETLK: \(String(cString: strerror(errno)))") }
+        return fl.l_type != Int16(F_UNLCK)
+    }
+}

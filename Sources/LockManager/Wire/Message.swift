@@ -1,0 +1,203 @@
+import NIOCore
+
+/// Messages between a node and the lock master. One message per frame.
+public enum WireMessage: Equatable, Sendable {
+    // Handshake: the server speaks first with a nonce; the client proves it knows the cluster secret.
+    case hello(nonce: [UInt8])
+    case auth(node: UInt32, clientNonce: [UInt8], mac: [UInt8])
+    case welcome(epoch: Epoch, recovering: Bool, mac: [UInt8])
+
+    // Node -> master. Every lock operation names the epoch the node believes in.
+    case request(LockID, process: UInt32, resource: String, mode: LockMode, flags: LockFlags, timeoutMillis: UInt32, epoch: Epoch)
+    case convert(LockID, mode: LockMode, flags: LockFlags, timeoutMillis: UInt32, valueBlock: [UInt8]?, epoch: Epoch)
+    case unlock(LockID, valueBlock: [UInt8]?, epoch: Epoch)
+    case cancel(LockID)
+    /// Recovery: a lock the node holds, re-sent to a new master.
+    case recover(LockID, process: UInt32, resource: String, mode: LockMode, valueBlock: ValueBlock, epoch: Epoch)
+    case recoverDone(epoch: Epoch)
+    case list
+
+    // Master -> node.
+    case granted(LockID, mode: LockMode, valueBlock: ValueBlock)
+    case refused(LockID, error: LockError)
+    case blocking(LockID, blocked: LockMode)
+    case released(LockID)
+    case listing(String)
+    case failure(String)
+}
+
+/// Framing: u32 length (of what follows), u8 version, u8 type, payload. Big endian.
+public enum WireFormat {
+    public static let version: UInt8 = 1
+    public static let maxFrame = 64 * 1024
+
+    public struct DecodeError: Error, CustomStringConvertible {
+        public var description: String
+    }
+}
+
+extension WireMessage {
+    var type: UInt8 {
+        switch self {
+        case .hello: 1
+        case .auth: 2
+        case .welcome: 3
+        case .request: 10
+        case .convert: 11
+        case .unlock: 12
+        case .cancel: 13
+        case .recover: 14
+        case .recoverDone: 15
+        case .list: 16
+        case .granted: 20
+        case .refused: 21
+        case .blocking: 22
+        case .released: 23
+        case .listing: 24
+        case .failure: 25
+        }
+    }
+
+    public func encode(into buf: inout ByteBuffer) {
+        let start = buf.writerIndex
+        buf.writeInteger(UInt32(0))
+        buf.writeInteger(WireFormat.version)
+        buf.writeInteger(type)
+        switch self {
+        case .hello(let n): buf.writeBytesWithLength(n)
+        case let .auth(node, cn, mac): buf.writeInteger(node); buf.writeBytesWithLength(cn); buf.writeBytesWithLength(mac)
+        case let .welcome(e, r, mac): buf.writeInteger(e); buf.writeInteger(UInt8(r ? 1 : 0)); buf.writeBytesWithLength(mac)
+        case let .request(id, p, res, m, f, t, e):
+            buf.writeLockID(id); buf.writeInteger(p); buf.writeBytesWithLength(Array(res.utf8)); buf.writeInteger(m.rawValue)
+            buf.writeInteger(f.rawValue); buf.writeInteger(t); buf.writeInteger(e)
+        case let .convert(id, m, f, t, vb, e):
+            buf.writeLockID(id); buf.writeInteger(m.rawValue); buf.writeInteger(f.rawValue); buf.writeInteger(t)
+            buf.writeOptionalBytes(vb); buf.writeInteger(e)
+        case let .unlock(id, vb, e): buf.writeLockID(id); buf.writeOptionalBytes(vb); buf.writeInteger(e)
+        case .cancel(let id): buf.writeLockID(id)
+        case let .recover(id, p, res, m, vb, e):
+            buf.writeLockID(id); buf.writeInteger(p); buf.writeBytesWithLength(Array(res.utf8)); buf.writeInteger(m.rawValue)
+            buf.writeValueBlock(vb); buf.writeInteger(e)
+        case .recoverDone(let e): buf.writeInteger(e)
+        case .list: break
+        case let .granted(id, m, vb): buf.writeLockID(id); buf.writeInteger(m.rawValue); buf.writeValueBlock(vb)
+        case let .refused(id, err): buf.writeLockID(id); buf.writeLockError(err)
+        case let .blocking(id, m): buf.writeLockID(id); buf.writeInteger(m.rawValue)
+        case .released(let id): buf.writeLockID(id)
+        case .listing(let s), .failure(let s): buf.writeBytesWithLength(Array(s.utf8))
+        }
+        buf.setInteger(UInt32(buf.writerIndex - start - 4), at: start)
+    }
+
+    /// Decodes one frame body (after the length). Malformed input throws, never traps.
+    public static func decode(_ buf: inout ByteBuffer) throws -> WireMessage {
+        guard let version: UInt8 = buf.readInteger(), let type: UInt8 = buf.readInteger() else { throw bad("short frame") }
+        guard version == WireFormat.version else { throw bad("unsupported protocol version \(version)") }
+        let msg: WireMessage
+        switch type {
+        case 1: msg = .hello(nonce: try buf.readBytesWithLength())
+        case 2: msg = .auth(node: try buf.need(), clientNonce: try buf.readBytesWithLength(), mac: try buf.readBytesWithLength())
+        case 3: msg = .welcome(epoch: try buf.need(), recovering: (try buf.need() as UInt8) != 0, mac: try buf.readBytesWithLength())
+        case 10:
+            msg = .request(try buf.readLockID(), process: try buf.need(), resource: try buf.readString(), mode: try buf.readMode(),
+                           flags: LockFlags(rawValue: try buf.need()), timeoutMillis: try buf.need(), epoch: try buf.need())
+        case 11:
+            msg = .convert(try buf.readLockID(), mode: try buf.readMode(), flags: LockFlags(rawValue: try buf.need()),
+                           timeoutMillis: try buf.need(), valueBlock: try buf.readOptionalBytes(), epoch: try buf.need())
+        case 12: msg = .unlock(try buf.readLockID(), valueBlock: try buf.readOptionalBytes(), epoch: try buf.need())
+        case 13: msg = .cancel(try buf.readLockID())
+        case 14:
+            msg = .recover(try buf.readLockID(), process: try buf.need(), resource: try buf.readString(), mode: try buf.readMode(),
+                           valueBlock: try buf.readValueBlock(), epoch: try buf.need())
+        case 15: msg = .recoverDone(epoch: try buf.need())
+        case 16: msg = .list
+        case 20: msg = .granted(try buf.readLockID(), mode: try buf.readMode(), valueBlock: try buf.readValueBlock())
+        case 21: msg = .refused(try buf.readLockID(), error: try buf.readLockError())
+        case 22: msg = .blocking(try buf.readLockID(), blocked: try buf.readMode())
+        case 23: msg = .released(try buf.readLockID())
+        case 24: msg = .listing(try buf.readString())
+        case 25: msg = .failure(try buf.readString())
+        default: throw bad("unknown message type \(type)")
+        }
+        guard buf.readableBytes == 0 else { throw bad("trailing bytes in message type \(type)") }
+        return msg
+    }
+}
+
+func bad(_ s: String) -> WireFormat.DecodeError { WireFormat.DecodeError(description: s) }
+
+extension ByteBuffer {
+    mutating func need<T: FixedWidthInteger>() throws -> T {
+        guard let v: T = readInteger() else { throw bad("truncated field") }
+        return v
+    }
+    mutating func writeBytesWithLength(_ b: [UInt8]) { writeInteger(UInt16(b.count)); writeBytes(b) }
+    mutating func readBytesWithLength() throws -> [UInt8] {
+        let n: UInt16 = try need()
+        guard let b = readBytes(length: Int(n)) else { throw bad("truncated bytes") }
+        return b
+    }
+    mutating func readString() throws -> String {
+        let b = try readBytesWithLength()
+        guard let s = String(validating: b, as: UTF8.self) else { throw bad("invalid UTF-8") }
+        return s
+    }
+    mutating func writeOptionalBytes(_ b: [UInt8]?) {
+        if let b { writeInteger(UInt8(1)); writeBytesWithLength(b) } else { writeInteger(UInt8(0)) }
+    }
+    mutating func readOptionalBytes() throws -> [UInt8]? {
+        let flag: UInt8 = try need()
+        guard flag != 0 else { return nil }
+        let b = try readBytesWithLength()
+        guard b.count <= ValueBlock.maxSize else { throw bad("value block too large") }
+        return b
+    }
+    mutating func writeValueBlock(_ v: ValueBlock) { writeInteger(UInt8(v.valid ? 1 : 0)); writeBytesWithLength(v.bytes) }
+    mutating func readValueBlock() throws -> ValueBlock {
+        let valid: UInt8 = try need()
+        let b = try readBytesWithLength()
+        guard b.count <= ValueBlock.maxSize else { throw bad("value block too large") }
+        return ValueBlock(bytes: b, valid: valid != 0)
+    }
+    mutating func writeLockID(_ id: LockID) { writeInteger(id.node); writeInteger(id.serial) }
+    mutating func readLockID() throws -> LockID { LockID(node: try need(), serial: try need()) }
+    mutating func readMode() throws -> LockMode {
+        let raw: UInt8 = try need()
+        guard let m = LockMode(rawValue: raw) else { throw bad("bad lock mode \(raw)") }
+        return m
+    }
+    mutating func writeLockError(_ e: LockError) {
+        switch e {
+        case .wouldBlock: writeInteger(UInt8(1))
+        case .deadlock: writeInteger(UInt8(2))
+        case .staleEpoch(let c): writeInteger(UInt8(3)); writeInteger(c)
+        case .unknownLock: writeInteger(UInt8(4))
+        case .duplicateLock: writeInteger(UInt8(5))
+        case .notGranted: writeInteger(UInt8(6))
+        case .timedOut: writeInteger(UInt8(7))
+        case .cancelled: writeInteger(UInt8(8))
+        case .fenced: writeInteger(UInt8(9))
+        case .unauthenticated: writeInteger(UInt8(10))
+        case .disconnected: writeInteger(UInt8(11))
+        case .protocolError(let s): writeInteger(UInt8(12)); writeBytesWithLength(Array(s.utf8.prefix(1000)))
+        }
+    }
+    mutating func readLockError() throws -> LockError {
+        let code: UInt8 = try need()
+        switch code {
+        case 1: return .wouldBlock
+        case 2: return .deadlock
+        case 3: return .staleEpoch(current: try need())
+        case 4: return .unknownLock
+        case 5: return .duplicateLock
+        case 6: return .notGranted
+        case 7: return .timedOut
+        case 8: return .cancelled
+        case 9: return .fenced
+        case 10: return .unauthenticated
+        case 11: return .disconnected
+        case 12: return .protocolError(try readString())
+        default: throw bad("bad error code \(code)")
+        }
+    }
+}

@@ -1,0 +1,95 @@
+import ArgumentParser
+import Foundation
+import LockManager
+import NIOPosix
+
+/// Runs one node: it campaigns, hosts the master when elected, and optionally runs a workload
+/// that takes an EX lock in a loop and logs what it holds, so tests can check mutual exclusion.
+struct NodeCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "node", abstract: "Run a DLM node.")
+    @OptionGroup var backend: BackendOptions
+    @Option(help: "Node id (1...256 with the local backend).") var id: UInt32
+    @Option(help: "TCP port of the lock master when this node is elected.") var port: Int
+    @Option(help: "Workload: take EX on this resource in a loop.") var workload: String?
+    @Option(help: "Workload: how long each hold lasts, in milliseconds.") var holdMs: Int = 5
+    @Option(help: "Workload: event log file (appended).") var log: String?
+    @Flag(help: "Exit when the parent process dies (tests and benchmarks use it, so no node outlives them).")
+    var exitWithParent = false
+
+    func run() async throws {
+        if exitWithParent {
+            let parent = getppid()
+            Task.detached {
+                while getppid() == parent { try? await Task.sleep(nanoseconds: 100_000_000) }
+                Foundation.exit(1)
+            }
+        }
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let node = DLMNode(coordination: try backend.make(node: id), secret: try backend.clusterSecret(),
+                           port: port, group: group)
+        try await node.start()
+        FileHandle.standardOutput.write(Data("node \(id) started on port \(port)\n".utf8))
+        guard let resource = workload else {
+            while true { try await Task.sleep(nanoseconds: 1_000_000_000) }
+        }
+        let out = log.map { open($0, O_WRONLY | O_APPEND | O_CREAT, 0o644) } ?? 1
+        func emit(_ line: String) {
+            let l = line + "\n"
+            _ = l.withCString { write(out, $0, strlen($0)) }
+        }
+        while true {
+            let handle: LockHandle, vb: ValueBlock
+            do {
+                (handle, vb) = try await node.client.lock(resource, mode: .ex, timeout: .seconds(30))
+            } catch LockError.fenced {
+                emit("FENCED \(id) \(monotonicNow())")
+                break
+            } catch {
+                emit("ERR \(id) \(error)")
+                try await Task.sleep(nanoseconds: 10_000_000)
+                continue
+            }
+            // Act only while the lock is provably ours; the log line is the "write" to protect.
+            guard node.client.isHeld(handle) else { emit("FENCED \(id) \(monotonicNow())"); break }
+            let counter = vb.valid ? vb.bytes.reduce(UInt64(0)) { $0 << 8 | UInt64($1) } : 0
+            emit("ACQ \(id) \(monotonicNow()) epoch=\(node.client.epoch ?? 0) lvb=\(vb.valid ? String(counter) : "invalid")")
+            var lost = false
+            let until = monotonicNow() + UInt64(holdMs) * 1_000_000
+            while monotonicNow() < until {
+                if !node.client.isHeld(handle) { lost = true; break }
+                try await Task.sleep(nanoseconds: 1_000_000)
+            }
+            if lost || !node.client.isHeld(handle) {
+                emit("FENCED \(id) \(monotonicNow())")
+                break
+            }
+            emit("REL \(id) \(monotonicNow())")
+            let next = counter + 1
+            let bytes = (0..<8).reversed().map { UInt8(truncatingIfNeeded: next >> (8 * UInt64($0))) }
+            do { try await node.client.unlock(handle, valueBlock: bytes) } catch { emit("ERR \(id) unlock \(error)") }
+        }
+        // Fenced: stay alive (a real node would restart with a new lease) so tests can observe it.
+        while true { try await Task.sleep(nanoseconds: 1_000_000_000) }
+    }
+}
+
+/// Lists resources, queues and holders as the current master sees them.
+struct ListCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "list", abstract: "List resources, locks and holders.")
+    @OptionGroup var backend: BackendOptions
+    @Option(help: "Node id to authenticate as (an observer, not a member).") var id: UInt32 = 250
+
+    func run() async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let coordination = try backend.make(node: id)
+        let client = LockClient(coordination: coordination, secret: try backend.clusterSecret(), group: group)
+        client.start()
+        do {
+            print(try await client.listing(timeout: .seconds(5)))
+        } catch {
+            await client.stop()
+            throw ValidationError("no lock master answered: \(error)")
+        }
+        await client.stop()
+    }
+}
