@@ -55,11 +55,13 @@ let package = Package(
                                          .product(name: "Logging", package: "swift-log")],
                           path: "tools/dlmtool"),
 
-        .testTarget(name: "CSVFSTests", dependencies: ["CSVFS"], path: "Tests/CSVFSTests"),
-        .testTarget(name: "CSVFSUnitTests", dependencies: ["CSVFS", "CSQLite"], path: "Tests/CSVFSUnitTests"),
-        .testTarget(name: "VHDFormatTests", dependencies: ["VHDFormat"], path: "Tests/VHDFormatTests"),
+        // Helpers every test target shares (seeded randomness); not part of any product.
+        .target(name: "TestSupport", path: "Tests/TestSupport"),
+        .testTarget(name: "CSVFSTests", dependencies: ["CSVFS", "TestSupport"], path: "Tests/CSVFSTests"),
+        .testTarget(name: "CSVFSUnitTests", dependencies: ["CSVFS", "CSQLite", "TestSupport"], path: "Tests/CSVFSUnitTests"),
+        .testTarget(name: "VHDFormatTests", dependencies: ["VHDFormat", "TestSupport"], path: "Tests/VHDFormatTests"),
         .testTarget(name: "LockManagerTests",
-                    dependencies: ["LockManager", .product(name: "NIOCore", package: "swift-nio"),
+                    dependencies: ["LockManager", "TestSupport", .product(name: "NIOCore", package: "swift-nio"),
                                    .product(name: "NIOPosix", package: "swift-nio")],
                     path: "Tests/LockManagerTests"),
     ]

@@ -1,3 +1,4 @@
+import CSVFS
 import Foundation
 import Glibc
 import Testing

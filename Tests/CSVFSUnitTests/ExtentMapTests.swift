@@ -1,4 +1,5 @@
 @testable import CSVFS
+import TestSupport
 import Testing
 
 /// The extent map's edits against a byte-per-block model: every edit must leave the map equal to the model,
@@ -44,7 +45,7 @@ struct ExtentMapTests {
 
     @Test(arguments: [1, 2, 3, 42, 1234])
     func randomEditsMatchTheModel(seed: UInt64) {
-        var random = SplitMix64(seed: seed)
+        var random = SeededRandom(seed: seed)
         var map = ExtentMap([])
         var nextPhysical: Int64 = 1000
         for _ in 0..<400 {
@@ -92,18 +93,5 @@ struct ExtentMapTests {
             let after = before.subtracting(change.removed).union(change.added)
             #expect(after == Set(map.extents), "change rows, seed \(seed)")
         }
-    }
-}
-
-/// A small seeded generator, so a failing seed replays.
-struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }

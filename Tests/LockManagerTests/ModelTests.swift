@@ -1,19 +1,7 @@
 import Foundation
+import TestSupport
 import Testing
 @testable import LockManager
-
-/// SplitMix64: tiny, seedable, the same on every platform, so a failing seed replays exactly.
-struct SeededRandom: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
 
 /// A reference model built only from the directives the table emits, checked after every step.
 /// It replays seeded random schedules of requests, conversions, unlocks, cancels, timeouts,

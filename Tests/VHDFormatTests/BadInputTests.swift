@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import Testing
 @testable import VHDFormat
 
@@ -238,7 +239,7 @@ import Testing
         let directory = try TestDirectory()
         let image = try Self.sample(format, in: directory)
         let original = try FileCompare.contents(image)
-        var random = SplitMix(seed: format == .vhd ? 1 : 2)
+        var random = SeededRandom(seed: format == .vhd ? 1 : 2)
         let hotSpots: [Range<Int>] = format == .vhd
             ? [0..<2048, 1536..<1600, (original.count - 512)..<original.count]
             : [0..<512, 0x10000..<0x10100, 0x30000..<0x30100, (2 << 20)..<(2 << 20) + 512, (2 << 20) + 65536..<(2 << 20) + 65700, (3 << 20)..<(3 << 20) + 128]
@@ -257,15 +258,3 @@ import Testing
     }
 }
 
-/// A small deterministic generator, so a failing damage pattern repeats.
-struct SplitMix {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}

@@ -309,17 +309,25 @@ final class MetadataStore {
     // MARK: inodes
 
     func attributes(_ ino: UInt64) throws(Errno) -> InodeAttributes {
-        var attributes = try read { () throws -> InodeAttributes in
-            let statement = try db.statement(
-                "SELECT mode, nlink, uid, gid, size, allocated, rdev, atime, mtime, ctime FROM inodes WHERE ino = ?")
+        try read { () throws -> InodeAttributes in
+            let statement = try db.statement("SELECT \(Self.attributeColumns) FROM inodes WHERE ino = ?")
             statement.bind(.int(ino))
             guard try statement.step() else { throw Errno.noEntry }
-            return InodeAttributes(
-                ino: ino, mode: UInt32(statement.int64(0)), nlink: UInt32(statement.int64(1)),
-                uid: UInt32(statement.int64(2)), gid: UInt32(statement.int64(3)), size: UInt64(statement.int64(4)),
-                allocated: UInt64(statement.int64(5)), rdev: UInt64(statement.int64(6)), atime: statement.int64(7),
-                mtime: statement.int64(8), ctime: statement.int64(9))
+            return attributes(ino, from: statement, at: 0)
         }
+    }
+
+    /// The inode columns `attributes(_:from:at:)` decodes, in its order.
+    private static let attributeColumns = "mode, nlink, uid, gid, size, allocated, rdev, atime, mtime, ctime"
+    private static let joinedAttributeColumns = "i.mode, i.nlink, i.uid, i.gid, i.size, i.allocated, i.rdev, i.atime, i.mtime, i.ctime"
+
+    /// Decodes `attributeColumns` starting at column `first`, with what a pending write changed on top.
+    private func attributes(_ ino: UInt64, from statement: SQLiteStatement, at first: Int32) -> InodeAttributes {
+        func column(_ index: Int32) -> Int64 { statement.int64(first + index) }
+        var attributes = InodeAttributes(
+            ino: ino, mode: UInt32(column(0)), nlink: UInt32(column(1)), uid: UInt32(column(2)), gid: UInt32(column(3)),
+            size: UInt64(column(4)), allocated: UInt64(column(5)), rdev: UInt64(column(6)), atime: column(7),
+            mtime: column(8), ctime: column(9))
         if let pending = pendingWrites[ino] {
             attributes.size = max(attributes.size, pending.size)
             attributes.mtime = pending.mtime
@@ -891,7 +899,7 @@ final class MetadataStore {
         let rows = try read { () throws -> [DirectoryEntry] in
             let statement = try db.statement(plus
                 ? """
-                  SELECT d.id, d.name, d.ino, i.mode, i.nlink, i.uid, i.gid, i.size, i.allocated, i.rdev, i.atime, i.mtime, i.ctime
+                  SELECT d.id, d.name, d.ino, d.mode, \(Self.joinedAttributeColumns)
                   FROM dirents d JOIN inodes i ON i.ino = d.ino WHERE d.parent = ? AND d.id > ? ORDER BY d.id LIMIT ?
                   """
                 : "SELECT id, name, ino, mode FROM dirents WHERE parent = ? AND id > ? ORDER BY id LIMIT ?")
@@ -901,19 +909,7 @@ final class MetadataStore {
                 let child = UInt64(statement.int64(2))
                 var entry = DirectoryEntry(name: statement.blob(1), ino: child, mode: UInt32(statement.int64(3)),
                                            nextCookie: statement.int64(0) + 2, attributes: nil)
-                if plus {
-                    var childAttributes = InodeAttributes(
-                        ino: child, mode: UInt32(statement.int64(3)), nlink: UInt32(statement.int64(4)),
-                        uid: UInt32(statement.int64(5)), gid: UInt32(statement.int64(6)), size: UInt64(statement.int64(7)),
-                        allocated: UInt64(statement.int64(8)), rdev: UInt64(statement.int64(9)), atime: statement.int64(10),
-                        mtime: statement.int64(11), ctime: statement.int64(12))
-                    if let pending = pendingWrites[child] {
-                        childAttributes.size = max(childAttributes.size, pending.size)
-                        childAttributes.mtime = pending.mtime
-                        childAttributes.ctime = pending.mtime
-                    }
-                    entry.attributes = childAttributes
-                }
+                if plus { entry.attributes = self.attributes(child, from: statement, at: 4) }
                 rows.append(entry)
             }
             return rows

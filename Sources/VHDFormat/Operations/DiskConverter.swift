@@ -92,17 +92,7 @@ public enum DiskConverter {
         let output = try ImageFile(path: path, writable: true, create: true)
         do {
             try output.truncate(to: source.virtualSize)
-            let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: chunkSize, alignment: 4096)
-            defer { buffer.deallocate() }
-            try source.forEachDataRange(maximumLength: UInt64(chunkSize)) { offset, length in
-                let part = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<Int(length)])
-                try source.read(at: offset, into: part)
-                try ZeroTest.forEachNonZeroRun(in: UnsafeRawBufferPointer(part), granularity: zeroGranularity) { start, run in
-                    try output.write(at: offset + UInt64(start), from: run)
-                }
-                progress?(offset + length, source.virtualSize)
-            }
-            progress?(source.virtualSize, source.virtualSize)
+            try copyNonZeroData(source, progress: progress) { offset, run in try output.write(at: offset, from: run) }
             // No fsync, as qemu-img convert (cache=unsafe by default): the copy is reproducible from the source.
         } catch {
             unlink(path)
@@ -111,13 +101,19 @@ public enum DiskConverter {
     }
 
     private static func copyAllocated(_ source: VirtualDisk, to destination: VirtualDisk, progress: Progress?) throws {
+        try copyNonZeroData(source, progress: progress) { offset, run in try destination.write(at: offset, from: run) }
+    }
+
+    /// Reads the chain's data ranges a chunk at a time and hands on only the runs that are not zero.
+    private static func copyNonZeroData(_ source: VirtualDisk, progress: Progress?,
+                                        write: (UInt64, UnsafeRawBufferPointer) throws -> Void) throws {
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: chunkSize, alignment: 4096)
         defer { buffer.deallocate() }
         try source.forEachDataRange(maximumLength: UInt64(chunkSize)) { offset, length in
             let part = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<Int(length)])
             try source.read(at: offset, into: part)
             try ZeroTest.forEachNonZeroRun(in: UnsafeRawBufferPointer(part), granularity: zeroGranularity) { start, run in
-                try destination.write(at: offset + UInt64(start), from: run)
+                try write(offset + UInt64(start), run)
             }
             progress?(offset + length, source.virtualSize)
         }

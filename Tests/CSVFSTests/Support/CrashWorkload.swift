@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import Glibc
 
 /// Creates, writes, replaces (write temp + fsync + rename + fsyncdir) and deletes files under a mount,

@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import Glibc
 
 /// One file-system operation with all its arguments fixed, so it can be applied to two trees alike.

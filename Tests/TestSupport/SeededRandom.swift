@@ -1,12 +1,13 @@
 import Foundation
 
-/// SplitMix64: a small, fast, seedable generator so a failing random run can be replayed from its seed.
-struct SeededRandom: RandomNumberGenerator {
+/// SplitMix64: a small, fast, seedable generator, the same on every platform, so a failing random run
+/// replays exactly from its seed. Shared by every test target.
+public struct SeededRandom: RandomNumberGenerator, Sendable {
     private var state: UInt64
 
-    init(seed: UInt64) { state = seed }
+    public init(seed: UInt64) { state = seed }
 
-    mutating func next() -> UInt64 {
+    public mutating func next() -> UInt64 {
         state &+= 0x9E37_79B9_7F4A_7C15
         var z = state
         z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
@@ -15,7 +16,7 @@ struct SeededRandom: RandomNumberGenerator {
     }
 
     /// The seed from `variable` in the environment, else a fresh one; printed so the run can be replayed.
-    static func seed(from variable: String, test: String) -> UInt64 {
+    public static func seed(from variable: String, test: String) -> UInt64 {
         let seed = ProcessInfo.processInfo.environment[variable].flatMap { UInt64($0) } ?? UInt64.random(in: 1...UInt64(UInt32.max))
         print("\(test): seed \(seed) (replay with \(variable)=\(seed))")
         return seed

@@ -1,14 +1,14 @@
 import Foundation
 
 /// The kernel's mount table as this process sees it (/proc/self/mountinfo).
-enum MountTable {
-    struct Entry {
-        var mountpoint: String
-        var fileSystemType: String
-        var source: String
+public enum MountTable {
+    public struct Entry: Sendable {
+        public var mountpoint: String
+        public var fileSystemType: String
+        public var source: String
     }
 
-    static func entries() -> [Entry] {
+    public static func entries() -> [Entry] {
         guard let text = try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8) else { return [] }
         return text.split(separator: "\n").compactMap { line in
             let fields = line.split(separator: " ").map(String.init)
@@ -17,11 +17,16 @@ enum MountTable {
         }
     }
 
-    static func entry(at mountpoint: String) -> Entry? {
+    public static func entry(at mountpoint: String) -> Entry? {
         entries().last { $0.mountpoint == mountpoint }
     }
 
-    static func isMounted(_ mountpoint: String) -> Bool { entry(at: mountpoint) != nil }
+    public static func isMounted(_ mountpoint: String) -> Bool { entry(at: mountpoint) != nil }
+
+    /// The CSVFS volume mounted at `mountpoint`, if one is.
+    public static func csvfsMount(at mountpoint: String) -> Entry? {
+        entries().last { $0.mountpoint == mountpoint && $0.fileSystemType == "fuse.csvfs" }
+    }
 
     /// mountinfo writes space, tab, newline and backslash as \ooo.
     private static func unescape(_ field: String) -> String {
@@ -40,16 +45,5 @@ enum MountTable {
             }
         }
         return String(decoding: bytes, as: UTF8.self)
-    }
-}
-
-/// PIDs of live processes whose command line mentions `text` (used to find a background server by its unique LUN path).
-func processIDs(withArgument text: String) -> [pid_t] {
-    let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
-    return entries.compactMap { name -> pid_t? in
-        guard let pid = pid_t(name), pid != getpid(),
-              let data = FileManager.default.contents(atPath: "/proc/\(name)/cmdline") else { return nil }
-        let arguments = data.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
-        return arguments.contains(text) ? pid : nil
     }
 }
