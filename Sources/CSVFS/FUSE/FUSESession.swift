@@ -56,15 +56,12 @@ public enum FUSESession {
         guard fuse_session_mount(session, mountpoint) == 0 else { throw MountError.mountFailed(mountpoint) }
         defer { fuse_session_unmount(session) }
 
-        // Grouped operations are committed within 10 ms, and made durable (freed space released) each second.
+        // Once a second: mtimes of overwrites committed, everything flushed to the LUN (which also releases
+        // the space deletes freed), so even without fsync nothing older than a second is lost to power loss.
         let committer = DispatchSource.makeTimerSource(queue: DispatchQueue.global())
-        committer.schedule(deadline: .now() + .milliseconds(10), repeating: .milliseconds(10))
+        committer.schedule(deadline: .now() + 1, repeating: 1)
         let service = volume.service
-        let ticks = Locked(0)
-        committer.setEventHandler {
-            let tick = ticks.withLock { $0 += 1; return $0 }
-            if tick % 100 == 0 { try? service.sync() } else { try? service.commit() }
-        }
+        committer.setEventHandler { try? service.sync() }
         committer.resume()
         defer { committer.cancel() }
 

@@ -65,6 +65,7 @@ final class LUNVirtualFileSystem: @unchecked Sendable {
     private static let kindOffset = ownerOffset + MemoryLayout<UnsafeRawPointer>.stride
     private static let fileStructSize = kindOffset + MemoryLayout<Int>.stride
 
+    private static let walGrowth: Int64 = 1 << 20
     private static let headerMagic: [UInt8] = Array("CSVFSMDR".utf8)
 
     init(name: String, lun: FileDescriptor, region: MetadataRegion) throws(Errno) {
@@ -198,8 +199,12 @@ final class LUNVirtualFileSystem: @unchecked Sendable {
         } catch {
             return SQLITE_IOERR_WRITE
         }
-        if offset + Int64(count) > length(kind) { return setLength(kind, offset + Int64(count)) }
-        return SQLITE_OK
+        let end = offset + Int64(count)
+        guard end > length(kind) else { return SQLITE_OK }
+        // The log's recorded length grows a megabyte at a time, not per frame, saving a header write per
+        // frame: SQLite reads a log only up to its first frame with a stale salt or checksum, so the unwritten
+        // tail reads like the leftovers of any recycled log.
+        return setLength(kind, kind == .wal ? min(capacity, (end + Self.walGrowth - 1) / Self.walGrowth * Self.walGrowth) : end)
     }
 
     fileprivate func setLength(_ kind: FileKind, _ newLength: Int64) -> Int32 {

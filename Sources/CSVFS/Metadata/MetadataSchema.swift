@@ -5,19 +5,18 @@ enum MetadataSchema {
     /// Statements run once, at format time, inside one transaction.
     static let create = """
     CREATE TABLE inodes(
-        ino INTEGER PRIMARY KEY AUTOINCREMENT,
+        ino INTEGER PRIMARY KEY,             -- handed out by the store, never reused while mounted
         mode INTEGER NOT NULL, nlink INTEGER NOT NULL, uid INTEGER NOT NULL, gid INTEGER NOT NULL,
         size INTEGER NOT NULL DEFAULT 0, allocated INTEGER NOT NULL DEFAULT 0, rdev INTEGER NOT NULL DEFAULT 0,
         atime INTEGER NOT NULL, mtime INTEGER NOT NULL, ctime INTEGER NOT NULL,
         parent INTEGER NOT NULL DEFAULT 0,   -- directories only: the directory holding it ('..')
         target BLOB                          -- symlinks only
     );
-    -- Directory entries; the id is the readdir cookie (a reused id only hides an entry added mid-listing,
-    -- which POSIX allows).
-    CREATE TABLE dirents(id INTEGER PRIMARY KEY, parent INTEGER NOT NULL, name BLOB NOT NULL,
-                         ino INTEGER NOT NULL, mode INTEGER NOT NULL);
+    -- Directory entries, clustered by directory in readdir order; the id is the readdir cookie, handed out by
+    -- the store and never reused while mounted.
+    CREATE TABLE dirents(parent INTEGER NOT NULL, id INTEGER NOT NULL, name BLOB NOT NULL, ino INTEGER NOT NULL,
+                         mode INTEGER NOT NULL, PRIMARY KEY(parent, id)) WITHOUT ROWID;
     CREATE UNIQUE INDEX dirents_by_name ON dirents(parent, name);
-    CREATE INDEX dirents_by_cookie ON dirents(parent, id);
     CREATE TABLE extents(ino INTEGER NOT NULL, logical INTEGER NOT NULL, physical INTEGER NOT NULL,
                          length INTEGER NOT NULL, unwritten INTEGER NOT NULL,
                          PRIMARY KEY(ino, logical)) WITHOUT ROWID;

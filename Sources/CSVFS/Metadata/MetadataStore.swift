@@ -10,6 +10,8 @@ import Glibc
 final class MetadataStore {
     static let rootInode: UInt64 = 1
     static let nameMax = 255
+    /// SQLite's page size, fixed when a volume is formatted.
+    static let pageSize: Int64 = 4096
 
     let db: SQLiteConnection
     let vfs: LUNVirtualFileSystem
@@ -20,6 +22,10 @@ final class MetadataStore {
     /// Space freed since the last sync: not allocatable until that freeing is durable.
     private(set) var freedBytes: Int64 = 0
     private var inodeCount: Int64
+    /// The next inode number and directory entry id; they only grow while mounted, so the kernel never sees
+    /// one number stand for two files.
+    private var nextInode: Int64 = 2
+    private var nextEntryID: Int64 = 1
     private var extentCache: [UInt64: ExtentMap] = [:]
     private var pendingWrites: [UInt64: (size: UInt64, mtime: Int64)] = [:]
     private var openCounts: [UInt64: Int] = [:]
@@ -39,7 +45,7 @@ final class MetadataStore {
         db = try SQLiteConnection(path: "metadata.db", vfs: vfs.name)
         // Exclusive locking before WAL: the WAL index then lives in heap memory, no shared memory needed.
         try db.execute("""
-            PRAGMA locking_mode=EXCLUSIVE; PRAGMA page_size=4096; PRAGMA journal_mode=WAL;
+            PRAGMA locking_mode=EXCLUSIVE; PRAGMA page_size=\(Self.pageSize); PRAGMA journal_mode=WAL;
             PRAGMA synchronous=NORMAL; PRAGMA temp_store=MEMORY; PRAGMA cache_size=-65536;
             PRAGMA wal_autocheckpoint=\(max(256, superblock.walCapacity / 4096 / 2));
             """)
@@ -94,9 +100,13 @@ final class MetadataStore {
         let freed = try db.statement("SELECT COALESCE(SUM(length), 0) FROM freed_space")
         _ = try freed.step()
         freedBytes = freed.int64(0)
-        let inodes = try db.statement("SELECT COUNT(*) FROM inodes")
+        let inodes = try db.statement("SELECT COUNT(*), COALESCE(MAX(ino), 1) FROM inodes")
         _ = try inodes.step()
         inodeCount = inodes.int64(0)
+        nextInode = max(nextInode, inodes.int64(1) + 1)
+        let entries = try db.statement("SELECT COALESCE(MAX(id), 0) FROM dirents")
+        _ = try entries.step()
+        nextEntryID = max(nextEntryID, entries.int64(0) + 1)
     }
 
     /// Frees inodes left without a name by a mount that died while they were open.
@@ -130,65 +140,33 @@ final class MetadataStore {
 
     // MARK: transactions
 
-    /// Namespace operations are grouped into one SQLite transaction for up to `groupWindow` or
-    /// `groupLimit` operations (each inside its own savepoint), as POSIX allows between fsyncs: the WAL then
-    /// gets each touched page once per group instead of once per operation. `commit()` ends a group early.
-    private var groupStarted: UInt64?
-    private var groupOperations = 0
-    private static let groupWindow: UInt64 = 10_000_000
-    private static let groupLimit = 64
     /// Whether anything was committed since the LUN was last flushed.
     private var unsynced = false
 
-    private static func monotonicNanoseconds() -> UInt64 {
-        var now = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &now)
-        return UInt64(now.tv_sec) * 1_000_000_000 + UInt64(now.tv_nsec)
-    }
-
-    /// One operation, atomic on its own; errors come out as errno. An operation that finds no space while
-    /// freed space waits for a sync gets one more try after that sync.
+    /// One operation, one transaction, committed before the operation answers: whatever a caller was told
+    /// happened survives a crash of this process (the kernel never tells a FUSE server about syncfs, so this
+    /// is what makes syncfs keep its word). An operation that finds no space while freed space waits for a
+    /// sync gets one more try after that sync.
     private func mutate<R>(_ body: () throws -> R) throws(Errno) -> R {
         do {
-            return try mutateOnce(body)
+            return try transaction(body)
         } catch let error where error == .noSpace && freedBytes > 0 {
             try sync()
-            return try mutateOnce(body)
+            return try transaction(body)
         }
     }
 
-    private func mutateOnce<R>(_ body: () throws -> R) throws(Errno) -> R {
+    private func transaction<R>(_ body: () throws -> R) throws(Errno) -> R {
         do {
-            if groupStarted == nil {
-                try db.statement("BEGIN IMMEDIATE").run()
-                groupStarted = Self.monotonicNanoseconds()
-                groupOperations = 0
+            let result = try db.transaction {
+                try applyPendingWrites()
+                return try body()
             }
-            // Sizes of plain overwrites join the group outside the savepoint: a failing operation must not undo them.
-            try applyPendingWrites()
-            try db.statement("SAVEPOINT operation").run()
-        } catch {
-            abandonGroup()
-            throw Self.errno(error)
-        }
-        do {
-            let result = try body()
-            db.finishStatements()
-            try db.statement("RELEASE operation").run()
-            groupOperations += 1
-            if groupOperations >= Self.groupLimit || Self.monotonicNanoseconds() - groupStarted! >= Self.groupWindow {
-                try commitGroup()
-            }
+            pendingWrites.removeAll()
+            unsynced = true
             return result
         } catch {
-            db.finishStatements()
-            if db.isInTransaction {
-                try? db.statement("ROLLBACK TO operation").run()
-                try? db.statement("RELEASE operation").run()
-                dropCachesAfterRollback()
-            } else {
-                abandonGroup()
-            }
+            dropCachesAfterRollback()
             throw Self.errno(error)
         }
     }
@@ -201,29 +179,7 @@ final class MetadataStore {
         }
     }
 
-    /// SQLite rolled the whole group back (it may on a full or failing device): what memory holds is stale.
-    private func abandonGroup() {
-        db.finishStatements()
-        if db.isInTransaction { try? db.execute("ROLLBACK") }
-        groupStarted = nil
-        pendingWrites.removeAll()
-        dropCachesAfterRollback()
-    }
-
-    private func commitGroup() throws(Errno) {
-        guard groupStarted != nil else { return }
-        do {
-            try applyPendingWrites()
-            db.finishStatements()
-            try db.statement("COMMIT").run()
-            groupStarted = nil
-            unsynced = true
-        } catch {
-            abandonGroup()
-            throw Self.errno(error)
-        }
-    }
-
+    /// A rolled-back transaction leaves memory ahead of the database: reload what is cached.
     private func dropCachesAfterRollback() {
         extentCache.removeAll()
         try? loadCounters()
@@ -253,16 +209,12 @@ final class MetadataStore {
         for (ino, pending) in pendingWrites {
             try db.statement(update).bind(.int(pending.size), .integer(pending.mtime), .integer(pending.mtime), .int(ino)).run()
         }
-        pendingWrites.removeAll()
     }
 
-    /// Commits what memory and the open group hold.
+    /// Commits the sizes and times that plain overwrites left in memory.
     func commit() throws(Errno) {
-        if groupStarted == nil {
-            guard !pendingWrites.isEmpty else { return }
-            try mutate {}
-        }
-        try commitGroup()
+        guard !pendingWrites.isEmpty else { return }
+        try mutate {}
     }
 
     /// Makes everything so far durable, then lets space freed before now be allocated again: only a durable
@@ -273,10 +225,7 @@ final class MetadataStore {
             try lun.dataSync()
             unsynced = false
         }
-        if freedBytes > 0 {
-            try reclaimFreedSpace()
-            try commitGroup()
-        }
+        if freedBytes > 0 { try reclaimFreedSpace() }
     }
 
     /// Runs repair statements (fsck) as one operation.
@@ -287,8 +236,8 @@ final class MetadataStore {
     // MARK: metadata space
 
     /// Operations that grow the metadata stop (ENOSPC) while the database and the log together come near the
-    /// database's capacity. SQLite meeting a full region mid-commit may cancel a whole group of operations
-    /// already answered, so it must never get there; deletions, which free space, still go through.
+    /// database's capacity. SQLite meeting a full region mid-commit may roll back more than the
+    /// failing statement, so it must never get there; deletions, which free space, still go through.
     private func requireMetadataSpace() throws(Errno) {
         if try metadataBytesLeft() <= 0 { throw Errno.noSpace }
     }
@@ -303,7 +252,7 @@ final class MetadataStore {
             _ = try free.step()
             return pages.int64(0) - free.int64(0)
         }
-        return capacity - reserve - livePages * 4096
+        return capacity - reserve - livePages * Self.pageSize
     }
 
     // MARK: inodes
@@ -385,20 +334,26 @@ final class MetadataStore {
             }
             let now = Time.nowNanoseconds()
             let size = UInt64(symlinkTarget?.count ?? 0)
+            let ino = nextInode
+            nextInode += 1
             try db.statement("""
-                INSERT INTO inodes(mode, nlink, uid, gid, size, rdev, atime, mtime, ctime, parent, target)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                """).bind(.int(mode), .int(isDirectory ? 2 : 1), .int(caller.uid), .int(gid), .int(size), .int(rdev),
+                INSERT INTO inodes(ino, mode, nlink, uid, gid, size, rdev, atime, mtime, ctime, parent, target)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                """).bind(.integer(ino), .int(mode), .int(isDirectory ? 2 : 1), .int(caller.uid), .int(gid), .int(size), .int(rdev),
                           .integer(now), .integer(now), .integer(now), .int(isDirectory ? parent : 0),
                           symlinkTarget.map { .blob($0) } ?? .null).run()
-            let ino = UInt64(db.lastInsertRowID)
-            try db.statement("INSERT INTO dirents(parent, name, ino, mode) VALUES (?, ?, ?, ?)")
-                .bind(.int(parent), .blob(name), .int(ino), .int(mode & UInt32(S_IFMT))).run()
+            try insertEntry(parent: parent, name: name, ino: UInt64(ino), mode: mode)
             try touchDirectory(parent, nlinkDelta: isDirectory ? 1 : 0, now: now)
             inodeCount += 1
-            return ino
+            return UInt64(ino)
         }
         return try attributes(ino)
+    }
+
+    private func insertEntry(parent: UInt64, name: [UInt8], ino: UInt64, mode: UInt32) throws {
+        try db.statement("INSERT INTO dirents(parent, id, name, ino, mode) VALUES (?, ?, ?, ?, ?)")
+            .bind(.int(parent), .integer(nextEntryID), .blob(name), .int(ino), .int(mode & UInt32(S_IFMT))).run()
+        nextEntryID += 1
     }
 
     func readlink(_ ino: UInt64) throws(Errno) -> [UInt8] {
@@ -422,8 +377,7 @@ final class MetadataStore {
             _ = try directory(newParent)
             if try entry(parent: newParent, name: newName) != nil { throw Errno.exists }
             let now = Time.nowNanoseconds()
-            try db.statement("INSERT INTO dirents(parent, name, ino, mode) VALUES (?, ?, ?, ?)")
-                .bind(.int(newParent), .blob(newName), .int(ino), .int(target.fileType)).run()
+            try insertEntry(parent: newParent, name: newName, ino: ino, mode: target.fileType)
             try db.statement("UPDATE inodes SET nlink = nlink + 1, ctime = ? WHERE ino = ?").bind(.integer(now), .int(ino)).run()
             try touchDirectory(newParent, now: now)
         }
@@ -801,11 +755,11 @@ final class MetadataStore {
     /// Records a finished write: unwritten blocks it filled become written, the size grows to `end`.
     func completeWrite(_ ino: UInt64, filled: [Range<Int64>], end: Int64) throws(Errno) {
         let now = Time.nowNanoseconds()
-        if filled.isEmpty {
-            let previous = pendingWrites[ino]?.size ?? 0
-            pendingWrites[ino] = (max(previous, UInt64(end)), now)
-            return
-        }
+        let previous = pendingWrites[ino]?.size ?? 0
+        pendingWrites[ino] = (max(previous, UInt64(end)), now)
+        // An overwrite inside the file leaves only its mtime in memory; one that grows the file, or fills
+        // unwritten blocks, is committed before it answers.
+        if filled.isEmpty, try sizeOnDisk(ino) >= UInt64(end) { return }
         try mutate {
             var map = try extentMap(ino)
             var change = ExtentMap.Change()
@@ -821,6 +775,15 @@ final class MetadataStore {
             try save(ino, map, change)
             try db.statement("UPDATE inodes SET size = MAX(size, ?), mtime = ?, ctime = ? WHERE ino = ?")
                 .bind(.integer(end), .integer(now), .integer(now), .int(ino)).run()
+        }
+    }
+
+    private func sizeOnDisk(_ ino: UInt64) throws(Errno) -> UInt64 {
+        try read {
+            let statement = try db.statement("SELECT size FROM inodes WHERE ino = ?")
+            statement.bind(.int(ino))
+            guard try statement.step() else { throw Errno.noEntry }
+            return UInt64(statement.int64(0))
         }
     }
 

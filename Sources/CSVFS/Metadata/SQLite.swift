@@ -72,7 +72,6 @@ final class SQLiteConnection {
     }
 
     var lastMessage: String { String(cString: sqlite3_errmsg(handle)) }
-    var lastInsertRowID: Int64 { sqlite3_last_insert_rowid(handle) }
     var changes: Int { Int(sqlite3_changes(handle)) }
     var isInTransaction: Bool { sqlite3_get_autocommit(handle) == 0 }
 
