@@ -67,9 +67,16 @@ public final class DataPath: Sendable {
     private func write(_ ino: UInt64, _ range: Range<Int64>, from source: Source) throws(Errno) {
         // Writes into allocated blocks, the common case, take the inode shared: overwrites change no metadata
         // but the size, and whole unwritten blocks just become written.
+        // Whole-block writes take it shared even where they allocate: they write no padding, so they cannot
+        // step on a neighbour's bytes.
         let done = try locks.withShared(ino) { () throws(Errno) -> Bool in
-            let (_, segments) = try service.mapping(ino, range)
-            guard segments.allSatisfy({ $0.physical != nil && (!$0.unwritten || coversWholeBlocks($0)) }) else { return false }
+            let segments: [FileSegment]
+            if isAligned(range.lowerBound, Int(range.upperBound - range.lowerBound)) {
+                segments = try service.prepareWrite(ino, range)
+            } else {
+                segments = try service.mapping(ino, range).segments
+                guard segments.allSatisfy({ $0.physical != nil && (!$0.unwritten || coversWholeBlocks($0)) }) else { return false }
+            }
             try service.completeWrite(ino, filled: try put(segments, from: source), end: range.upperBound)
             return true
         }

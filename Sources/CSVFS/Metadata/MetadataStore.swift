@@ -747,8 +747,10 @@ final class MetadataStore {
 
     /// Allocates what `range` lacks and returns its segments; the caller then writes and calls `completeWrite`.
     func prepareWrite(_ ino: UInt64, _ range: Range<Int64>) throws(Errno) -> [FileSegment] {
-        let aligned = alignedOut(range)
-        try mutate { try allocateHoles(ino, aligned) }
+        let segments = try read { try extentMap(ino).segments(in: alignedOut(range)) }
+        if segments.contains(where: { $0.physical == nil }) {
+            try mutate { try allocateHoles(ino, alignedOut(range)) }
+        }
         return try read { try extentMap(ino).segments(in: range) }
     }
 
