@@ -77,9 +77,4 @@ public struct FileDescriptor: Sendable, Hashable {
         var info = stat()
         return fstat(rawValue, &info) == 0 && (info.st_mode & S_IFMT) == S_IFBLK
     }
-
-    /// Returns the blocks of the range to the medium (a hole in an image file); best effort.
-    public func discard(offset: Int64, length: Int64) {
-        _ = csvfs_punch_hole(rawValue, offset, length)
-    }
 }

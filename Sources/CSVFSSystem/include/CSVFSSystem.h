@@ -7,10 +7,8 @@
 // Each returns what the syscall returns and leaves errno set.
 
 int csvfs_open_direct(const char *path, int flags);          // open(path, flags | O_DIRECT)
-int csvfs_o_direct_flag(void);                                // the O_DIRECT bit, to recognise it in FUSE open flags
 int csvfs_ofd_try_write_lock(int fd, int64_t start, int64_t length);  // F_OFD_SETLK, F_WRLCK
 int csvfs_ofd_test_write_lock(int fd, int64_t start, int64_t length, int *held_by_other);  // F_OFD_GETLK
-int csvfs_punch_hole(int fd, int64_t offset, int64_t length); // fallocate(PUNCH_HOLE | KEEP_SIZE)
 int64_t csvfs_block_device_size(int fd);                      // BLKGETSIZE64, -1 on error
 int csvfs_pipe_cloexec(int fds[2]);                           // pipe2(fds, O_CLOEXEC)
 short csvfs_posix_spawn_setsid_flag(void);                    // POSIX_SPAWN_SETSID
