@@ -66,9 +66,7 @@ public enum FUSESession {
         defer { committer.cancel() }
 
         logger.info("mounted", metadata: ["lun": "\(lunPath)", "mountpoint": "\(mountpoint)"])
-        // Idle workers are never retired (UInt32.max): creating and ending threads per burst costs more
-        // than the requests themselves.
-        let result = cfuse_session_loop_mt(session, UInt32.max, 64)
-        logger.info("unmounting", metadata: ["loop": "\(result)"])
+        FUSERequestLoop(session: session, maxThreads: 64).run()
+        logger.info("unmounting")
     }
 }

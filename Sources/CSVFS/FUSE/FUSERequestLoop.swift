@@ -1,0 +1,224 @@
+import CFuse
+import Glibc
+
+/// The loop that reads FUSE requests and runs them on a pool of threads.
+///
+/// Why not libfuse's multi-threaded loop: all its idle workers sleep in `read` on the device and the kernel
+/// wakes them first-in first-out, so each request of a chain (a create is GETATTR, LOOKUP, CREATE, RELEASE)
+/// wakes a different, cold thread, often on the other CPU. On a VM that halts idle vCPUs, a cross-CPU
+/// wake-up costs more than the metadata operation itself.
+///
+/// So here at most one thread, the reader, waits for requests; the device is non-blocking and every other
+/// thread that finds it empty parks itself (last in, first out, so the hottest thread is reused).
+/// - A metadata request runs on the thread that read it, which keeps reading afterwards: metadata requests
+///   serialise on the metadata store anyway and never wait for another request's I/O.
+/// - Before running a request that can take long (data I/O, fsync, truncation, anything unknown), the reader
+///   hands its role to a parked thread or a new one, so data requests run in parallel. Threads that finish
+///   read again without waiting, so under a deep queue nobody sleeps or is woken.
+/// - After a metadata reply the reader polls the device for a short while before sleeping: the next request
+///   of a chain usually comes within microseconds, and catching it saves a wake-up.
+///
+/// Exit: the kernel ends the connection on unmount (the read fails with ENODEV), or a handler installed by
+/// `fuse_set_signal_handlers` calls `fuse_session_exit`. Exit signals are unblocked only on the reader, so
+/// they interrupt its wait.
+final class FUSERequestLoop: @unchecked Sendable {
+    // @unchecked: every mutable field is reached only under `mutex`; the session is libfuse's, made for use
+    // from several threads.
+    private let session: OpaquePointer
+    private let device: Int32
+    private let maxThreads: Int
+    private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+    private var hasReader = false
+    private var stopping = false
+    private var threadCount = 1
+    private var parked: [ParkedThread] = []
+    private var spawned: [pthread_t] = []
+    private static let exitSignals: [Int32] = [SIGHUP, SIGINT, SIGTERM]
+    /// How long the reader polls the empty device before it sleeps.
+    private static let pollBeforeSleeping: UInt64 = 50_000
+
+    private final class ParkedThread: @unchecked Sendable {
+        // @unchecked: `madeReader` is reached only under the loop's mutex.
+        let condition = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
+        var madeReader = false
+        init() { pthread_cond_init(condition, nil) }
+        deinit {
+            pthread_cond_destroy(condition)
+            condition.deallocate()
+        }
+    }
+
+    init(session: OpaquePointer, maxThreads: Int) {
+        self.session = session
+        self.device = fuse_session_fd(session)
+        self.maxThreads = max(1, maxThreads)
+        pthread_mutex_init(mutex, nil)
+    }
+
+    deinit {
+        pthread_mutex_destroy(mutex)
+        mutex.deallocate()
+    }
+
+    /// Serves requests on the calling thread (the first reader) and the threads it starts until the session
+    /// ends; returns once every thread has finished its request.
+    func run() {
+        setExitSignals(blocked: true)
+        _ = fcntl(device, F_SETFL, fcntl(device, F_GETFL) | O_NONBLOCK)
+        lock()
+        hasReader = true
+        unlock()
+        serve(asReader: true)
+        lock()
+        let threads = spawned
+        unlock()
+        for thread in threads { pthread_join(thread, nil) }
+        fuse_session_reset(session)
+    }
+
+    /// Whether a request runs on the reader without handing the role over. `header` is the start of the
+    /// request as read from the device; nil when the kernel spliced it into a pipe, which only large writes are.
+    static func runsOnReader(header: UnsafeRawBufferPointer?) -> Bool {
+        guard let header, header.count >= MemoryLayout<fuse_in_header>.size else { return false }
+        let opcode = header.loadUnaligned(fromByteOffset: MemoryLayout<fuse_in_header>.offset(of: \.opcode)!,
+                                          as: UInt32.self)
+        switch fuse_opcode(rawValue: opcode) {
+        case FUSE_LOOKUP, FUSE_FORGET, FUSE_BATCH_FORGET, FUSE_GETATTR, FUSE_READLINK, FUSE_SYMLINK, FUSE_MKNOD,
+             FUSE_MKDIR, FUSE_UNLINK, FUSE_RMDIR, FUSE_RENAME, FUSE_RENAME2, FUSE_LINK, FUSE_CREATE, FUSE_STATFS,
+             FUSE_RELEASE, FUSE_SETXATTR, FUSE_GETXATTR, FUSE_LISTXATTR, FUSE_REMOVEXATTR, FUSE_FLUSH,
+             FUSE_OPENDIR, FUSE_READDIR, FUSE_READDIRPLUS, FUSE_RELEASEDIR, FUSE_ACCESS, FUSE_INTERRUPT:
+            return true
+        case FUSE_OPEN:
+            // An open with O_TRUNC truncates under the file's exclusive lock, so it may wait for writes.
+            let flagsOffset = MemoryLayout<fuse_in_header>.size
+            guard header.count >= flagsOffset + MemoryLayout<fuse_open_in>.size else { return false }
+            return header.loadUnaligned(fromByteOffset: flagsOffset, as: UInt32.self) & UInt32(O_TRUNC) == 0
+        default:
+            return false
+        }
+    }
+
+    // MARK: one thread
+
+    private func serve(asReader: Bool) {
+        var buffer = fuse_buf()
+        defer { free(buffer.mem) }
+        let me = ParkedThread()
+        var isReader = asReader
+        var pollUntil: UInt64 = 0
+        if isReader { setExitSignals(blocked: false) }
+        while true {
+            if fuse_session_exited(session) != 0 { return stop() }
+            let received = fuse_session_receive_buf(session, &buffer)
+            if received == -EINTR { continue }
+            if received == -EAGAIN {
+                if !isReader {
+                    guard becomeReaderOrPark(me) else { return }
+                    isReader = true
+                    setExitSignals(blocked: false)
+                    pollUntil = Self.now() + Self.pollBeforeSleeping
+                    continue
+                }
+                if Self.now() < pollUntil {
+                    sched_yield()
+                    continue
+                }
+                var ready = pollfd(fd: device, events: Int16(POLLIN), revents: 0)
+                _ = poll(&ready, 1, -1)
+                continue
+            }
+            if received <= 0 { return stop() }
+            let header = buffer.flags.rawValue & FUSE_BUF_IS_FD.rawValue != 0
+                ? nil : UnsafeRawBufferPointer(start: buffer.mem, count: Int(received))
+            if Self.runsOnReader(header: header) {
+                fuse_session_process_buf(session, &buffer)
+                pollUntil = isReader ? Self.now() + Self.pollBeforeSleeping : 0
+                continue
+            }
+            if isReader {
+                setExitSignals(blocked: true)
+                handOverReading()
+                isReader = false
+            }
+            fuse_session_process_buf(session, &buffer)
+            pollUntil = 0
+        }
+    }
+
+    /// Makes another thread the reader: the most recently parked one, else a new one, else nobody (every
+    /// thread is busy; the first to find the device empty takes the role).
+    private func handOverReading() {
+        lock()
+        defer { unlock() }
+        hasReader = false
+        if let next = parked.popLast() {
+            hasReader = true
+            next.madeReader = true
+            pthread_cond_signal(next.condition)
+        } else if threadCount < maxThreads, startThread() {
+            hasReader = true
+            threadCount += 1
+        }
+    }
+
+    /// For a thread that found the device empty: reads if nobody does, else parks until made reader.
+    /// False when the loop is stopping.
+    private func becomeReaderOrPark(_ me: ParkedThread) -> Bool {
+        lock()
+        defer { unlock() }
+        if stopping { return false }
+        if !hasReader {
+            hasReader = true
+            return true
+        }
+        me.madeReader = false
+        parked.append(me)
+        while !me.madeReader && !stopping { pthread_cond_wait(me.condition, mutex) }
+        return me.madeReader && !stopping
+    }
+
+    private func stop() {
+        setExitSignals(blocked: true)
+        fuse_session_exit(session)
+        lock()
+        stopping = true
+        for thread in parked { pthread_cond_signal(thread.condition) }
+        parked.removeAll()
+        unlock()
+        // A thread waiting in poll learns of the exit from the device: the kernel ends the connection on
+        // unmount, which wakes every waiter.
+    }
+
+    /// Starts a thread that begins as the reader. Called under the mutex.
+    private func startThread() -> Bool {
+        var thread = pthread_t()
+        let context = Unmanaged.passRetained(self).toOpaque()
+        let result = pthread_create(&thread, nil, { context in
+            let loop = Unmanaged<FUSERequestLoop>.fromOpaque(context!).takeRetainedValue()
+            loop.serve(asReader: true)
+            return nil
+        }, context)
+        guard result == 0 else {
+            Unmanaged<FUSERequestLoop>.fromOpaque(context).release()
+            return false
+        }
+        spawned.append(thread)
+        return true
+    }
+
+    private func setExitSignals(blocked: Bool) {
+        var set = sigset_t()
+        sigemptyset(&set)
+        for signal in Self.exitSignals { sigaddset(&set, signal) }
+        pthread_sigmask(blocked ? SIG_BLOCK : SIG_UNBLOCK, &set, nil)
+    }
+
+    private static func now() -> UInt64 {
+        var now = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &now)
+        return UInt64(now.tv_sec) * 1_000_000_000 + UInt64(now.tv_nsec)
+    }
+
+    private func lock() { pthread_mutex_lock(mutex) }
+    private func unlock() { pthread_mutex_unlock(mutex) }
+}
