@@ -57,6 +57,7 @@ final class LUNVirtualFileSystem: @unchecked Sendable {
     let lun: FileDescriptor
     let region: MetadataRegion
     private let lengths: Locked<Lengths>
+    private let pendingLog = Locked(PendingLogWrites())
     private let vfs: UnsafeMutablePointer<sqlite3_vfs>
     fileprivate let ioMethods: UnsafeMutablePointer<sqlite3_io_methods>
     private let zName: UnsafeMutablePointer<CChar>
@@ -177,6 +178,7 @@ final class LUNVirtualFileSystem: @unchecked Sendable {
     }
 
     fileprivate func read(_ kind: FileKind, into buffer: UnsafeMutableRawPointer, count: Int, at offset: Int64) -> Int32 {
+        if kind == .wal, flushLogStatus() != SQLITE_OK { return SQLITE_IOERR_READ }
         let available = max(0, min(Int64(count), length(kind) - offset))
         let (base, _) = range(kind)
         do {
@@ -194,8 +196,14 @@ final class LUNVirtualFileSystem: @unchecked Sendable {
     fileprivate func write(_ kind: FileKind, from buffer: UnsafeRawPointer, count: Int, at offset: Int64) -> Int32 {
         let (base, capacity) = range(kind)
         guard offset >= 0, offset + Int64(count) <= capacity else { return SQLITE_FULL }
-        do {
-            try lun.write(from: buffer, count: count, at: base + offset)
+        do throws(Errno) {
+            if kind == .wal {
+                try pendingLog.withLock { (pending) throws(Errno) in
+                    try pending.add(UnsafeRawBufferPointer(start: buffer, count: count), at: base + offset, lun: lun)
+                }
+            } else {
+                try lun.write(from: buffer, count: count, at: base + offset)
+            }
         } catch {
             return SQLITE_IOERR_WRITE
         }
@@ -208,6 +216,7 @@ final class LUNVirtualFileSystem: @unchecked Sendable {
     }
 
     fileprivate func setLength(_ kind: FileKind, _ newLength: Int64) -> Int32 {
+        if kind == .wal, flushLogStatus() != SQLITE_OK { return SQLITE_IOERR_WRITE }
         guard newLength <= range(kind).capacity else { return SQLITE_FULL }
         let current = lengths.withLock { (lengths) -> Lengths in
             lengths[kind] = newLength
@@ -222,7 +231,22 @@ final class LUNVirtualFileSystem: @unchecked Sendable {
     }
 
     fileprivate func sync() -> Int32 {
-        (try? lun.dataSync()) != nil ? SQLITE_OK : SQLITE_IOERR_FSYNC
+        guard flushLogStatus() == SQLITE_OK else { return SQLITE_IOERR_FSYNC }
+        return (try? lun.dataSync()) != nil ? SQLITE_OK : SQLITE_IOERR_FSYNC
+    }
+
+    /// Writes out log frames still gathered in memory.
+    func flushLog() throws(Errno) {
+        try pendingLog.withLock { (pending) throws(Errno) in try pending.flush(lun: lun) }
+    }
+
+    fileprivate func flushLogStatus() -> Int32 {
+        do throws(Errno) {
+            try flushLog()
+            return SQLITE_OK
+        } catch {
+            return SQLITE_IOERR_WRITE
+        }
     }
 
     // MARK: header
@@ -257,7 +281,10 @@ final class LUNVirtualFileSystem: @unchecked Sendable {
     private static func makeIOMethods() -> sqlite3_io_methods {
         var methods = sqlite3_io_methods()
         methods.iVersion = 1
-        methods.xClose = { _ in SQLITE_OK }
+        methods.xClose = { file in
+            let (owner, kind) = LUNVirtualFileSystem.from(file: file)
+            return kind == .wal ? owner.flushLogStatus() : SQLITE_OK
+        }
         methods.xRead = { file, buffer, count, offset in
             let (owner, kind) = LUNVirtualFileSystem.from(file: file)
             return owner.read(kind, into: buffer!, count: Int(count), at: offset)

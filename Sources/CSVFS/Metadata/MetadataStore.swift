@@ -162,6 +162,8 @@ final class MetadataStore {
                 try applyPendingWrites()
                 return try body()
             }
+            // The VFS writes the log when it sees the commit frame; this covers any commit it did not see.
+            try vfs.flushLog()
             pendingWrites.removeAll()
             unsynced = true
             return result
