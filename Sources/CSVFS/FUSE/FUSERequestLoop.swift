@@ -13,8 +13,10 @@ import Glibc
 /// - A metadata request runs on the thread that read it, which keeps reading afterwards: metadata requests
 ///   serialise on the metadata store anyway and never wait for another request's I/O.
 /// - Before running a request that can take long (data I/O, fsync, truncation, anything unknown), the reader
-///   hands its role to a parked thread or a new one, so data requests run in parallel. Threads that finish
-///   read again without waiting, so under a deep queue nobody sleeps or is woken.
+///   gives up its role and wakes a parked thread (or starts one) to take it, so data requests run in
+///   parallel. It skips the wake when other threads are busy with long requests and nothing waits on the
+///   device: the first of them to finish reads next. Threads that finish read again at once, so under a deep
+///   queue nobody sleeps or is woken.
 /// - After a metadata reply the reader polls the device for a short while before sleeping: the next request
 ///   of a chain usually comes within microseconds, and catching it saves a wake-up.
 ///
@@ -31,11 +33,13 @@ final class FUSERequestLoop: @unchecked Sendable {
     private var hasReader = false
     private var stopping = false
     private var threadCount = 1
+    /// Threads running a request that can take long.
+    private var busy = 0
     private var parked: [ParkedThread] = []
     private var spawned: [pthread_t] = []
     private static let exitSignals: [Int32] = [SIGHUP, SIGINT, SIGTERM]
-    /// How long the reader polls the empty device before it sleeps.
-    private static let pollBeforeSleeping: UInt64 = 50_000
+    /// How long the reader polls the empty device after a metadata reply before it sleeps.
+    private static let pollAfterMetadata: UInt64 = 50_000
 
     private final class ParkedThread: @unchecked Sendable {
         // @unchecked: `madeReader` is reached only under the loop's mutex.
@@ -116,7 +120,6 @@ final class FUSERequestLoop: @unchecked Sendable {
                     guard becomeReaderOrPark(me) else { return }
                     isReader = true
                     setExitSignals(blocked: false)
-                    pollUntil = Self.now() + Self.pollBeforeSleeping
                     continue
                 }
                 if Self.now() < pollUntil {
@@ -132,25 +135,32 @@ final class FUSERequestLoop: @unchecked Sendable {
                 ? nil : UnsafeRawBufferPointer(start: buffer.mem, count: Int(received))
             if Self.runsOnReader(header: header) {
                 fuse_session_process_buf(session, &buffer)
-                pollUntil = isReader ? Self.now() + Self.pollBeforeSleeping : 0
+                pollUntil = isReader ? Self.now() + Self.pollAfterMetadata : 0
                 continue
             }
-            if isReader {
-                setExitSignals(blocked: true)
-                handOverReading()
-                isReader = false
-            }
+            if isReader { setExitSignals(blocked: true) }
+            startLongRequest(wasReader: isReader)
+            isReader = false
             fuse_session_process_buf(session, &buffer)
+            finishLongRequest()
             pollUntil = 0
         }
     }
 
-    /// Makes another thread the reader: the most recently parked one, else a new one, else nobody (every
-    /// thread is busy; the first to find the device empty takes the role).
-    private func handOverReading() {
+    /// Before a request that can take long: makes sure a thread reads meanwhile when that matters. If other
+    /// threads are busy with long requests and nothing waits on the device, nobody needs to: the first of
+    /// them to finish reads next, and a parked thread woken now would only go back to sleep.
+    private func startLongRequest(wasReader: Bool) {
+        lock()
+        if wasReader { hasReader = false }
+        let othersBusy = busy > 0
+        busy += 1
+        unlock()
+        var ready = pollfd(fd: device, events: Int16(POLLIN), revents: 0)
+        let pending = othersBusy && poll(&ready, 1, 0) > 0
         lock()
         defer { unlock() }
-        hasReader = false
+        guard !hasReader, !stopping, !othersBusy || pending else { return }
         if let next = parked.popLast() {
             hasReader = true
             next.madeReader = true
@@ -159,6 +169,12 @@ final class FUSERequestLoop: @unchecked Sendable {
             hasReader = true
             threadCount += 1
         }
+    }
+
+    private func finishLongRequest() {
+        lock()
+        busy -= 1
+        unlock()
     }
 
     /// For a thread that found the device empty: reads if nobody does, else parks until made reader.
