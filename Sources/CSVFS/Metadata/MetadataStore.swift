@@ -140,8 +140,9 @@ final class MetadataStore {
 
     // MARK: transactions
 
-    /// Whether anything was committed since the LUN was last flushed.
-    private var unsynced = false
+    /// Counts commits; `syncedGeneration` is the count the last completed flush of the LUN covered.
+    private var commitGeneration = 0
+    private var syncedGeneration = 0
 
     /// One operation, one transaction, committed before the operation answers: whatever a caller was told
     /// happened survives a crash of this process (the kernel never tells a FUSE server about syncfs, so this
@@ -165,7 +166,7 @@ final class MetadataStore {
             // The VFS writes the log when it sees the commit frame; this covers any commit it did not see.
             try vfs.flushLog()
             pendingWrites.removeAll()
-            unsynced = true
+            commitGeneration += 1
             return result
         } catch {
             dropCachesAfterRollback()
@@ -222,12 +223,46 @@ final class MetadataStore {
     /// Makes everything so far durable, then lets space freed before now be allocated again: only a durable
     /// free may be reused, or a crash could bring back a deleted file whose blocks hold another's data.
     func sync() throws(Errno) {
+        let ticket = try beginSync()
+        if ticket.needsFlush { try lun.dataSync() }
+        try endSync(ticket)
+    }
+
+    /// What one sync covers, noted before the LUN is flushed: the caller may flush without holding the store,
+    /// so operations go on meanwhile; what they commit is left for the next sync.
+    struct SyncTicket {
+        let generation: Int
+        let needsFlush: Bool
+        let freed: [(start: Int64, length: Int64)]
+    }
+
+    func beginSync() throws(Errno) -> SyncTicket {
         try commit()
-        if unsynced || freedBytes > 0 {
-            try lun.dataSync()
-            unsynced = false
+        let freed = freedBytes > 0 ? try freedRuns() : []
+        return SyncTicket(generation: commitGeneration, needsFlush: commitGeneration > syncedGeneration || !freed.isEmpty,
+                          freed: freed)
+    }
+
+    /// After the flush that followed `beginSync`: the frees it covered become allocatable.
+    func endSync(_ ticket: SyncTicket) throws(Errno) {
+        syncedGeneration = max(syncedGeneration, ticket.generation)
+        guard !ticket.freed.isEmpty else { return }
+        try mutate {
+            for run in ticket.freed {
+                try db.statement("DELETE FROM freed_space WHERE start = ?").bind(.integer(run.start)).run()
+                try addFreeSpace(run.start, run.length)
+                freedBytes -= run.length
+            }
         }
-        if freedBytes > 0 { try reclaimFreedSpace() }
+    }
+
+    private func freedRuns() throws(Errno) -> [(start: Int64, length: Int64)] {
+        try read {
+            let statement = try db.statement("SELECT start, length FROM freed_space")
+            var runs: [(start: Int64, length: Int64)] = []
+            while try statement.step() { runs.append((statement.int64(0), statement.int64(1))) }
+            return runs
+        }
     }
 
     /// Runs repair statements (fsck) as one operation.
@@ -240,9 +275,23 @@ final class MetadataStore {
     /// Operations that grow the metadata stop (ENOSPC) while the database and the log together come near the
     /// database's capacity. SQLite meeting a full region mid-commit may roll back more than the
     /// failing statement, so it must never get there; deletions, which free space, still go through.
+    ///
+    /// Measuring costs two statements, so while plenty is left it is measured every `spaceCheckInterval`
+    /// operations only: that many operations cannot grow the database by `plentyOfSpace`.
     private func requireMetadataSpace() throws(Errno) {
-        if try metadataBytesLeft() <= 0 { throw Errno.noSpace }
+        if lastSpaceLeft > Self.plentyOfSpace && operationsSinceSpaceCheck < Self.spaceCheckInterval {
+            operationsSinceSpaceCheck += 1
+            return
+        }
+        lastSpaceLeft = try metadataBytesLeft()
+        operationsSinceSpaceCheck = 0
+        if lastSpaceLeft <= 0 { throw Errno.noSpace }
     }
+
+    private var lastSpaceLeft: Int64 = 0
+    private var operationsSinceSpaceCheck = 0
+    private static let spaceCheckInterval = 32
+    private static let plentyOfSpace: Int64 = 16 << 20
 
     /// What the database may still grow by before growth stops.
     private func metadataBytesLeft() throws(Errno) -> Int64 {
@@ -323,7 +372,7 @@ final class MetadataStore {
                     caller: Caller) throws(Errno) -> InodeAttributes {
         try Self.validate(name: name)
         try requireMetadataSpace()
-        let ino = try mutate { () throws -> UInt64 in
+        return try mutate { () throws -> InodeAttributes in
             let parentAttributes = try directory(parent)
             if try entry(parent: parent, name: name) != nil { throw Errno.exists }
             let isDirectory = (mode & UInt32(S_IFMT)) == UInt32(S_IFDIR)
@@ -347,9 +396,9 @@ final class MetadataStore {
             try insertEntry(parent: parent, name: name, ino: UInt64(ino), mode: mode)
             try touchDirectory(parent, nlinkDelta: isDirectory ? 1 : 0, now: now)
             inodeCount += 1
-            return UInt64(ino)
+            return InodeAttributes(ino: UInt64(ino), mode: mode, nlink: isDirectory ? 2 : 1, uid: caller.uid, gid: gid,
+                                   size: size, allocated: 0, rdev: rdev, atime: now, mtime: now, ctime: now)
         }
-        return try attributes(ino)
     }
 
     private func insertEntry(parent: UInt64, name: [UInt8], ino: UInt64, mode: UInt32) throws {

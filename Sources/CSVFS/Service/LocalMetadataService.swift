@@ -4,6 +4,7 @@ public final class LocalMetadataService: MetadataService, @unchecked Sendable {
     // @unchecked: the store is reached only inside `lock`.
     private let store: MetadataStore
     private let lock = Lock()
+    private let syncLock = Lock()
     private let lun: FileDescriptor
 
     init(store: MetadataStore, lun: FileDescriptor) {
@@ -109,8 +110,14 @@ public final class LocalMetadataService: MetadataService, @unchecked Sendable {
     }
 
     /// Database, WAL and file data all live in the LUN: one flush of it makes all of them durable.
+    /// One sync at a time; the device flush runs outside the store lock, so metadata operations (and the FUSE
+    /// reader that runs them) do not stall for the length of a flush.
     public func sync() throws(Errno) {
-        try locked { (store) throws(Errno) in try store.sync() }
+        try syncLock.withLock { () throws(Errno) in
+            let ticket = try locked { (store) throws(Errno) in try store.beginSync() }
+            if ticket.needsFlush { try lun.dataSync() }
+            try locked { (store) throws(Errno) in try store.endSync(ticket) }
+        }
     }
 
     /// Checkpoints and leaves the database with nothing to replay; the service must not be used afterwards.
