@@ -179,4 +179,42 @@ struct MasterFixture {
         #expect(try await a.listing().contains("waiting") == false)
         }
     }
+
+    /// Callers running on the client's event loop (`executor`): grants, waits, timeouts and
+    /// cancellation behave as from anywhere else.
+    @Test(.timeLimit(.minutes(1))) func callersOnTheClientsEventLoop() async throws {
+        try await MasterFixture.with(count: 2) { f in
+        let a = f.nodes[0].client, b = f.nodes[1].client
+        let onLoop = Task(executorPreference: b.executor) { () async throws -> Int in
+            var n = 0
+            for i in 0..<200 {
+                #expect(b.eventLoop.inEventLoop)
+                let (h, _) = try await b.lock("loop-\(i % 3)", mode: .ex, timeout: .seconds(5))
+                #expect(b.eventLoop.inEventLoop && b.isHeld(h))
+                try await b.unlock(h)
+                n += 1
+            }
+            return n
+        }
+        #expect(try await onLoop.value == 200)
+        // A wait on the loop ends when the holder (elsewhere) lets go; a timeout is reported.
+        let (ha, _) = try await a.lock("shared", mode: .ex, timeout: .seconds(5))
+        let timedOut = Task(executorPreference: b.executor) {
+            try await b.lock("shared", mode: .pr, timeout: .milliseconds(100))
+        }
+        await #expect(throws: LockError.timedOut) { try await timedOut.value }
+        let waiter = Task(executorPreference: b.executor) { try await b.lock("shared", mode: .pr, timeout: .seconds(5)).0 }
+        try await eventually("the waiter to queue") { try await a.listing().contains("waiting") }
+        try await a.unlock(ha)
+        let hb = try await waiter.value
+        #expect(b.mode(of: hb) == .pr)
+        // Cancellation of a task on the loop cancels its request at the master.
+        let (hx, _) = try await a.lock("excl", mode: .ex, timeout: .seconds(5))
+        let cancelled = Task(executorPreference: b.executor) { try await b.lock("excl", mode: .ex, timeout: .seconds(5)) }
+        try await eventually("the request to queue") { try await a.listing().contains("waiting") }
+        cancelled.cancel()
+        await #expect(throws: LockError.cancelled) { try await cancelled.value }
+        try await a.unlock(hx)
+        }
+    }
 }

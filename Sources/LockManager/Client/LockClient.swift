@@ -44,6 +44,11 @@ public final class LockClient: Sendable {
     let coordination: any CoordinationBackend
     let secret: ClusterSecret
     let group: EventLoopGroup
+    /// Every connection of this client lives on this one loop, so callers can run on it too.
+    public let eventLoop: EventLoop
+    /// Runs a caller's task on the connection's event loop (see `EventLoopTaskExecutor`): the
+    /// fastest way to call this client from code that does not block.
+    public let executor: EventLoopTaskExecutor
     let logger: Logger
     let state = Locked(State())
     private let tasks = Locked<[Task<Void, Never>]>([])
@@ -57,6 +62,8 @@ public final class LockClient: Sendable {
         self.coordination = coordination
         self.secret = secret
         self.group = group
+        eventLoop = group.next()
+        executor = EventLoopTaskExecutor(eventLoop)
         self.logger = logger
     }
 
