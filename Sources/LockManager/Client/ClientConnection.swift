@@ -51,8 +51,7 @@ extension LockClient {
             .connectTimeout(.seconds(1))
             .channelInitializer { [self] ch in
                 ch.eventLoop.makeCompletedFuture {
-                    try ch.pipeline.syncOperations.addHandler(ByteToMessageHandler(WireDecoder()))
-                    try ch.pipeline.syncOperations.addHandler(MessageToByteHandler(WireEncoder()))
+                    try ch.pipeline.syncOperations.addHandler(WireCodec())
                     try ch.pipeline.syncOperations.addHandler(ClientConnectionHandler(client: self, clientNonce: clientNonce,
                                                                                      handshake: handshake, closed: closed))
                 }
