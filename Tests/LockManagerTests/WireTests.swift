@@ -91,6 +91,7 @@ struct MasterFixture {
             .granted(LockID(node: 1, serial: 2), mode: .ex, valueBlock: ValueBlock(bytes: [5], valid: false)),
             .refused(LockID(node: 1, serial: 2), error: .staleEpoch(current: 77)),
             .recover(LockID(node: 2, serial: 1), process: 0, resource: "r", mode: .cr, valueBlock: .empty, epoch: 4),
+            .demoted(LockID(node: 5, serial: 6)),
         ]
         for m in msgs {
             var b = ByteBuffer()
@@ -171,6 +172,20 @@ struct MasterFixture {
         try await b.unlock(x2)
         _ = try await first
         #expect(a.mode(of: x1) == .ex)
+        // The same with CONVDEADLK: the later converter is demoted to NL instead, and gets EX after.
+        try await a.convert(x1, to: .pr)
+        let (x3, _) = try await b.lock("meta", mode: .pr, timeout: .seconds(5))
+        async let again = a.convert(x1, to: .ex, timeout: .seconds(5))
+        try await eventually("the conversion to queue") { try await a.listing().contains("converting") }
+        async let demoted = b.convert(x3, to: .ex, flags: .convDeadlock, timeout: .seconds(5))
+        _ = try await again
+        #expect(a.mode(of: x1) == .ex && !a.wasDemoted(x1))
+        try await eventually("b to be demoted") { b.mode(of: x3) == .nl }
+        try await a.unlock(x1)
+        _ = try await demoted
+        #expect(b.mode(of: x3) == .ex && b.wasDemoted(x3))
+        try await b.unlock(x3)
+        _ = try await a.lock("meta", mode: .ex, timeout: .seconds(5))
         // Cancelling the waiting task cancels the queued request at the master.
         let canceller = Task { try await b.lock("meta", mode: .ex, timeout: .seconds(5)) }
         try await eventually("the request to queue") { try await a.listing().contains("waiting") }

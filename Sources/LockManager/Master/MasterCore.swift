@@ -155,6 +155,7 @@ final class MasterCore {
             case let .refused(id, owner, err): node = owner.node; msg = .refused(id, error: err)
             case let .blocking(id, owner, _, blocked): node = owner.node; msg = .blocking(id, blocked: blocked)
             case let .released(id, owner): node = owner.node; msg = .released(id)
+            case let .demoted(id, owner, _): node = owner.node; msg = .demoted(id)
             }
             // A node without a connection learns its state when it reconnects and resyncs.
             guard let ch = connections[node] else { continue }
