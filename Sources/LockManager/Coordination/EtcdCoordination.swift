@@ -141,6 +141,10 @@ public final class EtcdCoordination: CoordinationBackend {
         guard state.withLock({ $0.leadership == nil }) else { return }
         let key = Self.b64("\(prefix)/leader")
         let value = Self.b64("\(node) \(address)")
+        // While someone leads, a read (no raft log entry, no WAL fsync) is enough; the
+        // transaction, a raft write even when its compare fails, is only tried when the key is gone.
+        guard let seen = try? await call("v3/kv/range", ["key": key, "count_only": true]),
+              (Self.int(seen["count"]) ?? 0) == 0 else { return }
         guard let r = try? await call("v3/kv/txn", [
             "compare": [["key": key, "target": "CREATE", "result": "EQUAL", "create_revision": "0"]],
             "success": [["request_put": ["key": key, "value": value, "lease": "\(lease)"]]],
