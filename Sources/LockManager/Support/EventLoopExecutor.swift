@@ -8,6 +8,7 @@ import NIOCore
 /// reply resumes the caller right there (no hop to the cooperative pool): on a machine with few
 /// cores those two thread hand-offs per round trip cost more than the round trip itself.
 /// Only code that does not block may run on it: it shares the thread with the connection's I/O.
+/// The loop must outlive the tasks that prefer it (NIO drops work given to a loop that has shut down).
 public final class EventLoopTaskExecutor: TaskExecutor {
     public let loop: EventLoop
 
