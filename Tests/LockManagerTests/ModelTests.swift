@@ -21,6 +21,7 @@ struct ModelRun {
     mutating func ended(_ id: LockID) { outcomes["\(id)#\(requestNumber[id, default: 0])", default: 0] += 1 }
     var expectedValueBlock: [String: ValueBlock] = [:]
     var serial: UInt64 = 0
+    var demotions = 0
     var log: [String] = []
     let nodes: [UInt32] = [1, 2, 3]
     let resourceNames = ["a", "b", "c"]
@@ -59,7 +60,7 @@ struct ModelRun {
             guard !candidates.isEmpty else { return }
             let id = pick(candidates)
             let mode = pick(LockMode.allCases)
-            let flags: LockFlags = chance(20) ? .noQueue : []
+            let flags: LockFlags = chance(20) ? .noQueue : (chance(30) ? .convDeadlock : [])
             let timeout: UInt64? = chance(30) ? 1 + rng.next() % 50 : nil
             let vb: [UInt8]? = chance(70) ? [UInt8(rng.next() % 256)] : nil
             if held[id]!.mode.writesValueBlock, let vb {
@@ -176,6 +177,12 @@ struct ModelRun {
                 try check(!h.mode.isCompatible(with: blocked), "BAST for a compatible mode")
             case .released:
                 break
+            case let .demoted(id, owner, res):
+                // Only a converting lock asked with CONVDEADLK is demoted, to NL, and it keeps waiting.
+                guard case let .convert(_, flags, _)? = pending[id], let h = held[id] else { throw ModelFailure("demotion of \(id), not converting") }
+                try check(flags.contains(.convDeadlock) && h.owner == owner && h.resource == res && h.mode != .nl, "bad demotion of \(id)")
+                held[id]!.mode = .nl
+                demotions += 1
             }
         }
         try checkInvariants(grantedNew: grantedNew)
@@ -235,8 +242,9 @@ struct ModelFailure: Error, CustomStringConvertible {
 @Suite struct ModelTests {
     /// Runs one seed; on failure the message names the seed and the last steps, and
     /// `DLM_SEED=<seed> swift test --filter ModelTests` replays exactly that schedule.
-    static func run(seed: UInt64, steps: Int) -> String? {
+    static func run(seed: UInt64, steps: Int, demotions: inout Int) -> String? {
         var m = ModelRun(seed: seed)
+        defer { demotions += m.demotions }
         do {
             for _ in 0..<steps { try m.step() }
             try m.finish()
@@ -248,14 +256,17 @@ struct ModelFailure: Error, CustomStringConvertible {
 
     @Test func thousandsOfRandomSchedulesKeepTheInvariants() {
         if let s = ProcessInfo.processInfo.environment["DLM_SEED"], let seed = UInt64(s) {
-            #expect(ModelTests.run(seed: seed, steps: 400) == nil)
+            var demotions = 0
+            #expect(ModelTests.run(seed: seed, steps: 400, demotions: &demotions) == nil)
             return
         }
         var failures: [String] = []
+        var demotions = 0
         for seed in UInt64(1)...3000 {
-            if let f = ModelTests.run(seed: seed, steps: 300) { failures.append(f); if failures.count > 3 { break } }
+            if let f = ModelTests.run(seed: seed, steps: 300, demotions: &demotions) { failures.append(f); if failures.count > 3 { break } }
         }
         #expect(failures.isEmpty, "\(failures.joined(separator: "\n"))")
+        #expect(demotions > 0, "no schedule exercised CONVDEADLK")
     }
 
     @Test func aFailingSeedReplaysIdentically() {

@@ -30,8 +30,7 @@ final class SilentMasterHandler: ChannelInboundHandler, Sendable {
         let server = try await ServerBootstrap(group: group)
             .childChannelInitializer { ch in
                 ch.eventLoop.makeCompletedFuture {
-                    try ch.pipeline.syncOperations.addHandler(ByteToMessageHandler(WireDecoder()))
-                    try ch.pipeline.syncOperations.addHandler(MessageToByteHandler(WireEncoder()))
+                    try ch.pipeline.syncOperations.addHandler(WireCodec())
                     try ch.pipeline.syncOperations.addHandler(SilentMasterHandler(secret: secret))
                 }
             }

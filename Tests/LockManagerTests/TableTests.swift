@@ -57,6 +57,33 @@ import Testing
         #expect(u.contains(.granted(id(1, 1), owner: a, resource: "r", mode: .ex, valueBlock: .empty)))
     }
 
+    @Test func convDeadlockDemotesTheLaterConverterInsteadOfRefusingIt() {
+        var t = LockTable(epoch: 1)
+        _ = t.request(id(1, 1), owner: a, resource: "r", mode: .pr, epoch: 1, now: 0)
+        _ = t.request(id(2, 1), owner: b, resource: "r", mode: .pr, epoch: 1, now: 0)
+        _ = t.convert(id(1, 1), to: .ex, epoch: 1, now: 0)
+        let d = t.convert(id(2, 1), to: .ex, flags: .convDeadlock, epoch: 1, now: 0)
+        // b drops to NL and keeps waiting for EX; a's conversion goes through; a is told b waits.
+        #expect(d == [.demoted(id(2, 1), owner: b, resource: "r"),
+                      .granted(id(1, 1), owner: a, resource: "r", mode: .ex, valueBlock: .empty),
+                      .blocking(id(1, 1), owner: a, resource: "r", blocked: .ex)])
+        #expect(t.lock(id(2, 1))?.grantedMode == .nl && t.lock(id(2, 1))?.requestedMode == .ex)
+        let u = t.unlock(id(1, 1), valueBlock: [3], epoch: 1)
+        #expect(u == [.released(id(1, 1), owner: a),
+                      .granted(id(2, 1), owner: b, resource: "r", mode: .ex, valueBlock: ValueBlock(bytes: [3]))])
+        // A cycle that demotion cannot break (it runs through another resource) is still refused,
+        // and the lock keeps its mode.
+        var x = LockTable(epoch: 1)
+        _ = x.request(id(1, 1), owner: a, resource: "s", mode: .ex, epoch: 1, now: 0)
+        _ = x.request(id(2, 1), owner: b, resource: "r", mode: .pr, epoch: 1, now: 0)
+        _ = x.request(id(2, 2), owner: b, resource: "s", mode: .pr, epoch: 1, now: 0)   // b waits for a
+        _ = x.request(id(1, 2), owner: a, resource: "r", mode: .cr, epoch: 1, now: 0)
+        _ = x.request(id(3, 1), owner: c, resource: "r", mode: .pr, epoch: 1, now: 0)
+        #expect(x.convert(id(1, 2), to: .ex, flags: .convDeadlock, epoch: 1, now: 0)
+                == [.refused(id(1, 2), owner: a, error: .deadlock)])
+        #expect(x.lock(id(1, 2))?.grantedMode == .cr)
+    }
+
     @Test func crossResourceDeadlockIsDetected() {
         var t = LockTable(epoch: 1)
         _ = t.request(id(1, 1), owner: a, resource: "x", mode: .ex, epoch: 1, now: 0)

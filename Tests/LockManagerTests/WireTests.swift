@@ -91,6 +91,7 @@ struct MasterFixture {
             .granted(LockID(node: 1, serial: 2), mode: .ex, valueBlock: ValueBlock(bytes: [5], valid: false)),
             .refused(LockID(node: 1, serial: 2), error: .staleEpoch(current: 77)),
             .recover(LockID(node: 2, serial: 1), process: 0, resource: "r", mode: .cr, valueBlock: .empty, epoch: 4),
+            .demoted(LockID(node: 5, serial: 6)),
         ]
         for m in msgs {
             var b = ByteBuffer()
@@ -171,12 +172,64 @@ struct MasterFixture {
         try await b.unlock(x2)
         _ = try await first
         #expect(a.mode(of: x1) == .ex)
+        // The same with CONVDEADLK: the later converter is demoted to NL instead, and gets EX after.
+        try await a.convert(x1, to: .pr)
+        let (x3, _) = try await b.lock("meta", mode: .pr, timeout: .seconds(5))
+        async let again = a.convert(x1, to: .ex, timeout: .seconds(5))
+        try await eventually("the conversion to queue") { try await a.listing().contains("converting") }
+        async let demoted = b.convert(x3, to: .ex, flags: .convDeadlock, timeout: .seconds(5))
+        _ = try await again
+        #expect(a.mode(of: x1) == .ex && !a.wasDemoted(x1))
+        try await eventually("b to be demoted") { b.mode(of: x3) == .nl }
+        try await a.unlock(x1)
+        _ = try await demoted
+        #expect(b.mode(of: x3) == .ex && b.wasDemoted(x3))
+        try await b.unlock(x3)
+        _ = try await a.lock("meta", mode: .ex, timeout: .seconds(5))
         // Cancelling the waiting task cancels the queued request at the master.
         let canceller = Task { try await b.lock("meta", mode: .ex, timeout: .seconds(5)) }
         try await eventually("the request to queue") { try await a.listing().contains("waiting") }
         canceller.cancel()
         await #expect(throws: LockError.cancelled) { try await canceller.value }
         #expect(try await a.listing().contains("waiting") == false)
+        }
+    }
+
+    /// Callers running on the client's event loop (`executor`): grants, waits, timeouts and
+    /// cancellation behave as from anywhere else.
+    @Test(.timeLimit(.minutes(1))) func callersOnTheClientsEventLoop() async throws {
+        try await MasterFixture.with(count: 2) { f in
+        let a = f.nodes[0].client, b = f.nodes[1].client
+        let onLoop = Task(executorPreference: b.executor) { () async throws -> Int in
+            var n = 0
+            for i in 0..<200 {
+                #expect(b.eventLoop.inEventLoop)
+                let (h, _) = try await b.lock("loop-\(i % 3)", mode: .ex, timeout: .seconds(5))
+                #expect(b.eventLoop.inEventLoop && b.isHeld(h))
+                try await b.unlock(h)
+                n += 1
+            }
+            return n
+        }
+        #expect(try await onLoop.value == 200)
+        // A wait on the loop ends when the holder (elsewhere) lets go; a timeout is reported.
+        let (ha, _) = try await a.lock("shared", mode: .ex, timeout: .seconds(5))
+        let timedOut = Task(executorPreference: b.executor) {
+            try await b.lock("shared", mode: .pr, timeout: .milliseconds(100))
+        }
+        await #expect(throws: LockError.timedOut) { try await timedOut.value }
+        let waiter = Task(executorPreference: b.executor) { try await b.lock("shared", mode: .pr, timeout: .seconds(5)).0 }
+        try await eventually("the waiter to queue") { try await a.listing().contains("waiting") }
+        try await a.unlock(ha)
+        let hb = try await waiter.value
+        #expect(b.mode(of: hb) == .pr)
+        // Cancellation of a task on the loop cancels its request at the master.
+        let (hx, _) = try await a.lock("excl", mode: .ex, timeout: .seconds(5))
+        let cancelled = Task(executorPreference: b.executor) { try await b.lock("excl", mode: .ex, timeout: .seconds(5)) }
+        try await eventually("the request to queue") { try await a.listing().contains("waiting") }
+        cancelled.cancel()
+        await #expect(throws: LockError.cancelled) { try await cancelled.value }
+        try await a.unlock(hx)
         }
     }
 }

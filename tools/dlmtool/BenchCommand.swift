@@ -36,10 +36,20 @@ struct BenchCommand: AsyncParsableCommand {
                          port: try ProcessSupport.freePort(), group: group, logger: logger)
         try await me.start()
         _ = try await me.client.listing()
-        let dlm = try await measure(clients: clients, ops: ops) { i in
+        // Honest numbers: the master must be the other process, reached over TCP.
+        guard !me.isMaster, try await probe.leader()?.node == 1 else {
+            throw ValidationError("the bench's own node became the master; the figures would not cross processes")
+        }
+        print("master: node 1, pid \(master.processIdentifier), 127.0.0.1:\(masterPort); clients: node 2, pid \(getpid()), over TCP")
+        let cycle: @Sendable (Int) async throws -> Void = { i in
             let (h, _) = try await me.client.lock("bench-\(i)", mode: .ex, timeout: .seconds(10))
             try await me.client.unlock(h)
         }
+        // The callers run on the client's event loop (no thread hop per message in this process);
+        // then, for reference, the same from tasks on Swift's cooperative pool.
+        let dlm = try await measure(clients: clients, ops: ops, on: me.client.executor, cycle)
+        let pool = try await measure(clients: clients, ops: ops, on: nil, cycle)
+        print("dlm_pool_p50_us=\(pool.p50) dlm_pool_p99_us=\(pool.p99) dlm_pool_ops_s=\(pool.opsPerSecond) (callers on the cooperative pool)")
 
         // etcd's lock through the same JSON gateway, each client with its own lease.
         let etcd = try await EtcdServer()
@@ -47,7 +57,7 @@ struct BenchCommand: AsyncParsableCommand {
         let gw = EtcdGateway(endpoint: etcd.endpoint, connections: clients)
         var leases: [Int64] = []
         for _ in 0..<clients { leases.append(try await gw.lease(ttl: 60)) }
-        let etcdStats = try await measure(clients: clients, ops: etcdOps) { [leases] i in
+        let etcdStats = try await measure(clients: clients, ops: etcdOps, on: nil) { [leases] i in
             let key = try await gw.lock(name: "bench-\(i)", lease: leases[i])
             try await gw.unlock(key: key)
         }
@@ -65,12 +75,13 @@ struct BenchCommand: AsyncParsableCommand {
 
     struct Stats { var p50: Int; var p99: Int; var opsPerSecond: Int }
 
-    func measure(clients: Int, ops: Int, _ body: @escaping @Sendable (Int) async throws -> Void) async throws -> Stats {
+    func measure(clients: Int, ops: Int, on executor: (any TaskExecutor)?,
+                 _ body: @escaping @Sendable (Int) async throws -> Void) async throws -> Stats {
         for i in 0..<clients { try await body(i) }   // warm-up: connections, first resources
         let start = monotonicNow()
         let samples = try await withThrowingTaskGroup(of: [UInt64].self) { g in
             for i in 0..<clients {
-                g.addTask {
+                g.addTask(executorPreference: executor) {
                     var s: [UInt64] = []
                     s.reserveCapacity(ops)
                     for _ in 0..<ops {

@@ -41,18 +41,17 @@ extension LockClient {
     private func serve(_ leader: Leadership) async throws {
         let parts = leader.address.split(separator: ":")
         guard parts.count == 2, let port = Int(parts[1]) else { throw LockError.protocolError("bad master address \(leader.address)") }
-        let handshake = group.next().makePromise(of: (Epoch, Bool).self)
-        let closed = group.next().makePromise(of: Void.self)
+        let handshake = eventLoop.makePromise(of: (Epoch, Bool).self)
+        let closed = eventLoop.makePromise(of: Void.self)
         let clientNonce = ClusterSecret.nonce()
         let channel: Channel
         do {
-            channel = try await ClientBootstrap(group: group)
+            channel = try await ClientBootstrap(group: eventLoop)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .connectTimeout(.seconds(1))
             .channelInitializer { [self] ch in
                 ch.eventLoop.makeCompletedFuture {
-                    try ch.pipeline.syncOperations.addHandler(ByteToMessageHandler(WireDecoder()))
-                    try ch.pipeline.syncOperations.addHandler(MessageToByteHandler(WireEncoder()))
+                    try ch.pipeline.syncOperations.addHandler(WireCodec())
                     try ch.pipeline.syncOperations.addHandler(ClientConnectionHandler(client: self, clientNonce: clientNonce,
                                                                                      handshake: handshake, closed: closed))
                 }

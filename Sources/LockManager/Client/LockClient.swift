@@ -15,7 +15,11 @@ public struct LockHandle: Hashable, Sendable, CustomStringConvertible {
 public final class LockClient: Sendable {
     public typealias BlockingHandler = @Sendable (LockHandle, LockMode) -> Void
 
-    struct Held { var resource: String; var process: UInt32; var mode: LockMode; var valueBlock: ValueBlock }
+    struct Held {
+        var resource: String; var process: UInt32; var mode: LockMode; var valueBlock: ValueBlock
+        /// Demoted to NL by CONVDEADLK during the last conversion.
+        var demoted = false
+    }
     enum Op {
         case request(process: UInt32, resource: String, mode: LockMode, flags: LockFlags, timeoutMillis: UInt32)
         case convert(mode: LockMode, flags: LockFlags, timeoutMillis: UInt32, valueBlock: [UInt8]?)
@@ -44,6 +48,11 @@ public final class LockClient: Sendable {
     let coordination: any CoordinationBackend
     let secret: ClusterSecret
     let group: EventLoopGroup
+    /// Every connection of this client lives on this one loop, so callers can run on it too.
+    public let eventLoop: EventLoop
+    /// Runs a caller's task on the connection's event loop (see `EventLoopTaskExecutor`): the
+    /// fastest way to call this client from code that does not block.
+    public let executor: EventLoopTaskExecutor
     let logger: Logger
     let state = Locked(State())
     private let tasks = Locked<[Task<Void, Never>]>([])
@@ -57,6 +66,8 @@ public final class LockClient: Sendable {
         self.coordination = coordination
         self.secret = secret
         self.group = group
+        eventLoop = group.next()
+        executor = EventLoopTaskExecutor(eventLoop)
         self.logger = logger
     }
 
@@ -103,6 +114,11 @@ public final class LockClient: Sendable {
 
     public func mode(of h: LockHandle) -> LockMode? { state.withLock { $0.held[h.id]?.mode } }
 
+    /// True if, during its last conversion (asked with `.convDeadlock`), the lock was demoted to NL
+    /// to break a conversion deadlock: others may have held it in between, so what the old mode
+    /// protected (cached data) must be read again.
+    public func wasDemoted(_ h: LockHandle) -> Bool { state.withLock { $0.held[h.id]?.demoted ?? false } }
+
     // MARK: Operations
 
     /// Acquire `resource` in `mode`. `timeout` bounds the wait at the master (nil: wait until granted).
@@ -122,7 +138,8 @@ public final class LockClient: Sendable {
     @discardableResult
     public func convert(_ h: LockHandle, to mode: LockMode, flags: LockFlags = [], timeout: Duration? = nil,
                         valueBlock: [UInt8]? = nil) async throws -> ValueBlock {
-        try await perform(h.id, .convert(mode: mode, flags: flags, timeoutMillis: Self.millis(timeout), valueBlock: valueBlock))
+        state.withLock { $0.held[h.id]?.demoted = false }
+        return try await perform(h.id, .convert(mode: mode, flags: flags, timeoutMillis: Self.millis(timeout), valueBlock: valueBlock))
     }
 
     /// Release a held lock; a PW/EX holder may write the value block as it goes.
@@ -309,6 +326,12 @@ public final class LockClient: Sendable {
         case let .blocking(id, blocked):
             let (h, handler) = state.withLock { s in (s.held[id].map { LockHandle(id: id, resource: $0.resource) }, s.blocking) }
             if let h, let handler { handler(h, blocked) }
+        case .demoted(let id):
+            // Arrives before the conversion's own grant or refusal, on the same connection.
+            state.withLock { s in
+                s.held[id]?.mode = .nl
+                s.held[id]?.demoted = true
+            }
         case .listing(let text):
             let c = state.withLock { s in s.listings.isEmpty ? nil : s.listings.removeFirst() }
             c?.resume(returning: text)

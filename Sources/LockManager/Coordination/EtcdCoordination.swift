@@ -74,17 +74,41 @@ public final class EtcdCoordination: CoordinationBackend {
 
     // MARK: Lifecycle
 
+    /// Joins as a member. A node id is live at most once: the member key is created only if absent.
+    /// A node restarted right after a crash finds its previous incarnation's key, attached to a lease
+    /// that nobody renews any more, and waits for it to lapse (at most the TTL): only then does the
+    /// master see the old incarnation leave and purge its locks, after its fencing deadline, as for
+    /// any dead node. A key still there after TTL + 2 s belongs to a live process: refused.
     public func start(address: String) async throws {
-        let sent = monotonicNow()
-        let grant = try await call("v3/lease/grant", ["TTL": ttl])
-        guard let id = Self.int(grant["ID"]), let granted = Self.int(grant["TTL"]) else { throw CoordinationError("lease grant: \(grant)") }
-        state.withLock {
-            $0.lease = id
-            $0.validUntil = sent + UInt64(granted) * 1_000_000_000 - margin
-            $0.address = address
-            $0.started = true
+        let memberKey = Self.b64("\(prefix)/members/\(node)")
+        let deadline = monotonicNow() + UInt64(ttl + 2) * 1_000_000_000
+        while true {
+            let sent = monotonicNow()
+            let grant = try await call("v3/lease/grant", ["TTL": ttl])
+            guard let id = Self.int(grant["ID"]), let granted = Self.int(grant["TTL"]) else { throw CoordinationError("lease grant: \(grant)") }
+            let r = try await call("v3/kv/txn", [
+                "compare": [["key": memberKey, "target": "CREATE", "result": "EQUAL", "create_revision": "0"]],
+                "success": [["request_put": ["key": memberKey, "value": Self.b64(address), "lease": "\(id)"]]],
+            ])
+            if (r["succeeded"] as? Bool) == true {
+                state.withLock {
+                    $0.lease = id
+                    $0.validUntil = sent + UInt64(granted) * 1_000_000_000 - margin
+                    $0.address = address
+                    $0.started = true
+                }
+                startCampaign(lease: id, address: address)
+                return
+            }
+            _ = try? await call("v3/lease/revoke", ["ID": "\(id)"])
+            guard monotonicNow() < deadline else {
+                throw CoordinationError("node \(node) is already a live member of \(prefix): another process keeps its key alive")
+            }
+            try await Task.sleep(nanoseconds: 100_000_000)
         }
-        _ = try await call("v3/kv/put", ["key": Self.b64("\(prefix)/members/\(node)"), "value": Self.b64(address), "lease": "\(id)"])
+    }
+
+    private func startCampaign(lease id: Int64, address: String) {
         let task = Task { [weak self] in
             var lastKeepAlive: Instant = 0
             while !Task.isCancelled {
@@ -117,6 +141,10 @@ public final class EtcdCoordination: CoordinationBackend {
         guard state.withLock({ $0.leadership == nil }) else { return }
         let key = Self.b64("\(prefix)/leader")
         let value = Self.b64("\(node) \(address)")
+        // While someone leads, a read (no raft log entry, no WAL fsync) is enough; the
+        // transaction, a raft write even when its compare fails, is only tried when the key is gone.
+        guard let seen = try? await call("v3/kv/range", ["key": key, "count_only": true]),
+              (Self.int(seen["count"]) ?? 0) == 0 else { return }
         guard let r = try? await call("v3/kv/txn", [
             "compare": [["key": key, "target": "CREATE", "result": "EQUAL", "create_revision": "0"]],
             "success": [["request_put": ["key": key, "value": value, "lease": "\(lease)"]]],

@@ -88,9 +88,19 @@ public final class LocalCoordination: CoordinationBackend {
     public func ownLeadership() -> Leadership? { state.withLock { $0.leadership } }
 
     public func members() async throws -> Set<UInt32> {
+        // One F_OFD_GETLK over a whole range names one conflicting lock (not necessarily the
+        // lowest); split the range around it and ask again: about two calls per live member
+        // instead of one per possible node (the master asks every 20 ms).
         var out: Set<UInt32> = [node]
-        for n in 1...LocalCoordination.maxNodes where n != node {
-            if try isLocked(at: LocalCoordination.memberBase + off_t(n)) { out.insert(n) }
+        let base = LocalCoordination.memberBase
+        var ranges: [(start: off_t, end: off_t)] = [(base + 1, base + 1 + off_t(LocalCoordination.maxNodes))]
+        while let r = ranges.popLast() {
+            guard r.start < r.end, let found = try lockHolder(from: r.start, to: r.end) else { continue }
+            let lo = max(found.start, r.start), hi = min(found.end, r.end)
+            guard lo < hi else { throw CoordinationError("F_OFD_GETLK named a lock outside the range asked") }
+            for b in lo..<hi { out.insert(UInt32(b - base)) }
+            ranges.append((r.start, lo))
+            ranges.append((hi, r.end))
         }
         return out
     }
@@ -130,6 +140,19 @@ public final class LocalCoordination: CoordinationBackend {
         fl.l_start = offset
         fl.l_len = 1
         _ = fcntl(fd, F_OFD_SETLK, &fl)
+    }
+
+    /// One lock of another open file description in [start, end), as the byte range it covers.
+    private func lockHolder(from start: off_t, to end: off_t) throws -> (start: off_t, end: off_t)? {
+        var fl = flock()
+        fl.l_type = Int16(F_WRLCK)
+        fl.l_whence = Int16(SEEK_SET)
+        fl.l_start = start
+        fl.l_len = end - start
+        guard fcntl(fd, F_OFD_GETLK, &fl) == 0 else { throw CoordinationError("F_OFD_GETLK: \(String(cString: strerror(errno)))") }
+        guard fl.l_type != Int16(F_UNLCK) else { return nil }
+        // l_len 0 means "to the end of the file".
+        return (fl.l_start, fl.l_len == 0 ? end : fl.l_start + fl.l_len)
     }
 
     /// Whether another open file description holds a lock on the byte (our own locks do not count).

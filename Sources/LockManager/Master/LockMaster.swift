@@ -25,8 +25,7 @@ public final class LockMaster: Sendable {
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelInitializer { ch in
                 ch.eventLoop.makeCompletedFuture {
-                    try ch.pipeline.syncOperations.addHandler(ByteToMessageHandler(WireDecoder()))
-                    try ch.pipeline.syncOperations.addHandler(MessageToByteHandler(WireEncoder()))
+                    try ch.pipeline.syncOperations.addHandler(WireCodec())
                     try ch.pipeline.syncOperations.addHandler(MasterConnectionHandler(core: core, secret: secret))
                 }
             }

@@ -42,6 +42,12 @@ final class MasterConnectionHandler: ChannelInboundHandler {
         core.value.handle(msg, from: node, channel: context.channel)
     }
 
+    func channelReadComplete(context: ChannelHandlerContext) {
+        // One flush for everything the burst of requests produced, on every connection.
+        core.value.flush()
+        context.fireChannelReadComplete()
+    }
+
     func channelInactive(context: ChannelHandlerContext) {
         if let node { core.value.disconnected(node: node, channel: context.channel) }
         context.fireChannelInactive()

@@ -19,6 +19,10 @@ final class MasterCore {
     var tickAt: Instant?
     var recoveryStarted: Instant = monotonicNow()
     var recoveryEnded: Instant?
+    /// Connections written to since the last flush. Replies are flushed once per read burst
+    /// (`flush()` from the handler's channelReadComplete) and at the end of every other entry
+    /// point: with many clients, one syscall carries several replies.
+    private var unflushed: [Channel] = []
 
     init(loop: EventLoop, epoch: Epoch, coordination: any CoordinationBackend, logger: Logger) {
         self.loop = loop
@@ -36,12 +40,14 @@ final class MasterCore {
         connections[node] = nil
         cancelPending(of: node)
         connections[node] = channel
+        flush()
     }
 
     func disconnected(node: UInt32, channel: Channel) {
         guard connections[node] === channel else { return }
         connections[node] = nil
         cancelPending(of: node)
+        flush()
     }
 
     private func cancelPending(of node: UInt32) {
@@ -91,10 +97,11 @@ final class MasterCore {
         case .list:
             reply(channel, .listing(describe()))
         default:
-            reply(channel, .failure("unexpected message"))
+            channel.writeAndFlush(WireMessage.failure("unexpected message"), promise: nil)
             channel.close(promise: nil)
         }
         scheduleTick()
+        // Flushed by the caller once the whole read burst is handled.
     }
 
     /// Recovery ends once every live member has re-sent its locks. A member that is alive but
@@ -109,6 +116,7 @@ final class MasterCore {
         }
         maybeEndRecovery()
         scheduleTick()
+        flush()
     }
 
     private func maybeEndRecovery() {
@@ -124,6 +132,7 @@ final class MasterCore {
         tickAt = nil
         dispatch(table.tick(now: monotonicNow()))
         scheduleTick()
+        flush()
     }
 
     private func scheduleTick() {
@@ -139,7 +148,6 @@ final class MasterCore {
     }
 
     func dispatch(_ directives: [LockDirective]) {
-        var touched: [ObjectIdentifier: Channel] = [:]
         for d in directives {
             let node: UInt32, msg: WireMessage
             switch d {
@@ -147,17 +155,28 @@ final class MasterCore {
             case let .refused(id, owner, err): node = owner.node; msg = .refused(id, error: err)
             case let .blocking(id, owner, _, blocked): node = owner.node; msg = .blocking(id, blocked: blocked)
             case let .released(id, owner): node = owner.node; msg = .released(id)
+            case let .demoted(id, owner, _): node = owner.node; msg = .demoted(id)
             }
             // A node without a connection learns its state when it reconnects and resyncs.
             guard let ch = connections[node] else { continue }
-            ch.write(msg, promise: nil)
-            touched[ObjectIdentifier(ch)] = ch
+            send(msg, to: ch)
         }
-        for ch in touched.values { ch.flush() }
     }
 
     private func reply(_ channel: Channel, _ msg: WireMessage) {
-        channel.writeAndFlush(msg, promise: nil)
+        send(msg, to: channel)
+    }
+
+    private func send(_ msg: WireMessage, to ch: Channel) {
+        ch.write(msg, promise: nil)
+        if !unflushed.contains(where: { $0 === ch }) { unflushed.append(ch) }
+    }
+
+    /// Sends what was written since the last flush.
+    func flush() {
+        guard !unflushed.isEmpty else { return }
+        for ch in unflushed { ch.flush() }
+        unflushed.removeAll(keepingCapacity: true)
     }
 
     func describe() -> String {

@@ -48,4 +48,7 @@ public enum LockDirective: Hashable, Sendable {
     case blocking(LockID, owner: LockOwner, resource: String, blocked: LockMode)
     /// An unlock completed.
     case released(LockID, owner: LockOwner)
+    /// CONVDEADLK: a converting lock's granted mode was demoted to NL to break a conversion
+    /// deadlock; the conversion still waits and ends with its own grant or refusal.
+    case demoted(LockID, owner: LockOwner, resource: String)
 }

@@ -35,4 +35,9 @@ public struct LockFlags: OptionSet, Sendable, Hashable {
     public init(rawValue: UInt8) { self.rawValue = rawValue }
     /// Try-lock: fail at once with `.wouldBlock` instead of queueing.
     public static let noQueue = LockFlags(rawValue: 1)
+    /// CONVDEADLK, for conversions: if this conversion would close a deadlock, demote the lock's
+    /// granted mode to NL instead of refusing it (when that breaks the cycle). The lock keeps
+    /// waiting for the new mode; the holder is told (`LockDirective.demoted`) and must treat what
+    /// the old mode protected as lost.
+    public static let convDeadlock = LockFlags(rawValue: 2)
 }

@@ -107,6 +107,16 @@ public struct LockTable: Sendable {
         locks[id] = lock
         resources[lock.resource]!.converting.append(id)
         if !recovering, wouldDeadlock(id) {
+            // CONVDEADLK (as in Linux): give up the granted mode (down to NL) rather than the
+            // conversion, if that breaks the cycle; what waited on this holder may then go ahead.
+            if flags.contains(.convDeadlock), current != .nl {
+                locks[id]!.grantedMode = .nl
+                locks[id]!.bastSentFor = nil
+                if !wouldDeadlock(id) {
+                    return [.demoted(id, owner: lock.owner, resource: lock.resource)] + grantPending(lock.resource)
+                }
+                locks[id]!.grantedMode = current
+            }
             abortRequest(id)
             return [.refused(id, owner: lock.owner, error: .deadlock)]
         }

@@ -1,23 +1,69 @@
 import NIOCore
 
-/// Splits the byte stream into frames and decodes them. An oversized or malformed frame is an error
-/// that closes the connection (the handler after it sees `errorCaught`).
-public struct WireDecoder: ByteToMessageDecoder {
+/// Frames in, messages out, and back: the one codec of every DLM connection.
+///
+/// A plain (non-generic) duplex handler in this module rather than NIO's generic
+/// `ByteToMessageHandler`/`MessageToByteHandler`: those run unspecialised across the module
+/// boundary (runtime generic metadata, an extra pipeline step each way), which showed up as a
+/// good part of the master's per-message work. An oversized or malformed frame is an error that
+/// closes the connection (the handler after this one sees `errorCaught`); nothing after it is read.
+public final class WireCodec: ChannelDuplexHandler {
+    public typealias InboundIn = ByteBuffer
     public typealias InboundOut = WireMessage
+    public typealias OutboundIn = WireMessage
+    public typealias OutboundOut = ByteBuffer
+
+    /// Bytes received but not yet a whole frame.
+    private var pending: ByteBuffer?
+    private var broken = false
+
     public init() {}
-    public mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
-        guard let length: UInt32 = buffer.getInteger(at: buffer.readerIndex) else { return .needMoreData }
+
+    public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !broken else { return }
+        var input = unwrapInboundIn(data)
+        if pending == nil {
+            pending = input
+        } else {
+            pending!.writeBuffer(&input)
+        }
+        do {
+            while let msg = try Self.nextMessage(&pending!) {
+                context.fireChannelRead(wrapInboundOut(msg))
+                // A handler may have closed the connection while handling that message.
+                if broken || pending == nil { return }
+            }
+        } catch {
+            broken = true
+            pending = nil
+            context.fireErrorCaught(error)
+            return
+        }
+        if pending!.readableBytes == 0 {
+            pending = nil
+        } else if pending!.readerIndex >= 4096 {
+            pending!.discardReadBytes()
+        }
+    }
+
+    /// Decodes the next whole frame of `buffer`, if there is one.
+    static func nextMessage(_ buffer: inout ByteBuffer) throws -> WireMessage? {
+        guard let length: UInt32 = buffer.getInteger(at: buffer.readerIndex) else { return nil }
         guard length >= 2, length <= WireFormat.maxFrame else { throw bad("frame length \(length) out of range") }
-        guard buffer.readableBytes >= 4 + Int(length) else { return .needMoreData }
+        guard buffer.readableBytes >= 4 + Int(length) else { return nil }
         buffer.moveReaderIndex(forwardBy: 4)
         var body = buffer.readSlice(length: Int(length))!
-        context.fireChannelRead(wrapInboundOut(try WireMessage.decode(&body)))
-        return .continue
+        return try WireMessage.decode(&body)
     }
-}
 
-public struct WireEncoder: MessageToByteEncoder {
-    public typealias OutboundIn = WireMessage
-    public init() {}
-    public func encode(data: WireMessage, out: inout ByteBuffer) throws { data.encode(into: &out) }
+    public func channelInactive(context: ChannelHandlerContext) {
+        pending = nil
+        context.fireChannelInactive()
+    }
+
+    public func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        var out = context.channel.allocator.buffer(capacity: 64)
+        unwrapOutboundIn(data).encode(into: &out)
+        context.write(wrapOutboundOut(out), promise: promise)
+    }
 }

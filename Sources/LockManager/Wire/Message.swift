@@ -22,6 +22,8 @@ public enum WireMessage: Equatable, Sendable {
     case refused(LockID, error: LockError)
     case blocking(LockID, blocked: LockMode)
     case released(LockID)
+    /// CONVDEADLK demoted this lock to NL; its conversion still waits.
+    case demoted(LockID)
     case listing(String)
     case failure(String)
 }
@@ -55,6 +57,7 @@ extension WireMessage {
         case .released: 23
         case .listing: 24
         case .failure: 25
+        case .demoted: 26
         }
     }
 
@@ -83,7 +86,7 @@ extension WireMessage {
         case let .granted(id, m, vb): buf.writeLockID(id); buf.writeInteger(m.rawValue); buf.writeValueBlock(vb)
         case let .refused(id, err): buf.writeLockID(id); buf.writeLockError(err)
         case let .blocking(id, m): buf.writeLockID(id); buf.writeInteger(m.rawValue)
-        case .released(let id): buf.writeLockID(id)
+        case .released(let id), .demoted(let id): buf.writeLockID(id)
         case .listing(let s), .failure(let s): buf.writeBytesWithLength(Array(s.utf8))
         }
         buf.setInteger(UInt32(buf.writerIndex - start - 4), at: start)
@@ -117,6 +120,7 @@ extension WireMessage {
         case 23: msg = .released(try buf.readLockID())
         case 24: msg = .listing(try buf.readString())
         case 25: msg = .failure(try buf.readString())
+        case 26: msg = .demoted(try buf.readLockID())
         default: throw bad("unknown message type \(type)")
         }
         guard buf.readableBytes == 0 else { throw bad("trailing bytes in message type \(type)") }
