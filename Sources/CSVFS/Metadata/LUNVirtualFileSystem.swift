@@ -57,7 +57,7 @@ final class LUNVirtualFileSystem: @unchecked Sendable {
     let lun: FileDescriptor
     let region: MetadataRegion
     private let lengths: Locked<Lengths>
-    private let pendingLog = Locked(PendingLogWrites())
+    private let pendingLog: Locked<PendingLogWrites>
     private let vfs: UnsafeMutablePointer<sqlite3_vfs>
     fileprivate let ioMethods: UnsafeMutablePointer<sqlite3_io_methods>
     private let zName: UnsafeMutablePointer<CChar>
@@ -74,6 +74,7 @@ final class LUNVirtualFileSystem: @unchecked Sendable {
         self.lun = lun
         self.region = region
         lengths = Locked(try Self.readHeader(lun: lun, region: region))
+        pendingLog = Locked(PendingLogWrites(logStart: region.walOffset))
         zName = strdup(name)
         ioMethods = .allocate(capacity: 1)
         ioMethods.initialize(to: Self.makeIOMethods())
@@ -218,6 +219,7 @@ final class LUNVirtualFileSystem: @unchecked Sendable {
     fileprivate func setLength(_ kind: FileKind, _ newLength: Int64) -> Int32 {
         if kind == .wal, flushLogStatus() != SQLITE_OK { return SQLITE_IOERR_WRITE }
         guard newLength <= range(kind).capacity else { return SQLITE_FULL }
+        if kind == .wal, newLength < length(.wal) { pendingLog.withLock { $0.forgetEnd() } }
         let current = lengths.withLock { (lengths) -> Lengths in
             lengths[kind] = newLength
             return lengths

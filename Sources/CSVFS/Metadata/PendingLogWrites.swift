@@ -5,10 +5,26 @@
 /// and written in one call when the commit frame is complete: a commit is on the LUN when SQLite's commit
 /// returns, as before, with one system call instead of ten. Anything that must see the log on the LUN (a
 /// read of the log, a sync, a truncation, a close) flushes first.
+///
+/// Log frames are 4120 bytes, so appends end mid-page. Written as they are, each append would make the
+/// kernel read the page it starts in from the device first whenever that page is not cached (after memory
+/// pressure, or on a recycled log). So appends at the log's end are written as whole pages: the head of the
+/// first page from the copy of the log's last partial page kept here, the tail of the last page as zeros.
+/// Bytes past the log's end belong to no frame of the current log (SQLite stops reading at the first frame
+/// whose salt or checksum is wrong, and zeros are such a frame).
 struct PendingLogWrites {
+    /// The log's first byte on the LUN: SQLite writes a new log header there when it starts the log anew.
+    let logStart: Int64
     /// Where `bytes` go on the LUN.
     private var start: Int64 = 0
     private var bytes: [UInt8] = []
+    /// The end of what the current log holds, once known (after SQLite wrote the log header), and a copy of
+    /// the bytes of its last page up to there.
+    private var end: Int64?
+    private var lastPage: [UInt8] = []
+    static let pageSize: Int64 = 4096
+
+    init(logStart: Int64) { self.logStart = logStart }
     /// Set by a frame header whose commit field is non-zero: the write after it (its page) ends the commit.
     private var commitFrameStarted = false
 
@@ -48,11 +64,45 @@ struct PendingLogWrites {
 
     mutating func flush(lun: FileDescriptor) throws(Errno) {
         guard !bytes.isEmpty else { return }
-        let written = bytes.withUnsafeBytes { raw in
-            Result { () throws(Errno) in try lun.write(from: raw.baseAddress!, count: raw.count, at: start) }
+        if start == logStart { end = logStart }
+        let writeEnd = start + Int64(bytes.count)
+        var block = bytes
+        var blockStart = start
+        if let logEnd = end, start <= logEnd, writeEnd >= logEnd {
+            // An append (possibly rewriting the log's last bytes): whole pages, head from the kept last page.
+            let headStart = logEnd - Int64(lastPage.count)
+            if start > headStart {
+                block = Array(lastPage[0..<Int(start - headStart)]) + bytes
+                blockStart = headStart
+            }
+            let tail = Int((Self.pageSize - writeEnd % Self.pageSize) % Self.pageSize)
+            block.append(contentsOf: repeatElement(0, count: tail))
+            let keep = Int(writeEnd % Self.pageSize)
+            let keepFrom = Int(writeEnd - blockStart) - keep
+            lastPage = keep == 0 ? [] : Array(block[keepFrom..<(keepFrom + keep)])
+            end = writeEnd
+        } else if let logEnd = end, writeEnd > logEnd - Int64(lastPage.count), start < logEnd {
+            // A rewrite inside the log that touches its last page: keep the copy of that page current.
+            let pageStart = logEnd - Int64(lastPage.count)
+            for position in max(start, pageStart)..<min(writeEnd, logEnd) {
+                lastPage[Int(position - pageStart)] = bytes[Int(position - start)]
+            }
+        } else if let logEnd = end, start > logEnd {
+            // A write past the end, leaving a gap of unknown bytes: forget the end until the next log header.
+            self.end = nil
+            lastPage = []
+        }
+        let written = block.withUnsafeBytes { raw in
+            Result { () throws(Errno) in try lun.write(from: raw.baseAddress!, count: raw.count, at: blockStart) }
         }
         try written.get()
         bytes.removeAll(keepingCapacity: true)
+    }
+
+    /// After the log was truncated: its end is unknown again until SQLite writes a new header.
+    mutating func forgetEnd() {
+        end = nil
+        lastPage = []
     }
 
     /// A frame header's second big-endian word: the database size in pages after a commit, zero otherwise.
