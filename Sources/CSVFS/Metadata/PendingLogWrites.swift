@@ -64,7 +64,11 @@ struct PendingLogWrites {
 
     mutating func flush(lun: FileDescriptor) throws(Errno) {
         guard !bytes.isEmpty else { return }
-        if start == logStart { end = logStart }
+        if start == logStart {
+            // A new log: nothing of the old one counts any more.
+            end = logStart
+            lastPage = []
+        }
         let writeEnd = start + Int64(bytes.count)
         var block = bytes
         var blockStart = start
