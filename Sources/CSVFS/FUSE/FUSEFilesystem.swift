@@ -215,9 +215,8 @@ public final class FUSEFilesystem: Sendable {
         }
     }
 
-    /// fsync and fsyncdir: answered from a worker so a slow device flush does not hold a FUSE thread.
-    /// Write data as libfuse has it: in memory, or still in a pipe when the kernel spliced the request.
-    /// It is copied once, straight into an aligned buffer.
+    /// Write data as libfuse has it: in memory (block-aligned when it came through the request loop's buffers,
+    /// so it goes to the LUN without a copy), or still in a pipe when the kernel spliced the request.
     func writeBuffer(_ reply: consuming FUSEReply, ino: UInt64, source: UnsafeMutablePointer<fuse_bufvec>, offset: Int64) {
         let count = fuse_buf_size(source)
         guard offset >= 0 else {
@@ -233,6 +232,12 @@ public final class FUSEFilesystem: Sendable {
                 reply.written(count)
                 return
             }
+            if source.pointee.count == 1 && first.flags.rawValue & FUSE_BUF_IS_FD.rawValue == 0 {
+                // In memory, and block-aligned when it came through the request loop's buffers.
+                try data.write(ino, offset: offset, data: UnsafeRawBufferPointer(start: first.mem, count: count))
+                reply.written(count)
+                return
+            }
             try data.write(ino, offset: offset, count: count) { (destination) throws(Errno) in
                 var target = cfuse_bufvec_memory(destination, count)
                 let copied = fuse_buf_copy(&target, source, fuse_buf_copy_flags(rawValue: 0))
@@ -245,6 +250,7 @@ public final class FUSEFilesystem: Sendable {
         }
     }
 
+    /// fsync and fsyncdir: answered from a worker so a slow device flush does not hold a FUSE thread.
     func fsync(_ reply: consuming FUSEReply) {
         let service = service
         let pending = PendingReply(reply)

@@ -105,8 +105,9 @@ final class FUSERequestLoop: @unchecked Sendable {
     // MARK: one thread
 
     private func serve(asReader: Bool) {
+        let receiveBuffer = RequestBuffer()
         var buffer = fuse_buf()
-        defer { free(buffer.mem) }
+        buffer.mem = receiveBuffer.start
         let me = ParkedThread()
         var isReader = asReader
         var pollUntil: UInt64 = 0
@@ -145,6 +146,24 @@ final class FUSERequestLoop: @unchecked Sendable {
             finishLongRequest()
             pollUntil = 0
         }
+    }
+
+    /// Where one thread reads requests: placed so that a WRITE's data, which follows the request header and
+    /// `fuse_write_in`, starts on a block boundary and goes to the LUN with O_DIRECT without a copy. (The
+    /// kernel only splices requests into pipes that can hold them whole, and a 1 MiB write needs a pipe larger
+    /// than `fs.pipe-max-size` allows without CAP_SYS_RESOURCE, so libfuse reads into memory.)
+    private final class RequestBuffer {
+        let base: UnsafeMutableRawPointer
+        var start: UnsafeMutableRawPointer { base + Self.alignment - Self.writeDataOffset }
+        static let alignment = 4096
+        static let writeDataOffset = MemoryLayout<fuse_in_header>.size + MemoryLayout<fuse_write_in>.size
+        /// libfuse reads at most max_write (1 MiB) plus one page of headers; the rest is margin.
+        static let capacity = (1 << 20) + 4 * alignment
+
+        init() {
+            base = .allocate(byteCount: Self.capacity + Self.alignment, alignment: Self.alignment)
+        }
+        deinit { base.deallocate() }
     }
 
     /// Before a request that can take long: makes sure a thread reads meanwhile when that matters. If other
