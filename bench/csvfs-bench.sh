@@ -15,13 +15,13 @@
 # the median of the per-round ratios (each printed too).
 #
 # Knobs (environment): BENCH_DIR (default: a new dir under /var/tmp; must be on a local disk; removed at exit), LUN_SIZE (8G),
-# FIO_SIZE (2G), RAND_RUNTIME (8 s), SEQ_IODEPTH (16), NFILES (10000), ROUNDS (3), CSVFS_BIN (skip the build).
+# FIO_SIZE (4G), RAND_RUNTIME (8 s), SEQ_IODEPTH (16), NFILES (10000), ROUNDS (3), CSVFS_BIN (skip the build).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BENCH_DIR=${BENCH_DIR:-$(mktemp -d "${TMPDIR:-/var/tmp}/csvfs-bench.XXXXXX")}
 LUN_SIZE=${LUN_SIZE:-8G}
-FIO_SIZE=${FIO_SIZE:-2G}
+FIO_SIZE=${FIO_SIZE:-4G}
 RAND_RUNTIME=${RAND_RUNTIME:-8}
 SEQ_IODEPTH=${SEQ_IODEPTH:-16}
 NFILES=${NFILES:-10000}
