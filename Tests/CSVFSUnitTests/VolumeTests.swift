@@ -94,6 +94,28 @@ final class VolumeTests {
         }
     }
 
+    /// The service flushes the LUN between `beginSync` and `endSync` without the store lock; an operation short
+    /// of space may sync inside the store meanwhile. The frees both saw must become free space once, not twice.
+    @Test func aSyncInsideTheStoreDuringAServiceSyncFreesSpaceOnce() throws {
+        do {
+            let device = try LUNDevice.open(lun)
+            let (superblock, _) = try device.superblock()
+            let store = try MetadataStore.open(lun: device.fd, superblock: superblock)
+            let file = try store.createNode(parent: 1, name: Array("f".utf8), mode: UInt32(S_IFREG) | 0o644, rdev: 0,
+                                            symlinkTarget: nil, caller: root)
+            try store.fallocate(file.ino, 0..<(4 << 20), mode: .allocate(keepSize: false))
+            try store.unlink(parent: 1, name: Array("f".utf8))
+            let ticket = try store.beginSync()
+            #expect(!ticket.freed.isEmpty)
+            try store.sync()
+            try store.endSync(ticket)
+            store.close()
+            device.close()
+        }
+        let report = try VolumeChecker.check(path: lun, repair: false)
+        #expect(report.isClean && report.findings.isEmpty, "\(report.findings)")
+    }
+
     @Test func fsckFindsAndRepairsDamage() throws {
         do {
             let volume = try Volume.open(path: lun)

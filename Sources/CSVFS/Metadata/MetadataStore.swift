@@ -249,7 +249,9 @@ final class MetadataStore {
         guard !ticket.freed.isEmpty else { return }
         try mutate {
             for run in ticket.freed {
+                // A sync inside the store (an operation short of space) may have reclaimed the run already.
                 try db.statement("DELETE FROM freed_space WHERE start = ?").bind(.integer(run.start)).run()
+                guard db.changes == 1 else { continue }
                 try addFreeSpace(run.start, run.length)
                 freedBytes -= run.length
             }
