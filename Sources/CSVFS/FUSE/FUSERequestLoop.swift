@@ -1,4 +1,5 @@
 import CFuse
+import Dispatch
 import Glibc
 
 /// The loop that reads FUSE requests and runs them on a pool of threads.
@@ -29,6 +30,7 @@ final class FUSERequestLoop: @unchecked Sendable {
     private let session: OpaquePointer
     private let device: Int32
     private let maxThreads: Int
+    /// A raw pthread mutex rather than `Lock`: parked threads wait on condition variables tied to it.
     private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
     private var hasReader = false
     private var stopping = false
@@ -123,7 +125,7 @@ final class FUSERequestLoop: @unchecked Sendable {
                     setExitSignals(blocked: false)
                     continue
                 }
-                if Self.now() < pollUntil {
+                if DispatchTime.now().uptimeNanoseconds < pollUntil {
                     sched_yield()
                     continue
                 }
@@ -136,7 +138,7 @@ final class FUSERequestLoop: @unchecked Sendable {
                 ? nil : UnsafeRawBufferPointer(start: buffer.mem, count: Int(received))
             if Self.runsOnReader(header: header) {
                 fuse_session_process_buf(session, &buffer)
-                pollUntil = isReader ? Self.now() + Self.pollAfterMetadata : 0
+                pollUntil = isReader ? DispatchTime.now().uptimeNanoseconds + Self.pollAfterMetadata : 0
                 continue
             }
             if isReader { setExitSignals(blocked: true) }
@@ -246,12 +248,6 @@ final class FUSERequestLoop: @unchecked Sendable {
         sigemptyset(&set)
         for signal in Self.exitSignals { sigaddset(&set, signal) }
         pthread_sigmask(blocked ? SIG_BLOCK : SIG_UNBLOCK, &set, nil)
-    }
-
-    private static func now() -> UInt64 {
-        var now = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &now)
-        return UInt64(now.tv_sec) * 1_000_000_000 + UInt64(now.tv_nsec)
     }
 
     private func lock() { pthread_mutex_lock(mutex) }

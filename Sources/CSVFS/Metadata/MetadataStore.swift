@@ -121,14 +121,7 @@ final class MetadataStore {
 
     /// Space freed before a crash or unmount is durable now.
     func reclaimFreedSpace() throws(Errno) {
-        try mutate {
-            let statement = try db.statement("SELECT start, length FROM freed_space ORDER BY start")
-            var runs: [(Int64, Int64)] = []
-            while try statement.step() { runs.append((statement.int64(0), statement.int64(1))) }
-            try db.statement("DELETE FROM freed_space").run()
-            for (start, length) in runs { try addFreeSpace(start, length) }
-            freedBytes = 0
-        }
+        try endSync(SyncTicket(generation: syncedGeneration, needsFlush: false, freed: try freedRuns()))
     }
 
     /// Checkpoints the WAL into the database so the next open has nothing to replay.

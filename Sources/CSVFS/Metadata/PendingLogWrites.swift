@@ -20,28 +20,38 @@ struct PendingLogWrites {
     private var bytes: [UInt8] = []
     /// The end of what the current log holds, once known (after SQLite wrote the log header), and a copy of
     /// the bytes of its last page up to there.
-    private var end: Int64?
+    private var logEnd: Int64?
     private var lastPage: [UInt8] = []
-    static let pageSize: Int64 = 4096
-
-    init(logStart: Int64) { self.logStart = logStart }
     /// Set by a frame header whose commit field is non-zero: the write after it (its page) ends the commit.
     private var commitFrameStarted = false
 
+    static let pageSize: Int64 = 4096
     static let frameHeaderSize = 24
     /// Beyond this, gathered frames are written even mid-transaction, bounding the memory a large
     /// transaction holds.
     static let limit = 1 << 20
 
+    init(logStart: Int64) { self.logStart = logStart }
+
     /// Gathers one write of SQLite into the log at LUN offset `offset`; writes everything out once a
     /// commit frame is complete, or when the write is not contiguous with what is gathered.
     mutating func add(_ data: UnsafeRawBufferPointer, at offset: Int64, lun: FileDescriptor) throws(Errno) {
-        let end = start + Int64(bytes.count)
-        if !bytes.isEmpty, offset < start || offset > end {
+        if !bytes.isEmpty, offset < start || offset > start + Int64(bytes.count) {
             try flush(lun: lun)
         }
         if bytes.isEmpty {
-            start = offset
+            if offset == logStart {
+                // A new log: nothing of the old one counts any more.
+                logEnd = logStart
+                lastPage = []
+            }
+            if let logEnd, offset >= logEnd - Int64(lastPage.count), offset <= logEnd {
+                // Starting in the log's last page: gather from that page's start, so the write covers it whole.
+                start = logEnd - Int64(lastPage.count)
+                bytes.append(contentsOf: lastPage)
+            } else {
+                start = offset
+            }
         }
         // SQLite may rewrite a frame of the open transaction in place (a page spilled earlier), so a write
         // can land inside what is gathered.
@@ -64,48 +74,34 @@ struct PendingLogWrites {
 
     mutating func flush(lun: FileDescriptor) throws(Errno) {
         guard !bytes.isEmpty else { return }
-        if start == logStart {
-            // A new log: nothing of the old one counts any more.
-            end = logStart
-            lastPage = []
-        }
         let writeEnd = start + Int64(bytes.count)
-        var block = bytes
-        var blockStart = start
-        if let logEnd = end, start <= logEnd, writeEnd >= logEnd {
-            // An append (possibly rewriting the log's last bytes): whole pages, head from the kept last page.
-            let headStart = logEnd - Int64(lastPage.count)
-            if start > headStart {
-                block = Array(lastPage[0..<Int(start - headStart)]) + bytes
-                blockStart = headStart
-            }
-            let tail = Int((Self.pageSize - writeEnd % Self.pageSize) % Self.pageSize)
-            block.append(contentsOf: repeatElement(0, count: tail))
-            let keep = Int(writeEnd % Self.pageSize)
-            let keepFrom = Int(writeEnd - blockStart) - keep
-            lastPage = keep == 0 ? [] : Array(block[keepFrom..<(keepFrom + keep)])
-            end = writeEnd
-        } else if let logEnd = end, writeEnd > logEnd - Int64(lastPage.count), start < logEnd {
+        if let end = logEnd, start <= end, writeEnd >= end {
+            // Reaching the log's end: pad the last page with zeros and keep a copy of its live bytes.
+            bytes.append(contentsOf: repeatElement(0, count: Int((Self.pageSize - writeEnd % Self.pageSize) % Self.pageSize)))
+            let live = Int(writeEnd - start)
+            lastPage = Array(bytes[(live - Int(writeEnd % Self.pageSize))..<live])
+            logEnd = writeEnd
+        } else if let end = logEnd, writeEnd > end - Int64(lastPage.count), start < end {
             // A rewrite inside the log that touches its last page: keep the copy of that page current.
-            let pageStart = logEnd - Int64(lastPage.count)
-            for position in max(start, pageStart)..<min(writeEnd, logEnd) {
+            let pageStart = end - Int64(lastPage.count)
+            for position in max(start, pageStart)..<min(writeEnd, end) {
                 lastPage[Int(position - pageStart)] = bytes[Int(position - start)]
             }
-        } else if let logEnd = end, start > logEnd {
+        } else if let end = logEnd, start > end {
             // A write past the end, leaving a gap of unknown bytes: forget the end until the next log header.
-            self.end = nil
-            lastPage = []
+            forgetEnd()
         }
-        let written = block.withUnsafeBytes { raw in
-            Result { () throws(Errno) in try lun.write(from: raw.baseAddress!, count: raw.count, at: blockStart) }
+        let written = bytes.withUnsafeBytes { raw in
+            Result { () throws(Errno) in try lun.write(from: raw.baseAddress!, count: raw.count, at: start) }
         }
-        try written.get()
         bytes.removeAll(keepingCapacity: true)
+        if case .failure = written { forgetEnd() }
+        try written.get()
     }
 
     /// After the log was truncated: its end is unknown again until SQLite writes a new header.
     mutating func forgetEnd() {
-        end = nil
+        logEnd = nil
         lastPage = []
     }
 
