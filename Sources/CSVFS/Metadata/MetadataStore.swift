@@ -26,6 +26,11 @@ final class MetadataStore {
     /// one number stand for two files.
     private var nextInode: Int64 = 2
     private var nextEntryID: Int64 = 1
+    /// Inode numbers below this may have been handed out, by this mount or an earlier one. It is kept in the
+    /// volume table and raised a batch at a time, so a number is never handed out twice over the volume's life:
+    /// a node or an NFS client holding the number of a deleted file cannot reach a new one by it.
+    private var inodeNumbersReserved: Int64 = 0
+    private static let inodeNumberBatch: Int64 = 1024
     private var extentCache: [UInt64: ExtentMap] = [:]
     private var pendingWrites: [UInt64: (size: UInt64, mtime: Int64)] = [:]
     private var openCounts: [UInt64: Int] = [:]
@@ -103,7 +108,10 @@ final class MetadataStore {
         let inodes = try db.statement("SELECT COUNT(*), COALESCE(MAX(ino), 1) FROM inodes")
         _ = try inodes.step()
         inodeCount = inodes.int64(0)
-        nextInode = max(nextInode, inodes.int64(1) + 1)
+        let reserved = try db.statement("SELECT COALESCE(MAX(value), 0) FROM volume WHERE key = 'inode_numbers_reserved'")
+        _ = try reserved.step()
+        inodeNumbersReserved = reserved.int64(0)
+        nextInode = max(nextInode, inodes.int64(1) + 1, inodeNumbersReserved)
         let entries = try db.statement("SELECT COALESCE(MAX(id), 0) FROM dirents")
         _ = try entries.step()
         nextEntryID = max(nextEntryID, entries.int64(0) + 1)
@@ -380,8 +388,7 @@ final class MetadataStore {
             }
             let now = Time.nowNanoseconds()
             let size = UInt64(symlinkTarget?.count ?? 0)
-            let ino = nextInode
-            nextInode += 1
+            let ino = try takeInodeNumber()
             try db.statement("""
                 INSERT INTO inodes(ino, mode, nlink, uid, gid, size, rdev, atime, mtime, ctime, parent, target)
                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
@@ -394,6 +401,17 @@ final class MetadataStore {
             return InodeAttributes(ino: UInt64(ino), mode: mode, nlink: isDirectory ? 2 : 1, uid: caller.uid, gid: gid,
                                    size: size, allocated: 0, rdev: rdev, atime: now, mtime: now, ctime: now)
         }
+    }
+
+    /// A number no inode of this volume has had; inside the transaction that creates the inode.
+    private func takeInodeNumber() throws -> Int64 {
+        if nextInode >= inodeNumbersReserved {
+            try db.statement("INSERT OR REPLACE INTO volume(key, value) VALUES ('inode_numbers_reserved', ?)")
+                .bind(.integer(nextInode + Self.inodeNumberBatch)).run()
+            inodeNumbersReserved = nextInode + Self.inodeNumberBatch
+        }
+        defer { nextInode += 1 }
+        return nextInode
     }
 
     private func insertEntry(parent: UInt64, name: [UInt8], ino: UInt64, mode: UInt32) throws {
