@@ -821,11 +821,12 @@ final class MetadataStore {
     /// Records a finished write: unwritten blocks it filled become written, the size grows to `end`.
     func completeWrite(_ ino: UInt64, filled: [Range<Int64>], end: Int64) throws(Errno) {
         let now = Time.nowNanoseconds()
-        let previous = pendingWrites[ino]?.size ?? 0
-        pendingWrites[ino] = (max(previous, UInt64(end)), now)
         // An overwrite inside the file leaves only its mtime in memory; one that grows the file, or fills
-        // unwritten blocks, is committed before it answers.
-        if filled.isEmpty, try sizeOnDisk(ino) >= UInt64(end) { return }
+        // unwritten blocks, is committed before it answers, and leaves nothing behind when that commit fails.
+        if filled.isEmpty, try sizeOnDisk(ino) >= UInt64(end) {
+            pendingWrites[ino] = (max(pendingWrites[ino]?.size ?? 0, UInt64(end)), now)
+            return
+        }
         try mutate {
             var map = try extentMap(ino)
             var change = ExtentMap.Change()
