@@ -197,10 +197,17 @@ public final class DataPath: Sendable {
         offset % Self.block == 0 && Int64(count) % Self.block == 0
     }
 
+    /// O_DIRECT where the request is aligned. Only a request the device refuses as misaligned (EINVAL: it wants
+    /// more than 4 KiB alignment) goes through the buffered descriptor instead; any other error is the caller's,
+    /// since the page cache could answer for a device that has failed.
     private func readLUN(into destination: UnsafeMutableRawPointer, count: Int, at physical: Int64) throws(Errno) {
-        if let direct = device.direct, isAligned(physical, count), Int(bitPattern: destination) % AlignedBuffer.alignment == 0,
-           (try? direct.read(into: destination, count: count, at: physical)) == count {
-            return
+        if let direct = device.direct, isAligned(physical, count), Int(bitPattern: destination) % AlignedBuffer.alignment == 0 {
+            do throws(Errno) {
+                if try direct.read(into: destination, count: count, at: physical) < count { throw Errno.io }
+                return
+            } catch {
+                guard error.code == EINVAL else { throw error }
+            }
         }
         let n = try device.fd.read(into: destination, count: count, at: physical)
         if n < count { throw Errno.io }
@@ -222,8 +229,16 @@ public final class DataPath: Sendable {
         }
     }
 
+    /// O_DIRECT; the buffered descriptor only for a request the device refuses as misaligned (see `readLUN`).
     private func writeAligned(_ source: UnsafeRawPointer, count: Int, at physical: Int64) throws(Errno) {
-        if let direct = device.direct, (try? direct.write(from: source, count: count, at: physical)) != nil { return }
+        if let direct = device.direct {
+            do throws(Errno) {
+                try direct.write(from: source, count: count, at: physical)
+                return
+            } catch {
+                guard error.code == EINVAL else { throw error }
+            }
+        }
         try device.fd.write(from: source, count: count, at: physical)
     }
 }
