@@ -63,5 +63,34 @@ extension Mounted {
                 #expect(pwrite(fd, buffer.pointer, Self.size, 0) == Self.size)
             }
         }
+
+        /// The once-a-second flush of the LUN fails: the next fsync of each file it covered reports EIO, once,
+        /// as Linux reports writeback errors; a file open meanwhile with nothing written is not told.
+        @Test func failedFlushIsReportedToTheNextFsyncOfEachFileItCoveredOnce() throws {
+            try withFaultyVolume { volume, lun in
+                let names = ["a", "b", "untouched"]
+                for name in names { _ = try writeDurably(volume.path(name), seed: 4) }
+                var fds: [String: Int32] = [:]
+                defer { for fd in fds.values { close(fd) } }
+                for name in names { fds[name] = try sys("open \(name)") { open(volume.path(name), O_RDWR) } }
+
+                // Failing before the writes, so the first flush that covers them fails.
+                try lun.fail(.flush)
+                let more = patternBytes(count: Self.size, seed: 5)
+                for name in ["a", "b"] {
+                    #expect(more.withUnsafeBytes { pwrite(fds[name]!, $0.baseAddress, Self.size, off_t(Self.size)) } == Self.size)
+                }
+                #expect(lun.waitForFailure(.flush, timeout: 10), "the periodic flush ran within 10 s")
+                lun.heal(.flush)
+
+                for name in ["a", "b"] {
+                    let first = errnoOf { fsync(fds[name]!) }, second = errnoOf { fsync(fds[name]!) }
+                    #expect(first == EIO, "\(name): first fsync after the failed flush: \(errnoName(first))")
+                    #expect(second == 0, "\(name): second fsync: \(errnoName(second))")
+                }
+                let untouched = errnoOf { fsync(fds["untouched"]!) }
+                #expect(untouched == 0, "a file the failed flush did not cover: \(errnoName(untouched))")
+            }
+        }
     }
 }

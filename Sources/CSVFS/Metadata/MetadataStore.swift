@@ -34,6 +34,13 @@ final class MetadataStore {
     private var extentCache: [UInt64: ExtentMap] = [:]
     private var pendingWrites: [UInt64: (size: UInt64, mtime: Int64)] = [:]
     private var openCounts: [UInt64: Int] = [:]
+    /// Open files by handle (the `fh` the kernel keeps for each open file), and the failed flushes of the LUN
+    /// each has yet to hear of, as Linux's errseq does it: every open file sees a failure once.
+    private var openHandles: [UInt64: UInt64] = [:]
+    private var nextHandle: UInt64 = 1
+    private var unreportedFlushErrors: [UInt64: Errno] = [:]
+    /// Files written since the last flush of the LUN began: what a failing flush leaves not durable.
+    private var writtenSinceFlush: Set<UInt64> = []
     /// Inodes in the orphans table: unlinked while open.
     private var orphans: Set<UInt64> = []
 
@@ -235,13 +242,32 @@ final class MetadataStore {
         let generation: Int
         let needsFlush: Bool
         let freed: [(start: Int64, length: Int64)]
+        /// The files written since the previous flush began.
+        var written: Set<UInt64> = []
     }
 
     func beginSync() throws(Errno) -> SyncTicket {
         try commit()
         let freed = freedBytes > 0 ? try freedRuns() : []
-        return SyncTicket(generation: commitGeneration, needsFlush: commitGeneration > syncedGeneration || !freed.isEmpty,
-                          freed: freed)
+        let written = writtenSinceFlush
+        writtenSinceFlush = []
+        return SyncTicket(generation: commitGeneration,
+                          needsFlush: commitGeneration > syncedGeneration || !freed.isEmpty || !written.isEmpty,
+                          freed: freed, written: written)
+    }
+
+    /// The flush after `beginSync` failed: what it covered is still not durable, and each file open on what it
+    /// covered hears of it at its next fsync.
+    func flushFailed(_ ticket: SyncTicket, _ error: Errno) {
+        writtenSinceFlush.formUnion(ticket.written)
+        for (handle, ino) in openHandles where ticket.written.contains(ino) {
+            unreportedFlushErrors[handle] = error
+        }
+    }
+
+    /// The failed flush the open file `handle` has not heard of yet, if any; it hears of it once.
+    func takeFlushError(handle: UInt64) -> Errno? {
+        unreportedFlushErrors.removeValue(forKey: handle)
     }
 
     /// After the flush that followed `beginSync`: the frees it covered become allocatable.
@@ -825,8 +851,10 @@ final class MetadataStore {
         // unwritten blocks, is committed before it answers, and leaves nothing behind when that commit fails.
         if filled.isEmpty, try sizeOnDisk(ino) >= UInt64(end) {
             pendingWrites[ino] = (max(pendingWrites[ino]?.size ?? 0, UInt64(end)), now)
+            writtenSinceFlush.insert(ino)
             return
         }
+        defer { writtenSinceFlush.insert(ino) }
         try mutate {
             var map = try extentMap(ino)
             var change = ExtentMap.Change()
@@ -901,9 +929,18 @@ final class MetadataStore {
 
     // MARK: open files
 
-    func opened(_ ino: UInt64) { openCounts[ino, default: 0] += 1 }
+    /// Notes an open of `ino`; returns the handle that names this open file until it is released.
+    func opened(_ ino: UInt64) -> UInt64 {
+        openCounts[ino, default: 0] += 1
+        let handle = nextHandle
+        nextHandle += 1
+        openHandles[handle] = ino
+        return handle
+    }
 
-    func released(_ ino: UInt64) throws(Errno) {
+    func released(_ ino: UInt64, handle: UInt64) throws(Errno) {
+        openHandles[handle] = nil
+        unreportedFlushErrors[handle] = nil
         let count = openCounts[ino, default: 1] - 1
         openCounts[ino] = count > 0 ? count : nil
         guard count <= 0 else { return }
