@@ -14,17 +14,28 @@ public struct CheckReport: Sendable {
     public var usedBytes: Int64 = 0
     public var freeBytes: Int64 = 0
     public var orphans = 0
+    /// Another process had the volume open (mounted) while it was checked, so what was read may be
+    /// inconsistent; a repair is refused then.
+    public var wasInUse = false
     /// Clean when nothing is wrong, or everything wrong was repaired.
     public var isClean: Bool { findings.allSatisfy(\.repaired) }
 }
 
 /// fsck: checks superblocks, the database's own integrity, and the filesystem's invariants on top of it.
+///
+/// Without `repair` nothing is written: the LUN is opened read-only (a read-only image, loop device or mount
+/// will do), a mounted volume is read as it is (and `wasInUse` says so, as `e2fsck -n` warns), and SQLite
+/// replays a crashed mount's log in memory only. A repair claims the volume, so it refuses a mounted one.
 public enum VolumeChecker {
     public static func check(path: String, repair: Bool) throws -> CheckReport {
         var report = CheckReport()
-        let device = try LUNDevice.open(path)
+        let device = try LUNDevice.open(path, readOnly: !repair)
         defer { device.close() }
-        try device.claimExclusive()
+        if repair {
+            try device.claimExclusive()
+        } else {
+            report.wasInUse = VolumeUsage.isInUse(path: path)
+        }
         let (superblock, _) = try device.superblock()
         let (primary, backup) = device.readSuperblocks()
         for (copy, result) in [(LUNDevice.SuperblockCopy.primary, primary), (.backup, backup)] {
@@ -37,7 +48,7 @@ public enum VolumeChecker {
             if repair { try device.writeSuperblock(superblock, copies: [copy]) }
             report.findings.append(CheckFinding(problem: problem, repaired: repair))
         }
-        let store = try MetadataStore.open(lun: device.fd, superblock: superblock)
+        let store = try MetadataStore.open(lun: device.fd, superblock: superblock, readOnly: !repair)
         defer { store.close() }
         try InvariantChecker(store: store, superblock: superblock, repair: repair).run(into: &report)
         return report

@@ -18,6 +18,8 @@ final class MetadataStore {
     let lun: FileDescriptor
     let superblock: Superblock
     let blockSize: Int64
+    /// Opened to be read only (fsck without --repair): nothing is reclaimed, committed or checkpointed.
+    let readOnly: Bool
     private(set) var freeBytes: Int64
     /// Space freed since the last sync: not allocatable until that freeing is durable.
     private(set) var freedBytes: Int64 = 0
@@ -48,13 +50,15 @@ final class MetadataStore {
 
     private static let vfsCounter = AtomicCounter()
 
-    private init(lun: FileDescriptor, superblock: Superblock) throws {
+    private init(lun: FileDescriptor, superblock: Superblock, readOnly: Bool = false) throws {
         self.lun = lun
         self.superblock = superblock
+        self.readOnly = readOnly
         blockSize = Int64(superblock.blockSize)
         vfs = try LUNVirtualFileSystem(name: "csvfs-\(superblock.uuid.uuidString)-\(Self.vfsCounter.next())",
-                                       lun: lun, region: superblock.metadataRegion)
-        db = try SQLiteConnection(path: "metadata.db", vfs: vfs.name)
+                                       lun: lun, region: superblock.metadataRegion, readOnly: readOnly)
+        db = try SQLiteConnection(path: "metadata.db", vfs: vfs.name,
+                                  flags: readOnly ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE)
         // Exclusive locking before WAL: the WAL index then lives in heap memory, no shared memory needed.
         try db.execute("""
             PRAGMA locking_mode=EXCLUSIVE; PRAGMA page_size=\(Self.pageSize); PRAGMA journal_mode=WAL;
@@ -85,18 +89,21 @@ final class MetadataStore {
         return store
     }
 
-    /// Opens the volume's database; SQLite recovers whatever a crashed mount left half-done.
-    static func open(lun: FileDescriptor, superblock: Superblock) throws -> MetadataStore {
+    /// Opens the volume's database; SQLite recovers whatever a crashed mount left half-done (in memory only,
+    /// when `readOnly`).
+    static func open(lun: FileDescriptor, superblock: Superblock, readOnly: Bool = false) throws -> MetadataStore {
         let store: MetadataStore
         do {
-            store = try MetadataStore(lun: lun, superblock: superblock)
+            store = try MetadataStore(lun: lun, superblock: superblock, readOnly: readOnly)
             let check = try store.db.statement("SELECT value FROM volume WHERE key = 'schema_version'")
             guard try check.step(), check.int64(0) == MetadataSchema.version else {
                 throw VolumeError.corruptMetadata("unknown schema version")
             }
             try store.loadCounters()
-            try store.reclaimFreedSpace()
-            try store.commit()
+            if !readOnly {
+                try store.reclaimFreedSpace()
+                try store.commit()
+            }
         } catch let error as SQLiteError {
             throw VolumeError.corruptMetadata(error.message)
         } catch let error as Errno {
@@ -141,6 +148,10 @@ final class MetadataStore {
 
     /// Checkpoints the WAL into the database so the next open has nothing to replay.
     func close() {
+        if readOnly {
+            db.close()
+            return
+        }
         try? commit()
         try? db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         db.close()
