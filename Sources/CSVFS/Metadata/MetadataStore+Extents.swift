@@ -48,7 +48,7 @@ extension MetadataStore {
         let (change, freed) = map.remove(range)
         guard !change.removed.isEmpty else { return }
         try save(ino, map, change)
-        for piece in freed { try releaseSpace(piece.physical, piece.length) }
+        for piece in freed { try space.release(piece.physical, piece.length) }
     }
 
     /// Allocates the holes of `range` (block-aligned) as unwritten extents, near the file's neighbouring data.
@@ -58,14 +58,14 @@ extension MetadataStore {
         let holes = map.segments(in: range).filter { $0.physical == nil }
         let needed = holes.reduce(0) { $0 + $1.length }
         guard needed > 0 else { return }
-        guard needed <= freeBytes else { throw Errno.noSpace }
+        guard needed <= space.freeBytes else { throw Errno.noSpace }
         var new: [Extent] = []
         for hole in holes {
             var logical = hole.logical
             var remaining = hole.length
             var goal = Self.goal(map, before: hole.logical)
             while remaining > 0 {
-                let piece = try allocateSpace(remaining, goal: goal)
+                let piece = try space.allocate(remaining, goal: goal)
                 new.append(Extent(logical: logical, physical: piece.start, length: piece.length, unwritten: true))
                 logical += piece.length
                 remaining -= piece.length

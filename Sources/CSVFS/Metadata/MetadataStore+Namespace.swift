@@ -147,7 +147,7 @@ extension MetadataStore {
         let remaining: UInt32 = attributes.isDirectory ? 0 : attributes.nlink - 1
         try db.statement("UPDATE inodes SET nlink = ?, ctime = ? WHERE ino = ?").bind(.int(remaining), .integer(now), .int(ino)).run()
         guard remaining == 0 else { return }
-        if openCounts[ino, default: 0] > 0 {
+        if openFiles.isOpen(ino) {
             try db.statement("INSERT OR IGNORE INTO orphans(ino) VALUES (?)").bind(.int(ino)).run()
             orphans.insert(ino)
         } else {
@@ -158,7 +158,7 @@ extension MetadataStore {
     func deleteInode(_ ino: UInt64) throws {
         var map = try extentMap(ino)
         let (_, freed) = map.remove(0..<Int64.max)
-        for piece in freed { try releaseSpace(piece.physical, piece.length) }
+        for piece in freed { try space.release(piece.physical, piece.length) }
         try db.statement("DELETE FROM extents WHERE ino = ?").bind(.int(ino)).run()
         try db.statement("DELETE FROM xattrs WHERE ino = ?").bind(.int(ino)).run()
         try db.statement("DELETE FROM orphans WHERE ino = ?").bind(.int(ino)).run()

@@ -10,7 +10,7 @@ extension MetadataStore {
     func mutate<R>(_ body: () throws -> R) throws(Errno) -> R {
         do {
             return try transaction(body)
-        } catch let error where error == .noSpace && freedBytes > 0 {
+        } catch let error where error == .noSpace && space.freedBytes > 0 {
             try sync()
             return try transaction(body)
         }
@@ -99,7 +99,7 @@ extension MetadataStore {
 
     func beginSync() throws(Errno) -> SyncTicket {
         try commit()
-        let freed = freedBytes > 0 ? try freedRuns() : []
+        let freed = space.freedBytes > 0 ? try freedRuns() : []
         let written = writtenSinceFlush
         writtenSinceFlush = []
         return SyncTicket(generation: commitGeneration,
@@ -111,14 +111,12 @@ extension MetadataStore {
     /// covered hears of it at its next fsync.
     func flushFailed(_ ticket: SyncTicket, _ error: Errno) {
         writtenSinceFlush.formUnion(ticket.written)
-        for (handle, ino) in openHandles where ticket.written.contains(ino) {
-            unreportedFlushErrors[handle] = error
-        }
+        openFiles.flushFailed(covering: ticket.written, error)
     }
 
     /// The failed flush the open file `handle` has not heard of yet, if any; it hears of it once.
     func takeFlushError(handle: UInt64) -> Errno? {
-        unreportedFlushErrors.removeValue(forKey: handle)
+        openFiles.takeFlushError(handle: handle)
     }
 
     /// After the flush that followed `beginSync`: the frees it covered become allocatable.
@@ -127,13 +125,13 @@ extension MetadataStore {
         guard !ticket.freed.isEmpty else { return }
         try mutate {
             for run in ticket.freed {
-                // A sync inside the store (an operation short of space) may have reclaimed the run already.
-                try db.statement("DELETE FROM freed_space WHERE start = ?").bind(.integer(run.start)).run()
-                guard db.changes == 1 else { continue }
-                try addFreeSpace(run.start, run.length)
-                freedBytes -= run.length
+                _ = try space.reclaim(run)
             }
         }
+    }
+
+    func freedRuns() throws(Errno) -> [(start: Int64, length: Int64)] {
+        try read { try space.freedRuns() }
     }
 
     /// Runs repair statements (fsck) as one operation.

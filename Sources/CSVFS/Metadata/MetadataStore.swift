@@ -20,9 +20,7 @@ final class MetadataStore {
     let blockSize: Int64
     /// Opened to be read only (fsck without --repair): nothing is reclaimed, committed or checkpointed.
     let readOnly: Bool
-    var freeBytes: Int64
-    /// Space freed since the last sync: not allocatable until that freeing is durable.
-    var freedBytes: Int64 = 0
+    let space: FreeSpace
     var inodeCount: Int64
     /// The next inode number and directory entry id; they only grow while mounted, so the kernel never sees
     /// one number stand for two files.
@@ -35,12 +33,7 @@ final class MetadataStore {
     static let inodeNumberBatch: Int64 = 1024
     var extentCache: [UInt64: ExtentMap] = [:]
     var pendingWrites: [UInt64: (size: UInt64, mtime: Int64)] = [:]
-    var openCounts: [UInt64: Int] = [:]
-    /// Open files by handle (the `fh` the kernel keeps for each open file), and the failed flushes of the LUN
-    /// each has yet to hear of, as Linux's errseq does it: every open file sees a failure once.
-    var openHandles: [UInt64: UInt64] = [:]
-    var nextHandle: UInt64 = 1
-    var unreportedFlushErrors: [UInt64: Errno] = [:]
+    var openFiles = OpenFiles()
     /// Files written since the last flush of the LUN began: what a failing flush leaves not durable.
     var writtenSinceFlush: Set<UInt64> = []
     /// Inodes in the orphans table: unlinked while open.
@@ -49,10 +42,7 @@ final class MetadataStore {
     /// Counts commits; `syncedGeneration` is the count the last completed flush of the LUN covered.
     var commitGeneration = 0
     var syncedGeneration = 0
-
-    /// Metadata-space measurement (see `requireMetadataSpace`).
-    var lastSpaceLeft: Int64 = 0
-    var operationsSinceSpaceCheck = 0
+    var metadataSpace = MetadataSpaceGauge()
 
     // MARK: opening
 
@@ -73,7 +63,7 @@ final class MetadataStore {
             PRAGMA synchronous=NORMAL; PRAGMA temp_store=MEMORY; PRAGMA cache_size=-65536;
             PRAGMA wal_autocheckpoint=\(max(256, superblock.walCapacity / 4096 / 2));
             """)
-        freeBytes = 0
+        space = FreeSpace(db: db)
         inodeCount = 0
     }
 
@@ -121,12 +111,7 @@ final class MetadataStore {
     }
 
     func loadCounters() throws {
-        let free = try db.statement("SELECT COALESCE(SUM(length), 0) FROM free_space")
-        _ = try free.step()
-        freeBytes = free.int64(0)
-        let freed = try db.statement("SELECT COALESCE(SUM(length), 0) FROM freed_space")
-        _ = try freed.step()
-        freedBytes = freed.int64(0)
+        try space.load()
         let inodes = try db.statement("SELECT COUNT(*), COALESCE(MAX(ino), 1) FROM inodes")
         _ = try inodes.step()
         inodeCount = inodes.int64(0)
@@ -176,7 +161,7 @@ final class MetadataStore {
         let full = ((try? metadataBytesLeft()) ?? 0) <= 0
         let freeInodes = full ? 0 : UInt64(max(0, budget - inodeCount))
         return VolumeStatistics(blockSize: UInt64(blockSize), totalBlocks: UInt64(superblock.dataLength / blockSize),
-                                freeBlocks: UInt64((freeBytes + freedBytes) / blockSize),
+                                freeBlocks: UInt64((space.freeBytes + space.freedBytes) / blockSize),
                                 totalInodes: UInt64(inodeCount) + freeInodes, freeInodes: freeInodes)
     }
 }
