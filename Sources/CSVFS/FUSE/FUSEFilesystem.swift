@@ -146,7 +146,7 @@ public final class FUSEFilesystem: Sendable {
             let changes = changes
             let result = try changes.size == nil
                 ? service.setAttributes(ino, changes)
-                : data.withBlocksChanging(ino) { () throws(Errno) in try service.setAttributes(ino, changes) }
+                : data.truncate(ino, changes)
             reply.attributes(result, timeout: cacheTimeout)
         } catch {
             reply.error(error)
@@ -171,9 +171,7 @@ public final class FUSEFilesystem: Sendable {
                 return
             }
             if file.pointee.flags & O_TRUNC != 0, attributes.size > 0, file.pointee.flags & O_ACCMODE != O_RDONLY {
-                _ = try data.withBlocksChanging(ino) { () throws(Errno) in
-                    try service.setAttributes(ino, AttributeChanges(size: 0))
-                }
+                _ = try data.truncate(ino, AttributeChanges(size: 0))
             }
             file.pointee.fh = service.opened(ino)
             reply.open(file)
@@ -286,9 +284,7 @@ public final class FUSEFilesystem: Sendable {
             return
         }
         perform(reply) { () throws(Errno) in
-            try data.withBlocksChanging(ino) { () throws(Errno) in
-                try service.fallocate(ino, offset..<(offset + length), mode: kind)
-            }
+            try data.fallocate(ino, offset..<(offset + length), mode: kind)
         }
     }
 

@@ -41,7 +41,7 @@ extension MetadataStore {
             if let mtime = changes.mtime { current.mtime = Self.resolve(mtime, now: now) }
             if let size = changes.size, size != current.size || current.isRegular {
                 guard current.isRegular else { throw current.isDirectory ? Errno.isDirectory : Errno.invalid }
-                try truncate(ino, from: current.size, to: size)
+                try truncate(ino, to: size)
                 current.size = size
                 if changes.mtime == nil { current.mtime = now }
             }
@@ -60,22 +60,10 @@ extension MetadataStore {
         }
     }
 
-    /// Frees the blocks past the new end, and zeroes the rest of the last block on the LUN so a later
-    /// extension reads zeros there, as POSIX wants.
-    func truncate(_ ino: UInt64, from oldSize: UInt64, to newSize: UInt64) throws {
-        let newEnd = Int64(newSize)
-        let blockEnd = (newEnd + blockSize - 1) / blockSize * blockSize
+    /// Frees the blocks past the new end. The rest of the new last block is the data path's to zero, before
+    /// (`DataPath.truncate`).
+    func truncate(_ ino: UInt64, to newSize: UInt64) throws {
+        let blockEnd = (Int64(newSize) + blockSize - 1) / blockSize * blockSize
         try removeRange(ino, blockEnd..<Int64.max)
-        if newEnd < blockEnd && newSize < oldSize {
-            try zeroOnLUN(ino, newEnd..<blockEnd)
-        }
-    }
-
-    /// Writes zeros over the written parts of a sub-block range (unwritten and holes already read as zeros).
-    func zeroOnLUN(_ ino: UInt64, _ range: Range<Int64>) throws {
-        for segment in try extentMap(ino).segments(in: range) where segment.physical != nil && !segment.unwritten {
-            let zeros = [UInt8](repeating: 0, count: Int(segment.length))
-            try lun.write(zeros, at: segment.physical!)
-        }
     }
 }

@@ -75,22 +75,18 @@ extension MetadataStore {
         }
     }
 
-    /// Makes `range` read as zeros: whole blocks are freed (or marked unwritten), partial blocks zeroed on the LUN.
+    /// Frees (or marks unwritten) the blocks `range` covers whole, so they read as zeros. Its partial blocks are
+    /// the data path's to zero on the LUN, before (`DataPath.fallocate`).
     func clear(_ ino: UInt64, _ range: Range<Int64>, keepAllocated: Bool) throws {
         let innerStart = (range.lowerBound + blockSize - 1) / blockSize * blockSize
         let innerEnd = range.upperBound / blockSize * blockSize
-        if innerStart < innerEnd {
-            if keepAllocated {
-                var map = try extentMap(ino)
-                let change = map.setState(innerStart..<innerEnd, unwritten: true)
-                try save(ino, map, change)
-            } else {
-                try removeRange(ino, innerStart..<innerEnd)
-            }
-            if range.lowerBound < innerStart { try zeroOnLUN(ino, range.lowerBound..<innerStart) }
-            if innerEnd < range.upperBound { try zeroOnLUN(ino, innerEnd..<range.upperBound) }
+        guard innerStart < innerEnd else { return }
+        if keepAllocated {
+            var map = try extentMap(ino)
+            let change = map.setState(innerStart..<innerEnd, unwritten: true)
+            try save(ino, map, change)
         } else {
-            try zeroOnLUN(ino, range)
+            try removeRange(ino, innerStart..<innerEnd)
         }
     }
 }
