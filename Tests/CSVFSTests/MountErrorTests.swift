@@ -119,7 +119,7 @@ extension Mounted {
                 }
                 try Self.expectMountFails(volume, lun: volume.lun, mountpoint: second, "LUN already mounted")
                 #expect(try readFile(volume.path("first")) == Array("first".utf8), "the first mount still serves")
-                #expect(try volume.fsck().status != 0, "fsck refuses a mounted volume")
+                #expect(try volume.csvfs(["fsck", volume.lun, "--repair"]).status != 0, "fsck --repair refuses a mounted volume")
             }
         }
 
