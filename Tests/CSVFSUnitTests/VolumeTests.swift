@@ -191,6 +191,34 @@ final class VolumeTests {
         }
     }
 
+    @Test func fsckRepairsAnInodeNumberReservationBehindTheInodes() throws {
+        var highest: UInt64 = 0
+        try withVolume { (volume) throws in
+            for name in ["a", "b"] {
+                highest = try volume.service.createNode(parent: 1, name: Array(name.utf8), mode: UInt32(S_IFREG) | 0o644,
+                                                        rdev: 0, symlinkTarget: nil, caller: root).ino
+            }
+        }
+        do {
+            let device = try LUNDevice.open(lun)
+            let (superblock, _) = try device.superblock()
+            let store = try MetadataStore.open(lun: device.fd, superblock: superblock)
+            try store.repair(["UPDATE volume SET value = 2 WHERE key = 'inode_numbers_reserved'"])
+            store.close()
+            device.close()
+        }
+        let damaged = try VolumeChecker.check(path: lun, repair: false)
+        #expect(damaged.findings.map(\.problem) == ["inode \(highest) is at or above the inode numbers reserved (2): its number could be handed out again"])
+        #expect(try VolumeChecker.check(path: lun, repair: true).isClean)
+        #expect(try VolumeChecker.check(path: lun, repair: false).findings.isEmpty)
+        try withVolume { (volume) throws in
+            try volume.service.unlink(parent: 1, name: Array("b".utf8))
+            let next = try volume.service.createNode(parent: 1, name: Array("c".utf8), mode: UInt32(S_IFREG) | 0o644,
+                                                     rdev: 0, symlinkTarget: nil, caller: root).ino
+            #expect(next > highest)
+        }
+    }
+
     @Test func overlappingExtentsAreReportedNotRepaired() throws {
         do {
             let volume = try Volume.open(path: lun)

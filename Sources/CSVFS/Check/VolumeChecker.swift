@@ -153,6 +153,13 @@ struct InvariantChecker {
             try fix(&report, "directory \(row[0]) records parent \(row[1]) but is named elsewhere",
                     ["UPDATE inodes SET parent = (SELECT parent FROM dirents WHERE ino = \(row[0]) LIMIT 1) WHERE ino = \(row[0])"])
         }
+        // Numbers at or above the reservation could be handed out again (a volume without one has made no inode yet).
+        let highest = try rows("SELECT COALESCE(MAX(ino), 1) FROM inodes")[0][0]
+        let reserved = try rows("SELECT COALESCE(MAX(value), 0) FROM volume WHERE key = 'inode_numbers_reserved'")[0][0]
+        if reserved > 0 && highest >= reserved {
+            try fix(&report, "inode \(highest) is at or above the inode numbers reserved (\(reserved)): its number could be handed out again",
+                    ["INSERT OR REPLACE INTO volume(key, value) VALUES ('inode_numbers_reserved', \(highest + 1))"])
+        }
         // Every directory must reach the root; a cycle would hide a subtree.
         var parents: [Int64: Int64] = [:]
         for row in try rows("SELECT ino, parent FROM inodes WHERE (mode & \(S_IFMT)) = \(S_IFDIR)") { parents[row[0]] = row[1] }
