@@ -64,8 +64,8 @@ extension Mounted {
             }
         }
 
-        /// The once-a-second flush of the LUN fails: the next fsync of each file it covered reports EIO, once,
-        /// as Linux reports writeback errors; a file open meanwhile with nothing written is not told.
+        /// The once-a-second flush of the LUN fails: the next fsync of each file it covered (written, or made)
+        /// reports EIO, once, as Linux reports writeback errors; a file open meanwhile and unchanged is not told.
         @Test func failedFlushIsReportedToTheNextFsyncOfEachFileItCoveredOnce() throws {
             try withFaultyVolume { volume, lun in
                 let names = ["a", "b", "untouched"]
@@ -80,10 +80,11 @@ extension Mounted {
                 for name in ["a", "b"] {
                     #expect(more.withUnsafeBytes { pwrite(fds[name]!, $0.baseAddress, Self.size, off_t(Self.size)) } == Self.size)
                 }
+                fds["created"] = try sys("create") { open(volume.path("created"), O_RDWR | O_CREAT, 0o644) }
                 #expect(lun.waitForFailure(.flush, timeout: 10), "the periodic flush ran within 10 s")
                 lun.heal(.flush)
 
-                for name in ["a", "b"] {
+                for name in ["a", "b", "created"] {
                     let first = errnoOf { fsync(fds[name]!) }, second = errnoOf { fsync(fds[name]!) }
                     #expect(first == EIO, "\(name): first fsync after the failed flush: \(errnoName(first))")
                     #expect(second == 0, "\(name): second fsync: \(errnoName(second))")

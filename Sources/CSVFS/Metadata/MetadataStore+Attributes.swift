@@ -46,6 +46,7 @@ extension MetadataStore {
                 if changes.mtime == nil { current.mtime = now }
             }
             current.ctime = now
+            changedSinceFlush.insert(ino)
             try db.statement("UPDATE inodes SET mode = ?, uid = ?, gid = ?, size = ?, atime = ?, mtime = ?, ctime = ? WHERE ino = ?")
                 .bind(.int(current.mode), .int(current.uid), .int(current.gid), .int(current.size),
                       .integer(current.atime), .integer(current.mtime), .integer(current.ctime), .int(ino)).run()

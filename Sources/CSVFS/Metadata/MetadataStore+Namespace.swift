@@ -61,6 +61,7 @@ extension MetadataStore {
             try insertEntry(parent: parent, name: name, ino: UInt64(ino), mode: mode)
             try touchDirectory(parent, nlinkDelta: isDirectory ? 1 : 0, now: now)
             inodeCount += 1
+            changedSinceFlush.insert(UInt64(ino))
             return InodeAttributes(ino: UInt64(ino), mode: mode, nlink: isDirectory ? 2 : 1, uid: caller.uid, gid: gid,
                                    size: size, allocated: 0, rdev: rdev, atime: now, mtime: now, ctime: now)
         }
@@ -106,6 +107,7 @@ extension MetadataStore {
             let now = Time.nowNanoseconds()
             try insertEntry(parent: newParent, name: newName, ino: ino, mode: target.fileType)
             try db.statement("UPDATE inodes SET nlink = nlink + 1, ctime = ? WHERE ino = ?").bind(.integer(now), .int(ino)).run()
+            changedSinceFlush.insert(ino)
             try touchDirectory(newParent, now: now)
         }
         return try attributes(ino)

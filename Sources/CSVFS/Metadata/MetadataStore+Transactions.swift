@@ -93,25 +93,25 @@ extension MetadataStore {
         let generation: Int
         let needsFlush: Bool
         let freed: [(start: Int64, length: Int64)]
-        /// The files written since the previous flush began.
-        var written: Set<UInt64> = []
+        /// The files changed (data or attributes) since the previous flush began.
+        var changed: Set<UInt64> = []
     }
 
     func beginSync() throws(Errno) -> SyncTicket {
         try commit()
         let freed = space.freedBytes > 0 ? try freedRuns() : []
-        let written = writtenSinceFlush
-        writtenSinceFlush = []
+        let changed = changedSinceFlush
+        changedSinceFlush = []
         return SyncTicket(generation: commitGeneration,
-                          needsFlush: commitGeneration > syncedGeneration || !freed.isEmpty || !written.isEmpty,
-                          freed: freed, written: written)
+                          needsFlush: commitGeneration > syncedGeneration || !freed.isEmpty || !changed.isEmpty,
+                          freed: freed, changed: changed)
     }
 
     /// The flush after `beginSync` failed: what it covered is still not durable, and each file open on what it
     /// covered hears of it at its next fsync.
     func flushFailed(_ ticket: SyncTicket, _ error: Errno) {
-        writtenSinceFlush.formUnion(ticket.written)
-        openFiles.flushFailed(covering: ticket.written, error)
+        changedSinceFlush.formUnion(ticket.changed)
+        openFiles.flushFailed(covering: ticket.changed, error)
     }
 
     /// The failed flush the open file `handle` has not heard of yet, if any; it hears of it once.

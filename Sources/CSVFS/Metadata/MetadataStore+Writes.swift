@@ -18,10 +18,10 @@ extension MetadataStore {
         // unwritten blocks, is committed before it answers, and leaves nothing behind when that commit fails.
         if filled.isEmpty, try sizeOnDisk(ino) >= UInt64(end) {
             pendingWrites[ino] = (max(pendingWrites[ino]?.size ?? 0, UInt64(end)), now)
-            writtenSinceFlush.insert(ino)
+            changedSinceFlush.insert(ino)
             return
         }
-        defer { writtenSinceFlush.insert(ino) }
+        defer { changedSinceFlush.insert(ino) }
         try mutate {
             var map = try extentMap(ino)
             var change = ExtentMap.Change()
@@ -72,6 +72,7 @@ extension MetadataStore {
             }
             try db.statement("UPDATE inodes SET size = ?, mtime = ?, ctime = ? WHERE ino = ?")
                 .bind(.int(newSize), .integer(now), .integer(now), .int(ino)).run()
+            changedSinceFlush.insert(ino)
         }
     }
 

@@ -12,6 +12,7 @@ extension MetadataStore {
             try db.statement("INSERT OR REPLACE INTO xattrs(ino, name, value) VALUES (?, ?, ?)")
                 .bind(.int(ino), .blob(name), .blob(value)).run()
             try touchInode(ino, now: Time.nowNanoseconds())
+            changedSinceFlush.insert(ino)
         }
     }
 
@@ -46,6 +47,7 @@ extension MetadataStore {
             guard try xattr(ino, name) != nil else { throw Errno.noData }
             try db.statement("DELETE FROM xattrs WHERE ino = ? AND name = ?").bind(.int(ino), .blob(name)).run()
             try touchInode(ino, now: Time.nowNanoseconds())
+            changedSinceFlush.insert(ino)
         }
     }
 }

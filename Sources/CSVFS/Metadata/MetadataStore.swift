@@ -34,8 +34,9 @@ final class MetadataStore {
     var extentCache: [UInt64: ExtentMap] = [:]
     var pendingWrites: [UInt64: (size: UInt64, mtime: Int64)] = [:]
     var openFiles = OpenFiles()
-    /// Files written since the last flush of the LUN began: what a failing flush leaves not durable.
-    var writtenSinceFlush: Set<UInt64> = []
+    /// Files whose data or attributes changed since the last flush of the LUN began: what a failing flush
+    /// leaves not durable, so their open files hear of it.
+    var changedSinceFlush: Set<UInt64> = []
     /// Inodes in the orphans table: unlinked while open.
     var orphans: Set<UInt64> = []
 
