@@ -68,7 +68,7 @@ extension Mounted {
         /// reports EIO, once, as Linux reports writeback errors; a file open meanwhile and unchanged is not told.
         @Test func failedFlushIsReportedToTheNextFsyncOfEachFileItCoveredOnce() throws {
             try withFaultyVolume { volume, lun in
-                let names = ["a", "b", "untouched"]
+                let names = ["grown", "overwritten", "untouched"]
                 for name in names { _ = try writeDurably(volume.path(name), seed: 4) }
                 var fds: [String: Int32] = [:]
                 defer { for fd in fds.values { close(fd) } }
@@ -77,14 +77,14 @@ extension Mounted {
                 // Failing before the writes, so the first flush that covers them fails.
                 try lun.fail(.flush)
                 let more = patternBytes(count: Self.size, seed: 5)
-                for name in ["a", "b"] {
-                    #expect(more.withUnsafeBytes { pwrite(fds[name]!, $0.baseAddress, Self.size, off_t(Self.size)) } == Self.size)
-                }
+                #expect(more.withUnsafeBytes { pwrite(fds["grown"]!, $0.baseAddress, Self.size, off_t(Self.size)) } == Self.size)
+                #expect(more.withUnsafeBytes { pwrite(fds["overwritten"]!, $0.baseAddress, Self.size, 0) } == Self.size)
                 fds["created"] = try sys("create") { open(volume.path("created"), O_RDWR | O_CREAT, 0o644) }
-                #expect(lun.waitForFailure(.flush, timeout: 10), "the periodic flush ran within 10 s")
+                // Two failed flushes: the second began after all three changes (the first may have begun between).
+                #expect(lun.waitForFailures(.flush, count: 2, timeout: 10), "the periodic flush ran twice within 10 s")
                 lun.heal(.flush)
 
-                for name in ["a", "b", "created"] {
+                for name in ["grown", "overwritten", "created"] {
                     let first = errnoOf { fsync(fds[name]!) }, second = errnoOf { fsync(fds[name]!) }
                     #expect(first == EIO, "\(name): first fsync after the failed flush: \(errnoName(first))")
                     #expect(second == 0, "\(name): second fsync: \(errnoName(second))")

@@ -24,6 +24,8 @@ extension MetadataStore {
             }
             // The VFS writes the log when it sees the commit frame; this covers any commit it did not see.
             try vfs.flushLog()
+            // Overwrites are noted as changes here, once per commit, not on the write path.
+            changedSinceFlush.formUnion(pendingWrites.keys)
             pendingWrites.removeAll()
             commitGeneration += 1
             return result

@@ -18,10 +18,8 @@ extension MetadataStore {
         // unwritten blocks, is committed before it answers, and leaves nothing behind when that commit fails.
         if filled.isEmpty, try sizeOnDisk(ino) >= UInt64(end) {
             pendingWrites[ino] = (max(pendingWrites[ino]?.size ?? 0, UInt64(end)), now)
-            changedSinceFlush.insert(ino)
             return
         }
-        defer { changedSinceFlush.insert(ino) }
         try mutate {
             var map = try extentMap(ino)
             var change = ExtentMap.Change()
@@ -37,6 +35,7 @@ extension MetadataStore {
             try save(ino, map, change)
             try db.statement("UPDATE inodes SET size = MAX(size, ?), mtime = ?, ctime = ? WHERE ino = ?")
                 .bind(.integer(end), .integer(now), .integer(now), .int(ino)).run()
+            changedSinceFlush.insert(ino)
         }
     }
 

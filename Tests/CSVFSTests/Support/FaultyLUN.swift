@@ -85,10 +85,10 @@ final class FaultyLUN {
         return FileManager.default.contents(atPath: log)?.count ?? 0
     }
 
-    /// Waits until at least one `operation` request has failed; false at the deadline.
-    func waitForFailure(_ operation: Operation, timeout: TimeInterval) -> Bool {
+    /// Waits until at least `count` `operation` requests have failed; false at the deadline.
+    func waitForFailures(_ operation: Operation, count: Int = 1, timeout: TimeInterval) -> Bool {
         let deadline = Date().addingTimeInterval(timeout)
-        while failures(operation) == 0 {
+        while failures(operation) < count {
             if Date() > deadline { return false }
             usleep(20_000)
         }
