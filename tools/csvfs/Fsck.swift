@@ -14,6 +14,11 @@ struct Fsck: ParsableCommand {
     var repair = false
 
     func run() throws {
+        // First, as e2fsck -n warns: a check beside a mount reads what the mount is changing.
+        if !repair && VolumeUsage.isInUse(path: lun) {
+            let warning = "csvfs fsck: warning: \(lun) is mounted (in use by another process): the results may be inconsistent\n"
+            FileHandle.standardError.write(Data(warning.utf8))
+        }
         let report: CheckReport
         do {
             report = try VolumeChecker.check(path: lun, repair: repair)
@@ -21,10 +26,6 @@ struct Fsck: ParsableCommand {
             throw Failure("csvfs fsck: \(lun): the volume is mounted or in use: refusing to repair it (unmount it first)")
         } catch {
             throw Failure("csvfs fsck: \(lun): \(error)")
-        }
-        if report.wasInUse {
-            let warning = "csvfs fsck: warning: \(lun) is mounted (in use by another process): the results may be inconsistent\n"
-            FileHandle.standardError.write(Data(warning.utf8))
         }
         for finding in report.findings { print(finding) }
         print("\(lun): \(report.inodes) inodes (\(report.directories) directories, \(report.orphans) orphans), "

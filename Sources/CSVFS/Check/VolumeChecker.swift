@@ -14,9 +14,6 @@ public struct CheckReport: Sendable {
     public var usedBytes: Int64 = 0
     public var freeBytes: Int64 = 0
     public var orphans = 0
-    /// Another process had the volume open (mounted) while it was checked, so what was read may be
-    /// inconsistent; a repair is refused then.
-    public var wasInUse = false
     /// Clean when nothing is wrong, or everything wrong was repaired.
     public var isClean: Bool { findings.allSatisfy(\.repaired) }
 }
@@ -24,18 +21,14 @@ public struct CheckReport: Sendable {
 /// fsck: checks superblocks, the database's own integrity, and the filesystem's invariants on top of it.
 ///
 /// Without `repair` nothing is written: the LUN is opened read-only (a read-only image, loop device or mount
-/// will do), a mounted volume is read as it is (and `wasInUse` says so, as `e2fsck -n` warns), and SQLite
+/// will do), a mounted volume is read as it is (`csvfs fsck` warns then, as `e2fsck -n` does), and SQLite
 /// replays a crashed mount's log in memory only. A repair claims the volume, so it refuses a mounted one.
 public enum VolumeChecker {
     public static func check(path: String, repair: Bool) throws -> CheckReport {
         var report = CheckReport()
         let device = try LUNDevice.open(path, readOnly: !repair)
         defer { device.close() }
-        if repair {
-            try device.claimExclusive()
-        } else {
-            report.wasInUse = VolumeUsage.isInUse(path: path)
-        }
+        if repair { try device.claimExclusive() }
         let (superblock, _) = try device.superblock()
         let (primary, backup) = device.readSuperblocks()
         for (copy, result) in [(LUNDevice.SuperblockCopy.primary, primary), (.backup, backup)] {
