@@ -249,7 +249,7 @@ public final class FUSEFilesystem: Sendable {
     }
 
     /// fsync and fsyncdir: answered from a worker so a slow device flush does not hold a FUSE thread.
-    /// A file's fsync (`handle` set) also reports a failed earlier flush of its writes, once.
+    /// A file's fsync (`handle` set) also reports, once, an earlier flush that failed to make its changes durable.
     func fsync(_ reply: consuming FUSEReply, handle: UInt64?) {
         let service = service
         let pending = PendingReply(reply)

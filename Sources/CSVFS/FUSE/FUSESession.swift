@@ -62,7 +62,7 @@ public enum FUSESession {
         committer.schedule(deadline: .now() + 1, repeating: 1)
         let service = volume.service
         committer.setEventHandler {
-            // Whose writes it failed to make durable hear of it at their next fsync; the log says when.
+            // The open files whose changes it failed to make durable hear of it at their next fsync.
             do throws(Errno) { try service.sync() } catch { logger.error("flushing the LUN failed: \(error)") }
         }
         committer.resume()

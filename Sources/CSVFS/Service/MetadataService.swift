@@ -38,7 +38,7 @@ public protocol MetadataService: Sendable {
     /// Commits what is held in memory (sizes and times of plain overwrites).
     func commit() throws(Errno)
     /// Makes everything done so far durable on the LUN. With a handle, it also throws the error of an earlier
-    /// flush that failed to make that open file's writes durable, once (as Linux reports writeback errors).
+    /// flush that failed to make that open file's changes durable, once (as Linux reports writeback errors).
     func sync(reportingTo handle: UInt64?) throws(Errno)
 }
 
