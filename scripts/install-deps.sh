@@ -6,6 +6,7 @@ packages=(
   qemu-utils libvhdi-utils            # VHD/VHDX cross-checks (qemu-img, qemu-io, vhdimount)
   etcd-server                         # the etcd coordination backend and its tests
   fio bc                              # benchmarks
+  nbdkit nbdkit-plugin-python libnbd-bin  # tests: a LUN that fails with real EIO (no device-mapper in the test kernel)
 )
 missing=()
 for package in "${packages[@]}"; do

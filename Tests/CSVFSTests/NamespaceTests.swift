@@ -229,6 +229,32 @@ extension Mounted {
             }
         }
 
+        /// An inode number names one file over the volume's life: the kernel sends generation 1 for every
+        /// inode, so a number handed out again after a restart would let an NFS client or another node holding
+        /// the deleted file's number reach the new file.
+        @Test func inodeNumbersOfDeletedFilesAreNotReusedAfterRestart() throws {
+            try withVolume { volume in
+                var used: Set<UInt> = [try lstatOrThrow(volume.mountpoint).st_ino]
+                for name in ["a", "b", "newest"] {
+                    try writeFile(volume.path(name), [])
+                    used.insert(try lstatOrThrow(volume.path(name)).st_ino)
+                }
+                try sys("unlink") { unlink(volume.path("newest")) }
+                try volume.remount()
+                try writeFile(volume.path("after-remount"), [])
+                let afterRemount = try lstatOrThrow(volume.path("after-remount")).st_ino
+                #expect(!used.contains(afterRemount), "inode \(afterRemount) was handed out before: \(used.sorted())")
+                used.insert(afterRemount)
+
+                try sys("unlink") { unlink(volume.path("after-remount")) }
+                try volume.crash()
+                try volume.mount()
+                try writeFile(volume.path("after-crash"), [])
+                let afterCrash = try lstatOrThrow(volume.path("after-crash")).st_ino
+                #expect(!used.contains(afterCrash), "inode \(afterCrash) was handed out before: \(used.sorted())")
+            }
+        }
+
         @Test func deepPathsResolve() throws {
             try withVolume { volume in
                 var path = volume.mountpoint

@@ -116,6 +116,49 @@ final class VolumeTests {
         #expect(report.isClean && report.findings.isEmpty, "\(report.findings)")
     }
 
+    /// Runs `body` while every write through `lun` fails (EBADF: a read-only descriptor of the same LUN sits
+    /// under its number), then puts the writable one back.
+    func withWritesFailing(_ lun: FileDescriptor, _ body: () throws -> Void) throws {
+        let writable = dup(lun.rawValue), readOnly = open(self.lun, O_RDONLY)
+        #expect(writable >= 0 && readOnly >= 0)
+        defer {
+            dup2(writable, lun.rawValue)
+            close(writable)
+            close(readOnly)
+        }
+        #expect(dup2(readOnly, lun.rawValue) == lun.rawValue)
+        try body()
+    }
+
+    /// A write whose commit fails changes nothing: neither the size `stat` shows now nor the one a later
+    /// commit records.
+    @Test func writeWhoseCommitFailsLeavesTheSizeAlone() throws {
+        let block = 4096
+        var ino: UInt64 = 0
+        try withVolume { (volume) throws in
+            ino = try volume.service.createNode(parent: 1, name: Array("f".utf8), mode: UInt32(S_IFREG) | 0o644, rdev: 0,
+                                                symlinkTarget: nil, caller: root).ino
+            try write(volume, ino, [UInt8](repeating: 1, count: block), at: 0)
+            // Blocks past the end allocated, so the next write needs no allocation, only its commit.
+            try volume.service.fallocate(ino, 0..<(1 << 20), mode: .allocate(keepSize: true))
+            let segments = try volume.service.prepareWrite(ino, Int64(block)..<Int64(2 * block))
+            #expect(segments.count == 1 && segments[0].unwritten)
+            try withWritesFailing(volume.device.fd) {
+                #expect(throws: Errno.io) {
+                    try volume.service.completeWrite(ino, filled: [Int64(block)..<Int64(2 * block)], end: Int64(2 * block))
+                }
+            }
+            #expect(try volume.service.attributes(ino).size == UInt64(block), "size after the failed write")
+            try volume.service.sync()
+        }
+        try withVolume { (volume) throws in
+            #expect(try volume.service.attributes(ino).size == UInt64(block), "size recorded after the failed write")
+            #expect(try read(volume, ino, count: 2 * block, at: 0) == [UInt8](repeating: 1, count: block))
+        }
+        let report = try VolumeChecker.check(path: lun, repair: false)
+        #expect(report.isClean, "\(report.findings)")
+    }
+
     @Test func fsckFindsAndRepairsDamage() throws {
         do {
             let volume = try Volume.open(path: lun)
@@ -145,6 +188,34 @@ final class VolumeTests {
         try withVolume { (volume) throws in
             #expect(try volume.service.attributes(2).nlink == 1)
             #expect(try read(volume, 2, count: 8192, at: 0) == [UInt8](repeating: 7, count: 8192))
+        }
+    }
+
+    @Test func fsckRepairsAnInodeNumberReservationBehindTheInodes() throws {
+        var highest: UInt64 = 0
+        try withVolume { (volume) throws in
+            for name in ["a", "b"] {
+                highest = try volume.service.createNode(parent: 1, name: Array(name.utf8), mode: UInt32(S_IFREG) | 0o644,
+                                                        rdev: 0, symlinkTarget: nil, caller: root).ino
+            }
+        }
+        do {
+            let device = try LUNDevice.open(lun)
+            let (superblock, _) = try device.superblock()
+            let store = try MetadataStore.open(lun: device.fd, superblock: superblock)
+            try store.repair(["UPDATE volume SET value = 2 WHERE key = 'inode_numbers_reserved'"])
+            store.close()
+            device.close()
+        }
+        let damaged = try VolumeChecker.check(path: lun, repair: false)
+        #expect(damaged.findings.map(\.problem) == ["inode \(highest) is at or above the inode numbers reserved (2): its number could be handed out again"])
+        #expect(try VolumeChecker.check(path: lun, repair: true).isClean)
+        #expect(try VolumeChecker.check(path: lun, repair: false).findings.isEmpty)
+        try withVolume { (volume) throws in
+            try volume.service.unlink(parent: 1, name: Array("b".utf8))
+            let next = try volume.service.createNode(parent: 1, name: Array("c".utf8), mode: UInt32(S_IFREG) | 0o644,
+                                                     rdev: 0, symlinkTarget: nil, caller: root).ino
+            #expect(next > highest)
         }
     }
 

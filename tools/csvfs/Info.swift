@@ -10,7 +10,7 @@ struct Info: ParsableCommand {
 
     func run() throws {
         do {
-            let device = try LUNDevice.open(lun)
+            let device = try LUNDevice.open(lun, readOnly: true)
             defer { device.close() }
             let (superblock, copy) = try device.superblock()
             let created = Date(timeIntervalSince1970: Double(superblock.createdAt) / 1e9)

@@ -19,12 +19,16 @@ public struct CheckReport: Sendable {
 }
 
 /// fsck: checks superblocks, the database's own integrity, and the filesystem's invariants on top of it.
+///
+/// Without `repair` nothing is written: the LUN is opened read-only (a read-only image, loop device or mount
+/// will do), a mounted volume is read as it is (`csvfs fsck` warns then, as `e2fsck -n` does), and SQLite
+/// replays a crashed mount's log in memory only. A repair claims the volume, so it refuses a mounted one.
 public enum VolumeChecker {
     public static func check(path: String, repair: Bool) throws -> CheckReport {
         var report = CheckReport()
-        let device = try LUNDevice.open(path)
+        let device = try LUNDevice.open(path, readOnly: !repair)
         defer { device.close() }
-        try device.claimExclusive()
+        if repair { try device.claimExclusive() }
         let (superblock, _) = try device.superblock()
         let (primary, backup) = device.readSuperblocks()
         for (copy, result) in [(LUNDevice.SuperblockCopy.primary, primary), (.backup, backup)] {
@@ -37,7 +41,7 @@ public enum VolumeChecker {
             if repair { try device.writeSuperblock(superblock, copies: [copy]) }
             report.findings.append(CheckFinding(problem: problem, repaired: repair))
         }
-        let store = try MetadataStore.open(lun: device.fd, superblock: superblock)
+        let store = try MetadataStore.open(lun: device.fd, superblock: superblock, readOnly: !repair)
         defer { store.close() }
         try InvariantChecker(store: store, superblock: superblock, repair: repair).run(into: &report)
         return report
@@ -141,6 +145,13 @@ struct InvariantChecker {
             """) {
             try fix(&report, "directory \(row[0]) records parent \(row[1]) but is named elsewhere",
                     ["UPDATE inodes SET parent = (SELECT parent FROM dirents WHERE ino = \(row[0]) LIMIT 1) WHERE ino = \(row[0])"])
+        }
+        // Numbers at or above the reservation could be handed out again (a volume without one has made no inode yet).
+        let highest = try rows("SELECT COALESCE(MAX(ino), 1) FROM inodes")[0][0]
+        let reserved = try rows("SELECT COALESCE(MAX(value), 0) FROM volume WHERE key = 'inode_numbers_reserved'")[0][0]
+        if reserved > 0 && highest >= reserved {
+            try fix(&report, "inode \(highest) is at or above the inode numbers reserved (\(reserved)): its number could be handed out again",
+                    ["INSERT OR REPLACE INTO volume(key, value) VALUES ('inode_numbers_reserved', \(highest + 1))"])
         }
         // Every directory must reach the root; a cycle would hide a subtree.
         var parents: [Int64: Int64] = [:]

@@ -168,9 +168,54 @@ public final class DataPath: Sendable {
         return Int64(size)
     }
 
-    /// Serialises against I/O on the inode while its blocks change (truncate, fallocate).
-    public func withBlocksChanging<R>(_ ino: UInt64, _ body: () throws(Errno) -> R) throws(Errno) -> R {
-        try locks.withExclusive(ino, body)
+    // MARK: blocks changing
+
+    /// Sets attributes that include a size. A shrink that ends mid-block first zeroes the rest of the new last
+    /// block on the LUN, so a later extension reads zeros there, as POSIX wants; the metadata frees what lies
+    /// past it. Exclusive: no I/O on the inode meanwhile.
+    public func truncate(_ ino: UInt64, _ changes: AttributeChanges) throws(Errno) -> InodeAttributes {
+        try locks.withExclusive(ino) { () throws(Errno) -> InodeAttributes in
+            if let size = changes.size {
+                let newEnd = Int64(size), blockEnd = (Int64(size) + Self.block - 1) / Self.block * Self.block
+                if newEnd < blockEnd {
+                    let (oldSize, segments) = try service.mapping(ino, newEnd..<blockEnd)
+                    if size < oldSize { try zero(segments) }
+                }
+            }
+            return try service.setAttributes(ino, changes)
+        }
+    }
+
+    /// fallocate. Punching or zeroing a range first zeroes on the LUN the parts of it in blocks it covers only
+    /// partly; the metadata frees (or marks unwritten) the blocks it covers whole. Exclusive, as `truncate`.
+    public func fallocate(_ ino: UInt64, _ range: Range<Int64>, mode: FallocateMode) throws(Errno) {
+        try locks.withExclusive(ino) { () throws(Errno) in
+            switch mode {
+            case .allocate: break
+            case .punchHole, .zeroRange:
+                for partial in partialBlocks(of: range) { try zero(try service.mapping(ino, partial).segments) }
+            }
+            try service.fallocate(ino, range, mode: mode)
+        }
+    }
+
+    /// The parts of `range` that lie in blocks it covers only partly.
+    private func partialBlocks(of range: Range<Int64>) -> [Range<Int64>] {
+        let innerStart = (range.lowerBound + Self.block - 1) / Self.block * Self.block
+        let innerEnd = range.upperBound / Self.block * Self.block
+        guard innerStart < innerEnd else { return [range] }
+        return [range.lowerBound..<innerStart, innerEnd..<range.upperBound].filter { !$0.isEmpty }
+    }
+
+    /// Writes zeros over the written parts of sub-block segments (unwritten blocks and holes read as zeros).
+    private func zero(_ segments: [FileSegment]) throws(Errno) {
+        for segment in segments {
+            guard let physical = segment.physical, !segment.unwritten else { continue }
+            try pool.withBuffer(minimumCapacity: Int(segment.length)) { (buffer) throws(Errno) in
+                memset(buffer.pointer, 0, Int(segment.length))
+                try writeLUN(from: buffer.pointer, count: Int(segment.length), at: physical)
+            }
+        }
     }
 
     /// Writes a segment that lies in unwritten blocks, padded with zeros to whole blocks; returns the blocks filled.
@@ -197,10 +242,17 @@ public final class DataPath: Sendable {
         offset % Self.block == 0 && Int64(count) % Self.block == 0
     }
 
+    /// O_DIRECT where the request is aligned. Only a request the device refuses as misaligned (EINVAL: it wants
+    /// more than 4 KiB alignment) goes through the buffered descriptor instead; any other error is the caller's,
+    /// since the page cache could answer for a device that has failed.
     private func readLUN(into destination: UnsafeMutableRawPointer, count: Int, at physical: Int64) throws(Errno) {
-        if let direct = device.direct, isAligned(physical, count), Int(bitPattern: destination) % AlignedBuffer.alignment == 0,
-           (try? direct.read(into: destination, count: count, at: physical)) == count {
-            return
+        if let direct = device.direct, isAligned(physical, count), Int(bitPattern: destination) % AlignedBuffer.alignment == 0 {
+            do throws(Errno) {
+                if try direct.read(into: destination, count: count, at: physical) < count { throw Errno.io }
+                return
+            } catch {
+                guard error.code == EINVAL else { throw error }
+            }
         }
         let n = try device.fd.read(into: destination, count: count, at: physical)
         if n < count { throw Errno.io }
@@ -222,8 +274,16 @@ public final class DataPath: Sendable {
         }
     }
 
+    /// O_DIRECT; the buffered descriptor only for a request the device refuses as misaligned (see `readLUN`).
     private func writeAligned(_ source: UnsafeRawPointer, count: Int, at physical: Int64) throws(Errno) {
-        if let direct = device.direct, (try? direct.write(from: source, count: count, at: physical)) != nil { return }
+        if let direct = device.direct {
+            do throws(Errno) {
+                try direct.write(from: source, count: count, at: physical)
+                return
+            } catch {
+                guard error.code == EINVAL else { throw error }
+            }
+        }
         try device.fd.write(from: source, count: count, at: physical)
     }
 }

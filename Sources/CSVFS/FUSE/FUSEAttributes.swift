@@ -23,6 +23,7 @@ enum FUSEAttributes {
     static func entry(_ attributes: InodeAttributes, timeout: Double) -> fuse_entry_param {
         var parameters = fuse_entry_param()
         parameters.ino = attributes.ino
+        // One generation is enough: the store never hands out an inode number twice (see `inodeNumbersReserved`).
         parameters.generation = 1
         parameters.attr = stat(attributes)
         parameters.attr_timeout = timeout

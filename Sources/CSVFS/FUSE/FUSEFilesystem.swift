@@ -75,7 +75,7 @@ public final class FUSEFilesystem: Sendable {
         do {
             let attributes = try service.createNode(parent: parent, name: name, mode: mode, rdev: 0,
                                                     symlinkTarget: nil, caller: caller)
-            service.opened(attributes.ino)
+            file.pointee.fh = service.opened(attributes.ino)
             reply.create(attributes, timeout: cacheTimeout, file: file)
         } catch {
             reply.error(error)
@@ -146,7 +146,7 @@ public final class FUSEFilesystem: Sendable {
             let changes = changes
             let result = try changes.size == nil
                 ? service.setAttributes(ino, changes)
-                : data.withBlocksChanging(ino) { () throws(Errno) in try service.setAttributes(ino, changes) }
+                : data.truncate(ino, changes)
             reply.attributes(result, timeout: cacheTimeout)
         } catch {
             reply.error(error)
@@ -171,11 +171,9 @@ public final class FUSEFilesystem: Sendable {
                 return
             }
             if file.pointee.flags & O_TRUNC != 0, attributes.size > 0, file.pointee.flags & O_ACCMODE != O_RDONLY {
-                _ = try data.withBlocksChanging(ino) { () throws(Errno) in
-                    try service.setAttributes(ino, AttributeChanges(size: 0))
-                }
+                _ = try data.truncate(ino, AttributeChanges(size: 0))
             }
-            service.opened(ino)
+            file.pointee.fh = service.opened(ino)
             reply.open(file)
         } catch {
             reply.error(error)
@@ -198,8 +196,8 @@ public final class FUSEFilesystem: Sendable {
         }
     }
 
-    func release(_ reply: consuming FUSEReply, ino: UInt64) {
-        perform(reply) { () throws(Errno) in try service.released(ino) }
+    func release(_ reply: consuming FUSEReply, ino: UInt64, handle: UInt64) {
+        perform(reply) { () throws(Errno) in try service.released(ino, handle: handle) }
     }
 
     /// Only SEEK_DATA and SEEK_HOLE reach us; the kernel answers the other kinds itself.
@@ -251,13 +249,14 @@ public final class FUSEFilesystem: Sendable {
     }
 
     /// fsync and fsyncdir: answered from a worker so a slow device flush does not hold a FUSE thread.
-    func fsync(_ reply: consuming FUSEReply) {
+    /// A file's fsync (`handle` set) also reports, once, an earlier flush that failed to make its changes durable.
+    func fsync(_ reply: consuming FUSEReply, handle: UInt64?) {
         let service = service
         let pending = PendingReply(reply)
         DispatchQueue.global().async {
             let reply = pending.take()
             do throws(Errno) {
-                try service.sync()
+                try service.sync(reportingTo: handle)
                 reply.ok()
             } catch {
                 reply.error(error)
@@ -285,9 +284,7 @@ public final class FUSEFilesystem: Sendable {
             return
         }
         perform(reply) { () throws(Errno) in
-            try data.withBlocksChanging(ino) { () throws(Errno) in
-                try service.fallocate(ino, offset..<(offset + length), mode: kind)
-            }
+            try data.fallocate(ino, offset..<(offset + length), mode: kind)
         }
     }
 

@@ -71,8 +71,12 @@ enum FUSEOperations {
         }
         // No flush: writes are not buffered here, so close has nothing to report, and an absent flush
         // (ENOSYS once) tells the kernel to stop sending one per close().
-        ops.release = { request, ino, _ in FUSEOperations.filesystem(request).release(FUSEReply(request!), ino: ino) }
-        ops.fsync = { request, _, _, _ in FUSEOperations.filesystem(request).fsync(FUSEReply(request!)) }
+        ops.release = { request, ino, file in
+            FUSEOperations.filesystem(request).release(FUSEReply(request!), ino: ino, handle: file!.pointee.fh)
+        }
+        ops.fsync = { request, _, _, file in
+            FUSEOperations.filesystem(request).fsync(FUSEReply(request!), handle: file!.pointee.fh)
+        }
         ops.opendir = { request, ino, file in
             let fs = FUSEOperations.filesystem(request)
             do throws(Errno) {
@@ -90,7 +94,7 @@ enum FUSEOperations {
             FUSEOperations.filesystem(request).readdir(FUSEReply(request!), ino: ino, size: size, offset: Int64(offset), plus: true)
         }
         ops.releasedir = { request, _, _ in FUSEReply(request!).ok() }
-        ops.fsyncdir = { request, _, _, _ in FUSEOperations.filesystem(request).fsync(FUSEReply(request!)) }
+        ops.fsyncdir = { request, _, _, _ in FUSEOperations.filesystem(request).fsync(FUSEReply(request!), handle: nil) }
         ops.statfs = { request, _ in FUSEReply(request!).statfs(FUSEOperations.filesystem(request).service.statistics()) }
         ops.setxattr = { request, ino, name, value, size, flags in
             let bytes = size > 0 ? Array(UnsafeRawBufferPointer(start: value, count: size)) : []

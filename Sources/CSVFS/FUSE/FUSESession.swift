@@ -61,7 +61,10 @@ public enum FUSESession {
         let committer = DispatchSource.makeTimerSource(queue: DispatchQueue.global())
         committer.schedule(deadline: .now() + 1, repeating: 1)
         let service = volume.service
-        committer.setEventHandler { try? service.sync() }
+        committer.setEventHandler {
+            // The open files whose changes it failed to make durable hear of it at their next fsync.
+            do throws(Errno) { try service.sync() } catch { logger.error("flushing the LUN failed: \(error)") }
+        }
         committer.resume()
         defer { committer.cancel() }
 

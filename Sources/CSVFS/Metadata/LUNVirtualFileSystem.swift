@@ -56,6 +56,9 @@ final class LUNVirtualFileSystem: @unchecked Sendable {
     let name: String
     let lun: FileDescriptor
     let region: MetadataRegion
+    /// Refuses every write, and tells SQLite the files are read-only, so it neither recovers into nor
+    /// checkpoints the LUN (fsck without --repair).
+    let readOnly: Bool
     private let lengths: Locked<Lengths>
     private let pendingLog: Locked<PendingLogWrites>
     private let vfs: UnsafeMutablePointer<sqlite3_vfs>
@@ -69,10 +72,11 @@ final class LUNVirtualFileSystem: @unchecked Sendable {
     private static let walGrowth: Int64 = 1 << 20
     private static let headerMagic: [UInt8] = Array("CSVFSMDR".utf8)
 
-    init(name: String, lun: FileDescriptor, region: MetadataRegion) throws(Errno) {
+    init(name: String, lun: FileDescriptor, region: MetadataRegion, readOnly: Bool = false) throws(Errno) {
         self.name = name
         self.lun = lun
         self.region = region
+        self.readOnly = readOnly
         lengths = Locked(try Self.readHeader(lun: lun, region: region))
         pendingLog = Locked(PendingLogWrites(logStart: region.walOffset))
         zName = strdup(name)
@@ -150,12 +154,13 @@ final class LUNVirtualFileSystem: @unchecked Sendable {
                        as: UnsafeRawPointer.self)
         raw.storeBytes(of: kind.rawValue, toByteOffset: Self.kindOffset, as: Int.self)
         file.pointee.pMethods = UnsafePointer(ioMethods)
-        outFlags?.pointee = flags
+        outFlags?.pointee = readOnly ? (flags & ~(SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE)) | SQLITE_OPEN_READONLY : flags
         return SQLITE_OK
     }
 
     private func delete(name: UnsafePointer<CChar>?) -> Int32 {
         guard let kind = kind(of: name) else { return SQLITE_OK }
+        if readOnly { return SQLITE_READONLY }
         return setLength(kind, 0)
     }
 
@@ -195,6 +200,7 @@ final class LUNVirtualFileSystem: @unchecked Sendable {
     }
 
     fileprivate func write(_ kind: FileKind, from buffer: UnsafeRawPointer, count: Int, at offset: Int64) -> Int32 {
+        if readOnly { return SQLITE_READONLY }
         let (base, capacity) = range(kind)
         guard offset >= 0, offset + Int64(count) <= capacity else { return SQLITE_FULL }
         do throws(Errno) {
@@ -217,6 +223,7 @@ final class LUNVirtualFileSystem: @unchecked Sendable {
     }
 
     fileprivate func setLength(_ kind: FileKind, _ newLength: Int64) -> Int32 {
+        if readOnly { return SQLITE_READONLY }
         if kind == .wal, flushLogStatus() != SQLITE_OK { return SQLITE_IOERR_WRITE }
         guard newLength <= range(kind).capacity else { return SQLITE_FULL }
         if kind == .wal, newLength < length(.wal) { pendingLog.withLock { $0.forgetEnd() } }

@@ -81,12 +81,12 @@ public final class LocalMetadataService: MetadataService, @unchecked Sendable {
         lock.withLock { store.statistics() }
     }
 
-    public func opened(_ ino: UInt64) {
+    public func opened(_ ino: UInt64) -> UInt64 {
         lock.withLock { store.opened(ino) }
     }
 
-    public func released(_ ino: UInt64) throws(Errno) {
-        try locked { (store) throws(Errno) in try store.released(ino) }
+    public func released(_ ino: UInt64, handle: UInt64) throws(Errno) {
+        try locked { (store) throws(Errno) in try store.released(ino, handle: handle) }
     }
 
     public func mapping(_ ino: UInt64, _ range: Range<Int64>) throws(Errno) -> (size: UInt64, segments: [FileSegment]) {
@@ -112,12 +112,25 @@ public final class LocalMetadataService: MetadataService, @unchecked Sendable {
     /// Database, WAL and file data all live in the LUN: one flush of it makes all of them durable.
     /// One sync at a time; the device flush runs outside the store lock, so metadata operations (and the FUSE
     /// reader that runs them) do not stall for the length of a flush.
-    public func sync() throws(Errno) {
+    /// A failed flush is noted for the open files it covered, so each one's next fsync reports it, whoever ran
+    /// the flush (the once-a-second one has nobody to tell).
+    public func sync(reportingTo handle: UInt64?) throws(Errno) {
+        var flushError: Errno?
         try syncLock.withLock { () throws(Errno) in
             let ticket = try locked { (store) throws(Errno) in try store.beginSync() }
-            if ticket.needsFlush { try lun.dataSync() }
+            if ticket.needsFlush {
+                do throws(Errno) {
+                    try lun.dataSync()
+                } catch {
+                    lock.withLock { store.flushFailed(ticket, error) }
+                    flushError = error
+                    return
+                }
+            }
             try locked { (store) throws(Errno) in try store.endSync(ticket) }
         }
+        let unreported = handle.flatMap { handle in lock.withLock { store.takeFlushError(handle: handle) } }
+        if let error = flushError ?? unreported { throw error }
     }
 
     /// Checkpoints and leaves the database with nothing to replay; the service must not be used afterwards.

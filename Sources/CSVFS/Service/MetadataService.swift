@@ -23,9 +23,9 @@ public protocol MetadataService: Sendable {
 
     func statistics() -> VolumeStatistics
 
-    /// Open files keep their data after their last name goes, until `released`.
-    func opened(_ ino: UInt64)
-    func released(_ ino: UInt64) throws(Errno)
+    /// Open files keep their data after their last name goes, until `released`. The handle names one open file.
+    func opened(_ ino: UInt64) -> UInt64
+    func released(_ ino: UInt64, handle: UInt64) throws(Errno)
 
     /// Where `range` of the file lives, and the file's size; allocates nothing.
     func mapping(_ ino: UInt64, _ range: Range<Int64>) throws(Errno) -> (size: UInt64, segments: [FileSegment])
@@ -37,6 +37,11 @@ public protocol MetadataService: Sendable {
 
     /// Commits what is held in memory (sizes and times of plain overwrites).
     func commit() throws(Errno)
-    /// Makes everything done so far durable on the LUN.
-    func sync() throws(Errno)
+    /// Makes everything done so far durable on the LUN. With a handle, it also throws the error of an earlier
+    /// flush that failed to make that open file's changes durable, once (as Linux reports writeback errors).
+    func sync(reportingTo handle: UInt64?) throws(Errno)
+}
+
+extension MetadataService {
+    public func sync() throws(Errno) { try sync(reportingTo: nil) }
 }

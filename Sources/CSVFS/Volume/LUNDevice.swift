@@ -13,14 +13,16 @@ public struct LUNDevice: Sendable {
     /// A byte of the LUN that is locked (OFD write lock) while a process has the volume open.
     static let inUseLockOffset: Int64 = 8192
 
-    public static func open(_ path: String, create: Bool = false) throws(VolumeError) -> LUNDevice {
+    /// `readOnly` opens for reading only (a check, `info`): a read-only image, loop device or mount will do,
+    /// and nothing can be written through it by mistake.
+    public static func open(_ path: String, create: Bool = false, readOnly: Bool = false) throws(VolumeError) -> LUNDevice {
         let fd: FileDescriptor
         do {
-            fd = try FileDescriptor.open(path, O_RDWR | (create ? O_CREAT : 0))
+            fd = try FileDescriptor.open(path, readOnly ? O_RDONLY : O_RDWR | (create ? O_CREAT : 0))
         } catch {
             throw .io("cannot open \(path)", error)
         }
-        return LUNDevice(path: path, fd: fd, direct: FileDescriptor.openDirect(path, O_RDWR))
+        return LUNDevice(path: path, fd: fd, direct: readOnly ? nil : FileDescriptor.openDirect(path, O_RDWR))
     }
 
     public func close() {

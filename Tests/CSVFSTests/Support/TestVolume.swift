@@ -15,18 +15,28 @@ final class TestVolume {
     static let mountTimeout: TimeInterval = 30
     static let commandTimeout: TimeInterval = 120
 
-    init(size: String = "512M") throws {
+    /// A volume on a new image file of `size`.
+    convenience init(size: String = "512M") throws {
+        try self.init(lun: nil, formatArguments: ["--size", size])
+    }
+
+    /// A volume on `device` (a block device the test set up), formatted over whatever it holds.
+    convenience init(device: String) throws {
+        try self.init(lun: device, formatArguments: ["--force"])
+    }
+
+    private init(lun device: String?, formatArguments: [String]) throws {
         binary = try CSVFSBinary.path()
         var template = Array(FileManager.default.temporaryDirectory.appendingPathComponent("csvfs-test-XXXXXX").path.utf8CString)
         guard let created = mkdtemp(&template) else { throw FixtureError("mkdtemp: \(String(cString: strerror(errno)))") }
         directory = URL(fileURLWithPath: String(cString: created))
         // Others must be able to walk to the mountpoint (the permission tests run as nobody).
         chmod(directory.path, 0o755)
-        lun = directory.appendingPathComponent("lun.img").path
+        lun = device ?? directory.appendingPathComponent("lun.img").path
         mountpoint = directory.appendingPathComponent("mnt").path
         do {
             try FileManager.default.createDirectory(atPath: mountpoint, withIntermediateDirectories: false)
-            let format = try csvfs(["format", lun, "--size", size])
+            let format = try csvfs(["format", lun] + formatArguments)
             guard format.succeeded else { throw FixtureError("csvfs format failed: \(format)") }
         } catch {
             try? FileManager.default.removeItem(at: directory)
