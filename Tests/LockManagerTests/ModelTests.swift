@@ -197,16 +197,29 @@ struct ModelRun {
             } }
         }
         for (id, h) in held { try check(table.lock(id)?.grantedMode == h.mode, "table disagrees on \(id)") }
-        try check(table.locks.values.filter { $0.grantedMode != nil }.count == held.count, "table holds locks the model does not")
-        try check(table.locks.values.filter { $0.requestedMode != nil }.count == pending.count, "pending mismatch")
+        let locks = table.allLocks
+        try check(locks.filter { $0.grantedMode != nil }.count == held.count, "table holds locks the model does not")
+        try check(locks.filter { $0.requestedMode != nil }.count == pending.count, "pending mismatch")
+        // 0. The indexes (deadline heap, queued requests per owner, per-node usage, resource slots)
+        // agree with the locks, and the per-node usage with the model's.
+        if let wrong = table.auditIndexes() { throw ModelFailure("index: \(wrong)") }
+        for node in nodes {
+            let mine = held.filter { $0.key.node == node }.count + pending.keys.filter { $0.node == node }.count
+            try check(table.usage(of: node).locks == mine, "usage of node \(node): \(table.usage(of: node).locks), model \(mine)")
+        }
+        // The next deadline is the earliest of the requests that wait with one.
+        var probe = table
+        let earliest = locks.compactMap { $0.requestedMode != nil ? $0.deadline : nil }.min()
+        try check(probe.nextDeadline() == earliest, "next deadline \(probe.nextDeadline().map(String.init) ?? "-"), expected \(earliest.map(String.init) ?? "-")")
         // 2. Fairness: a new request is granted only when nothing queued before it still waits.
         for id in grantedNew {
-            let res = table.resources[held[id]!.resource]!
+            let res = table.resource(held[id]!.resource)!
             try check(res.converting.isEmpty, "new request \(id) granted past a conversion")
             for w in res.waiting { try check(table.lock(w)!.sequence > table.lock(id)!.sequence, "request \(id) overtook \(w)") }
         }
         // 3. Nothing waits for no reason.
-        for (name, res) in table.resources {
+        for name in table.resourceNames {
+            let res = table.resource(name)!
             for cid in res.converting {
                 let want = table.lock(cid)!.requestedMode!
                 try check(res.granted.contains { $0 != cid && !table.lock($0)!.grantedMode!.isCompatible(with: want) }, "idle conversion \(cid) on \(name)")

@@ -20,7 +20,7 @@ final class RawPeer {
         guard rc == 0 else { throw ModelFailure("connect failed: \(errno)") }
     }
     deinit { close(fd) }
-    func send(_ m: WireMessage) { var b = ByteBuffer(); m.encode(into: &b); sendRaw(Array(b.readableBytesView)) }
+    func send(_ m: WireMessage) throws { var b = ByteBuffer(); try m.encode(into: &b); sendRaw(Array(b.readableBytesView)) }
     func sendRaw(_ bytes: [UInt8]) { _ = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, 0) } }
     /// Next message, or nil at EOF / timeout.
     func receive() -> WireMessage? {
@@ -95,7 +95,7 @@ struct MasterFixture {
         ]
         for m in msgs {
             var b = ByteBuffer()
-            m.encode(into: &b)
+            try m.encode(into: &b)
             let len: UInt32 = b.readInteger()!
             #expect(Int(len) == b.readableBytes)
             #expect(try WireMessage.decode(&b) == m)
@@ -114,13 +114,13 @@ struct MasterFixture {
         let wrong = try RawPeer(port: f.masterPort)
         guard case .hello(let nonce)? = wrong.receive() else { throw ModelFailure("no hello") }
         let cn = ClusterSecret.nonce()
-        wrong.send(.auth(node: 5, clientNonce: cn, mac: ClusterSecret("guess").clientProof(serverNonce: nonce, clientNonce: cn, node: 5)))
+        try wrong.send(.auth(node: 5, clientNonce: cn, mac: ClusterSecret("guess").clientProof(serverNonce: nonce, clientNonce: cn, node: 5)))
         #expect(wrong.receive() == .failure("authentication failed"))
         #expect(wrong.receive() == nil)
         // A request before authenticating: refused, disconnected, nothing granted.
         let rude = try RawPeer(port: f.masterPort)
         _ = rude.receive()
-        rude.send(.request(LockID(node: 5, serial: 1), process: 0, resource: "vhd", mode: .ex, flags: [], timeoutMillis: 0, epoch: 1))
+        try rude.send(.request(LockID(node: 5, serial: 1), process: 0, resource: "vhd", mode: .ex, flags: [], timeoutMillis: 0, epoch: 1))
         #expect(rude.receive() == .failure("authentication failed"))
         #expect(rude.receive() == nil)
         // A malformed frame (bad length) from an authenticated peer: a clear error, then closed.
@@ -133,9 +133,9 @@ struct MasterFixture {
         // A stale epoch, and a lock id of another node: refused.
         let peer = try RawPeer(port: f.masterPort)
         let epoch = try peer.authenticate(node: 7, secret: f.secret)
-        peer.send(.request(LockID(node: 7, serial: 1), process: 0, resource: "vhd", mode: .ex, flags: [], timeoutMillis: 0, epoch: epoch - 1))
+        try peer.send(.request(LockID(node: 7, serial: 1), process: 0, resource: "vhd", mode: .ex, flags: [], timeoutMillis: 0, epoch: epoch - 1))
         #expect(peer.receive() == .refused(LockID(node: 7, serial: 1), error: .staleEpoch(current: epoch)))
-        peer.send(.request(LockID(node: 1, serial: 99), process: 0, resource: "vhd", mode: .ex, flags: [], timeoutMillis: 0, epoch: epoch))
+        try peer.send(.request(LockID(node: 1, serial: 99), process: 0, resource: "vhd", mode: .ex, flags: [], timeoutMillis: 0, epoch: epoch))
         #expect(peer.receive() == .refused(LockID(node: 1, serial: 99), error: .protocolError("lock id of another node")))
         // The master still serves, and none of them holds anything.
         let listing = try await f.nodes[0].client.listing()
