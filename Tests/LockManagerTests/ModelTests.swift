@@ -204,7 +204,7 @@ struct ModelRun {
         // agree with the locks, and the per-node usage with the model's.
         if let wrong = table.auditIndexes() { throw ModelFailure("index: \(wrong)") }
         for node in nodes {
-            let mine = held.filter { $0.key.node == node }.count + pending.keys.filter { $0.node == node }.count
+            let mine = Set(held.keys).union(pending.keys).filter { $0.node == node }.count
             try check(table.usage(of: node).locks == mine, "usage of node \(node): \(table.usage(of: node).locks), model \(mine)")
         }
         // The next deadline is the earliest of the requests that wait with one.

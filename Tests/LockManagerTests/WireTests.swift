@@ -39,7 +39,7 @@ final class RawPeer {
     func authenticate(node: UInt32, secret: ClusterSecret) throws -> Epoch {
         guard case .hello(let nonce)? = receive() else { throw ModelFailure("no hello") }
         let cn = ClusterSecret.nonce()
-        send(.auth(node: node, clientNonce: cn, mac: secret.clientProof(serverNonce: nonce, clientNonce: cn, node: node)))
+        try send(.auth(node: node, clientNonce: cn, mac: secret.clientProof(serverNonce: nonce, clientNonce: cn, node: node)))
         guard case let .welcome(epoch, _, _)? = receive() else { throw ModelFailure("no welcome") }
         return epoch
     }
