@@ -89,7 +89,7 @@ import Testing
         let port = c.ports[1]!
         try await eventually("the master to accept") { (try? RawPeer(port: port)) != nil }
         let pid = c.nodes[1]!.processIdentifier
-        let before = try residentBytes(pid)
+        let before = try ResidentMemory.bytes(of: pid)
         var header: [UInt8] = [0, 1, 0, 0, 1, 16]   // a 65,536-byte frame: version 1, type 16...
         header += Array(repeating: 0xAB, count: 32 * 1024)   // ...and half its body
         var peers: [RawPeer] = []
@@ -104,7 +104,7 @@ import Testing
             #expect(p.receive() == .failure("frame length 65536 out of range (2...\(WireFormat.maxFrameBeforeAuth))"))
             #expect(p.receive() == nil)
         }
-        let grown = try residentBytes(pid) - before
+        let grown = try ResidentMemory.bytes(of: pid) - before
         #expect(grown < 300 * 8 * 1024, "the master grew by \(grown) bytes for 300 half-sent frames")
         // Half-sent frames that are within the bound stay, each costing at most the bound in buffers.
         var held: [RawPeer] = []
@@ -116,18 +116,9 @@ import Testing
         }
         try await Task.sleep(nanoseconds: 300_000_000)
         #expect(held.allSatisfy { $0.isOpen }, "a half-frame within the bound closed its connection early")
-        let grownHeld = try residentBytes(pid) - before
+        let grownHeld = try ResidentMemory.bytes(of: pid) - before
         #expect(grownHeld < 300 * 16 * 1024, "the master grew by \(grownHeld) bytes for 300 open half-frames")
         print("half-sent frames: +\(grown / 1024) KiB after 300 refused 64 KiB headers, +\(grownHeld / 1024) KiB with 300 small half-frames open")
-    }
-
-    func residentBytes(_ pid: Int32) throws -> Int {
-        let status = try String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)
-        guard let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") }),
-              let kb = Int(line.split(separator: " ", omittingEmptySubsequences: true)[1]) else {
-            throw ModelFailure("no VmRSS for \(pid)")
-        }
-        return kb * 1024
     }
 
     /// Malformed frames of every kind, before and after authentication: each gets a clear
