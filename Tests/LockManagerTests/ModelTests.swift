@@ -35,6 +35,7 @@ struct ModelRun {
         let roll = rng.next() % 100
         var d: [LockDirective] = []
         var requestIDs: [LockID] = []
+        var stepped: LockID?
         switch roll {
         case 0..<35:
             serial += 1
@@ -55,6 +56,7 @@ struct ModelRun {
             requestIDs = [id]
             log.append("request \(id) \(owner) \(res) \(mode) \(flags.rawValue) \(timeout.map(String.init) ?? "-")")
             d = table.request(id, owner: owner, resource: res, mode: mode, flags: flags, timeout: timeout, epoch: table.epoch, now: now)
+            stepped = id
         case 35..<55:
             let candidates = held.keys.filter { pending[$0] == nil }.sorted()
             guard !candidates.isEmpty else { return }
@@ -71,6 +73,7 @@ struct ModelRun {
             requestNumber[id, default: 0] += 1
             log.append("convert \(id) \(mode) \(flags.rawValue) \(vb ?? [])")
             d = table.convert(id, to: mode, flags: flags, timeout: timeout, valueBlock: vb, epoch: table.epoch, now: now)
+            stepped = id
         case 55..<75:
             let candidates = held.keys.filter { pending[$0] == nil }.sorted()
             guard !candidates.isEmpty else { return }
@@ -102,7 +105,7 @@ struct ModelRun {
             try masterChange()
             return
         }
-        try apply(d, requestIDs: requestIDs)
+        try apply(d, requestIDs: requestIDs, stepped: stepped)
     }
 
     /// The master dies: a new table under a higher epoch, survivors re-send what they hold,
@@ -146,7 +149,7 @@ struct ModelRun {
         try apply(d, requestIDs: [])
     }
 
-    mutating func apply(_ directives: [LockDirective], requestIDs: [LockID]) throws {
+    mutating func apply(_ directives: [LockDirective], requestIDs: [LockID], stepped: LockID? = nil) throws {
         var grantedNew: [LockID] = []
         for d in directives {
             switch d {
@@ -185,10 +188,10 @@ struct ModelRun {
                 demotions += 1
             }
         }
-        try checkInvariants(grantedNew: grantedNew)
+        try checkInvariants(grantedNew: grantedNew, queued: stepped)
     }
 
-    func checkInvariants(grantedNew: [LockID]) throws {
+    func checkInvariants(grantedNew: [LockID], queued: LockID?) throws {
         // 1. No two incompatible granted modes on a resource; the model and the table agree.
         let byResource = Dictionary(grouping: held, by: { $0.value.resource })
         for (res, hs) in byResource {
@@ -229,7 +232,27 @@ struct ModelRun {
                 try check(res.granted.contains { !table.lock($0)!.grantedMode!.isCompatible(with: want) }, "idle waiter \(w) on \(name)")
             }
         }
-        // 4. Every request ends at most once.
+        // 4. The request this step queued does not close a cycle: the waits-for graph, built here
+        // the slow way from the whole table, does not lead from it back to its owner (the table
+        // searches only from the owners that wait).
+        if let id = queued, let l = table.lock(id), let want = l.requestedMode {
+            var edges: [LockOwner: Set<LockOwner>] = [:]
+            func blockers(_ l: LockTable.Lock, _ want: LockMode) -> Set<LockOwner> {
+                let res = table.resource(l.resource)!
+                var out = Set<LockOwner>()
+                for g in res.granted where g != l.id && !table.lock(g)!.grantedMode!.isCompatible(with: want) { out.insert(table.lock(g)!.owner) }
+                for q in (l.grantedMode == nil ? res.converting + res.waiting : res.converting).prefix(while: { $0 != l.id })
+                    where !table.lock(q)!.requestedMode!.isCompatible(with: want) { out.insert(table.lock(q)!.owner) }
+                return out
+            }
+            for w in locks where w.requestedMode != nil { edges[w.owner, default: []].formUnion(blockers(w, w.requestedMode!)) }
+            var seen = Set<LockOwner>(), stack = Array(blockers(l, want))
+            while let o = stack.popLast() {
+                try check(o != l.owner, "request \(id) waits although it closes a cycle through \(l.owner)")
+                if seen.insert(o).inserted { stack += edges[o] ?? [] }
+            }
+        }
+        // 5. Every request ends at most once.
         for (id, n) in outcomes { try check(n == 1, "request \(id) ended \(n) times") }
     }
 
