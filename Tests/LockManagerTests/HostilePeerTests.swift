@@ -101,8 +101,10 @@ import Testing
         }
         // Each is told why and closed, without waiting for the rest of its frame.
         for p in peers {
-            #expect(p.receive() == .failure("frame length 65536 out of range (2...\(WireFormat.maxFrameBeforeAuth))"))
+            let answer = p.receive()
+            #expect(answer == .failure("frame length 65536 out of range (2...\(WireFormat.maxFrameBeforeAuth))"))
             #expect(p.receive() == nil)
+            if answer == nil { break }   // one silent master is enough to know (each wait is 5 s)
         }
         let grown = try ResidentMemory.bytes(of: pid) - before
         #expect(grown < 300 * 8 * 1024, "the master grew by \(grown) bytes for 300 half-sent frames")
