@@ -26,6 +26,21 @@ final class TestCluster {
         throw ModelFailure("dlmtool not found next to \(here.path): run `swift build --product dlmtool` (same scratch path) before the tests")
     }
 
+    /// Runs `dlmtool` to its end (commands that end by themselves, with their own timeouts):
+    /// its exit status and standard output.
+    static func run(_ arguments: [String]) throws -> (status: Int32, output: String) {
+        let p = Process()
+        p.executableURL = try dlmtool()
+        p.arguments = arguments
+        let out = Pipe()
+        p.standardOutput = out
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        let data = out.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        return (p.terminationStatus, String(decoding: data, as: UTF8.self))
+    }
+
     func start(node id: UInt32, backend: [String], workload: String? = "vhd", holdMs: Int = 3, extra: [String] = []) throws {
         let p = Process()
         p.executableURL = try TestCluster.dlmtool()

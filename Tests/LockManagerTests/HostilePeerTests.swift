@@ -266,17 +266,9 @@ import Testing
                 guard case .granted? = peer.receive() else { throw ModelFailure("a lock was not granted") }
             }
             let file = f.dir.appendingPathComponent("lun").path
-            let p = Process()
-            p.executableURL = try TestCluster.dlmtool()
-            p.arguments = ["list", "--backend", "local", "--file", file, "--secret", "s3cret", "--timeout", "60"]
-            let out = Pipe()
-            p.standardOutput = out
-            p.standardError = FileHandle.nullDevice
-            try p.run()
-            let data = out.fileHandleForReading.readDataToEndOfFile()
-            p.waitUntilExit()
-            #expect(p.terminationStatus == 0)
-            let lines = String(decoding: data, as: UTF8.self).split(separator: "\n")
+            let (status, text) = try TestCluster.run(["list", "--backend", "local", "--file", file, "--secret", "s3cret", "--timeout", "60"])
+            #expect(status == 0)
+            let lines = text.split(separator: "\n")
             #expect(lines.filter { $0.hasPrefix("  granted 30:") }.count == count)
             #expect(lines.filter { $0.hasPrefix("resource inode-") }.count == count)
             #expect(lines.contains("resource inode-00000000000000000000099999 lvb[]"))

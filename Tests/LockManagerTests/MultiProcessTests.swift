@@ -108,28 +108,12 @@ import LockManager
         let file = c.dir.appendingPathComponent("lun").path
         try c.start(node: 1, backend: ["--backend", "local", "--file", file], workload: "vhd-a", holdMs: 60_000)
         try await eventually("node 1 to hold vhd-a") { c.events().contains { $0.kind == "ACQ" } }
-        let p = Process()
-        p.executableURL = try TestCluster.dlmtool()
-        p.arguments = ["list", "--backend", "local", "--file", file, "--secret", c.secret]
-        let out = Pipe()
-        p.standardOutput = out
-        p.standardError = FileHandle.nullDevice
-        try p.run()
-        let data = out.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        let text = String(decoding: data, as: UTF8.self)
-        #expect(p.terminationStatus == 0)
+        let (status, text) = try TestCluster.run(["list", "--backend", "local", "--file", file, "--secret", c.secret])
+        #expect(status == 0)
         #expect(text.contains("resource vhd-a"))
         #expect(text.contains("granted 1:") && text.contains("owner 1.0 EX"))
         // A wrong secret gets nothing.
-        let q = Process()
-        q.executableURL = try TestCluster.dlmtool()
-        q.arguments = ["list", "--backend", "local", "--file", file, "--secret", "wrong"]
-        q.standardOutput = FileHandle.nullDevice
-        q.standardError = FileHandle.nullDevice
-        try q.run()
-        q.waitUntilExit()
-        #expect(q.terminationStatus != 0)
+        #expect(try TestCluster.run(["list", "--backend", "local", "--file", file, "--secret", "wrong"]).status != 0)
     }
 }
 
