@@ -22,6 +22,16 @@ struct NodeCommand: AsyncParsableCommand {
     @Flag(help: "Exit when the parent process dies (tests and benchmarks use it, so no node outlives them).")
     var exitWithParent = false
 
+    func validate() throws {
+        guard (1...65535).contains(port) else { throw ValidationError("--port must be 1...65535") }
+        guard handshakeTimeoutMs > 0, orphanGraceMs >= 0 else {
+            throw ValidationError("--handshake-timeout-ms must be positive and --orphan-grace-ms not negative")
+        }
+        guard maxConnections > 0, maxConnectionsPerAddress > 0, maxLocksPerNode > 0 else {
+            throw ValidationError("--max-connections, --max-connections-per-address and --max-locks-per-node must be positive")
+        }
+    }
+
     func run() async throws {
         if exitWithParent {
             let parent = getppid()
