@@ -88,6 +88,6 @@ final class MasterConnectionHandler: ChannelInboundHandler {
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
         // Malformed frames and I/O errors: tell the peer why, then close this connection only. Never trap.
-        refuse(context, "\(error)", kind: node == nil ? "frame before authentication" : "frame")
+        refuse(context, "\(error)", kind: node == nil ? "error before authentication" : "error")
     }
 }
