@@ -25,7 +25,7 @@ final class MasterConnectionHandler: ChannelInboundHandler {
 
     func channelActive(context: ChannelHandlerContext) {
         let address = context.remoteAddress?.ipAddress ?? "unknown"
-        if let refusal = core.value.admit(address: address) {
+        if let refusal = core.value.admit(address: address, channel: context.channel) {
             refuse(context, refusal, kind: "connections")
             return
         }
@@ -81,7 +81,7 @@ final class MasterConnectionHandler: ChannelInboundHandler {
     func channelInactive(context: ChannelHandlerContext) {
         handshakeDeadline?.cancel()
         if let node { core.value.disconnected(node: node, channel: context.channel) }
-        if let admittedAddress { core.value.release(address: admittedAddress) }
+        if let admittedAddress { core.value.release(address: admittedAddress, channel: context.channel) }
         admittedAddress = nil
         context.fireChannelInactive()
     }

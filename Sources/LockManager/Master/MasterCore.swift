@@ -22,6 +22,8 @@ final class MasterCore {
     /// Open connections, in all and per peer address.
     private var connectionCount = 0
     private var connectionsByAddress: [String: Int] = [:]
+    /// Admitted connections that have not authenticated yet, oldest first (at most `maxConnections`).
+    private var awaitingAuthentication: [Channel] = []
     /// Refusals already logged, by kind and address: each is logged once (the memory is bounded).
     private var loggedRefusals: Set<String> = []
     var tickTask: Scheduled<Void>?
@@ -44,20 +46,37 @@ final class MasterCore {
 
     // MARK: Connections
 
-    /// Takes a connection slot for a new peer, or says why not.
-    func admit(address: String) -> String? {
-        if connectionCount >= limits.maxConnections {
-            return "too many connections to the lock master (limit \(limits.maxConnections))"
-        }
+    /// Takes a connection slot for a new peer, or says why not. When all slots are taken, the
+    /// oldest connection that has not authenticated yet makes way (a flood of them cannot keep a
+    /// node from reconnecting, as every node does after a failover); only when every slot is an
+    /// authenticated node's is the newcomer refused.
+    func admit(address: String, channel: Channel) -> String? {
         if connectionsByAddress[address, default: 0] >= limits.maxConnectionsPerAddress {
             return "too many connections from \(address) (limit \(limits.maxConnectionsPerAddress))"
         }
+        if connectionCount >= limits.maxConnections {
+            guard !awaitingAuthentication.isEmpty else {
+                return "too many connections to the lock master (limit \(limits.maxConnections))"
+            }
+            let oldest = awaitingAuthentication.removeFirst()
+            let why = "dropped: the lock master has \(limits.maxConnections) connections and this one had not authenticated"
+            logRefusal(kind: "connections", address: oldest.remoteAddress?.ipAddress ?? "unknown", why)
+            oldest.writeAndFlush(WireMessage.failure(why), promise: nil)
+            oldest.close(promise: nil)
+        }
         connectionCount += 1
         connectionsByAddress[address, default: 0] += 1
+        awaitingAuthentication.append(channel)
         return nil
     }
 
-    func release(address: String) {
+    /// The connection authenticated, or closed.
+    func settled(_ channel: Channel) {
+        awaitingAuthentication.removeAll { $0 === channel }
+    }
+
+    func release(address: String, channel: Channel) {
+        settled(channel)
         connectionCount -= 1
         connectionsByAddress[address, default: 1] -= 1
         if connectionsByAddress[address] == 0 { connectionsByAddress[address] = nil }
@@ -71,6 +90,7 @@ final class MasterCore {
     }
 
     func authenticated(node: UInt32, channel: Channel) {
+        settled(channel)
         orphanedSince[node] = nil
         if let old = connections[node], old !== channel { old.close(promise: nil) }
         // Whatever the node had queued on an older connection is void; it re-sends. The

@@ -4,7 +4,8 @@
 public struct MasterLimits: Sendable {
     /// A peer must authenticate within this time after connecting, or it is dropped.
     public var handshakeTimeoutMillis: Int64 = 3_000
-    /// Open connections in all (authenticated or not).
+    /// Open connections in all (authenticated or not). When they are all taken, a newcomer takes the
+    /// place of the oldest connection still waiting to authenticate.
     public var maxConnections = 1_024
     /// Open connections from one IP address.
     public var maxConnectionsPerAddress = 64
