@@ -17,6 +17,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
+        .package(url: "https://github.com/apple/swift-collections", from: "1.6.0"),
     ],
     targets: [
         // libfuse3 low-level API (system library + static inline shims prefixed cfuse_).
@@ -34,6 +35,7 @@ let package = Package(
                     .product(name: "NIOPosix", package: "swift-nio"),
                     .product(name: "Crypto", package: "swift-crypto"),
                     .product(name: "Logging", package: "swift-log"),
+                    .product(name: "HeapModule", package: "swift-collections"),
                 ],
                 path: "Sources/LockManager"),
         .target(name: "CSVFS",

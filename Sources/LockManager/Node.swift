@@ -12,11 +12,14 @@ public final class DLMNode: Sendable {
     private let secret: ClusterSecret
     private let group: EventLoopGroup
     private let logger: Logger
+    private let limits: MasterLimits
     private let master = Locked<LockMaster?>(nil)
     private let watcher = Locked<Task<Void, Never>?>(nil)
 
-    public init(coordination: any CoordinationBackend, secret: ClusterSecret, host: String = "127.0.0.1", port: Int,
-                group: EventLoopGroup, logger: Logger = Logger(label: "dlm.node")) {
+    public init(coordination: any CoordinationBackend, secret: ClusterSecret, host: String = "127.0.0.1",
+                port: Int = LockMaster.defaultPort, group: EventLoopGroup, limits: MasterLimits = MasterLimits(),
+                logger: Logger = Logger(label: "dlm.node")) {
+        self.limits = limits
         self.coordination = coordination
         self.secret = secret
         self.host = host
@@ -48,7 +51,7 @@ public final class DLMNode: Sendable {
             await current?.stop()
             do {
                 let m = try await LockMaster(host: host, port: port, epoch: mine.epoch, secret: secret,
-                                             coordination: coordination, group: group, logger: logger)
+                                             coordination: coordination, group: group, limits: limits, logger: logger)
                 master.withLock { $0 = m }
                 logger.info("node \(coordination.node) is lock master, epoch \(mine.epoch)")
             } catch {

@@ -7,6 +7,8 @@ final class TestCluster {
     let log: URL
     let secret = "test-secret-\(UInt32.random(in: 0...UInt32.max))"
     var nodes: [UInt32: Process] = [:]
+    /// The master port each node was started with.
+    var ports: [UInt32: Int] = [:]
 
     init(_ name: String) throws {
         dir = try ProcessSupport.tempDirectory(name)
@@ -24,10 +26,27 @@ final class TestCluster {
         throw ModelFailure("dlmtool not found next to \(here.path): run `swift build --product dlmtool` (same scratch path) before the tests")
     }
 
-    func start(node id: UInt32, backend: [String], workload: String? = "vhd", holdMs: Int = 3) throws {
+    /// Runs `dlmtool` to its end (commands that end by themselves, with their own timeouts):
+    /// its exit status and standard output.
+    static func run(_ arguments: [String]) throws -> (status: Int32, output: String) {
+        let p = Process()
+        p.executableURL = try dlmtool()
+        p.arguments = arguments
+        let out = Pipe()
+        p.standardOutput = out
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        let data = out.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        return (p.terminationStatus, String(decoding: data, as: UTF8.self))
+    }
+
+    func start(node id: UInt32, backend: [String], workload: String? = "vhd", holdMs: Int = 3, extra: [String] = []) throws {
         let p = Process()
         p.executableURL = try TestCluster.dlmtool()
-        var args = ["node", "--id", "\(id)", "--port", "\(try ProcessSupport.freePort())", "--exit-with-parent"] + backend
+        let port = try ProcessSupport.freePort()
+        ports[id] = port
+        var args = ["node", "--id", "\(id)", "--port", "\(port)", "--exit-with-parent"] + backend + extra
         if let workload { args += ["--workload", workload, "--hold-ms", "\(holdMs)", "--log", log.path] }
         p.arguments = args
         p.environment = ["DLM_SECRET": secret]

@@ -35,6 +35,7 @@ struct ModelRun {
         let roll = rng.next() % 100
         var d: [LockDirective] = []
         var requestIDs: [LockID] = []
+        var stepped: LockID?
         switch roll {
         case 0..<35:
             serial += 1
@@ -55,6 +56,7 @@ struct ModelRun {
             requestIDs = [id]
             log.append("request \(id) \(owner) \(res) \(mode) \(flags.rawValue) \(timeout.map(String.init) ?? "-")")
             d = table.request(id, owner: owner, resource: res, mode: mode, flags: flags, timeout: timeout, epoch: table.epoch, now: now)
+            stepped = id
         case 35..<55:
             let candidates = held.keys.filter { pending[$0] == nil }.sorted()
             guard !candidates.isEmpty else { return }
@@ -71,6 +73,7 @@ struct ModelRun {
             requestNumber[id, default: 0] += 1
             log.append("convert \(id) \(mode) \(flags.rawValue) \(vb ?? [])")
             d = table.convert(id, to: mode, flags: flags, timeout: timeout, valueBlock: vb, epoch: table.epoch, now: now)
+            stepped = id
         case 55..<75:
             let candidates = held.keys.filter { pending[$0] == nil }.sorted()
             guard !candidates.isEmpty else { return }
@@ -102,7 +105,7 @@ struct ModelRun {
             try masterChange()
             return
         }
-        try apply(d, requestIDs: requestIDs)
+        try apply(d, requestIDs: requestIDs, stepped: stepped)
     }
 
     /// The master dies: a new table under a higher epoch, survivors re-send what they hold,
@@ -146,7 +149,7 @@ struct ModelRun {
         try apply(d, requestIDs: [])
     }
 
-    mutating func apply(_ directives: [LockDirective], requestIDs: [LockID]) throws {
+    mutating func apply(_ directives: [LockDirective], requestIDs: [LockID], stepped: LockID? = nil) throws {
         var grantedNew: [LockID] = []
         for d in directives {
             switch d {
@@ -185,10 +188,10 @@ struct ModelRun {
                 demotions += 1
             }
         }
-        try checkInvariants(grantedNew: grantedNew)
+        try checkInvariants(grantedNew: grantedNew, queued: stepped)
     }
 
-    func checkInvariants(grantedNew: [LockID]) throws {
+    func checkInvariants(grantedNew: [LockID], queued: LockID?) throws {
         // 1. No two incompatible granted modes on a resource; the model and the table agree.
         let byResource = Dictionary(grouping: held, by: { $0.value.resource })
         for (res, hs) in byResource {
@@ -197,16 +200,29 @@ struct ModelRun {
             } }
         }
         for (id, h) in held { try check(table.lock(id)?.grantedMode == h.mode, "table disagrees on \(id)") }
-        try check(table.locks.values.filter { $0.grantedMode != nil }.count == held.count, "table holds locks the model does not")
-        try check(table.locks.values.filter { $0.requestedMode != nil }.count == pending.count, "pending mismatch")
+        let locks = table.allLocks
+        try check(locks.filter { $0.grantedMode != nil }.count == held.count, "table holds locks the model does not")
+        try check(locks.filter { $0.requestedMode != nil }.count == pending.count, "pending mismatch")
+        // 0. The indexes (deadline heap, queued requests per owner, per-node usage, resource slots)
+        // agree with the locks, and the per-node usage with the model's.
+        if let wrong = table.auditIndexes() { throw ModelFailure("index: \(wrong)") }
+        for node in nodes {
+            let mine = Set(held.keys).union(pending.keys).filter { $0.node == node }.count
+            try check(table.usage(of: node).locks == mine, "usage of node \(node): \(table.usage(of: node).locks), model \(mine)")
+        }
+        // The next deadline is the earliest of the requests that wait with one.
+        var probe = table
+        let earliest = locks.compactMap { $0.requestedMode != nil ? $0.deadline : nil }.min()
+        try check(probe.nextDeadline() == earliest, "next deadline \(probe.nextDeadline().map(String.init) ?? "-"), expected \(earliest.map(String.init) ?? "-")")
         // 2. Fairness: a new request is granted only when nothing queued before it still waits.
         for id in grantedNew {
-            let res = table.resources[held[id]!.resource]!
+            let res = table.resource(held[id]!.resource)!
             try check(res.converting.isEmpty, "new request \(id) granted past a conversion")
             for w in res.waiting { try check(table.lock(w)!.sequence > table.lock(id)!.sequence, "request \(id) overtook \(w)") }
         }
         // 3. Nothing waits for no reason.
-        for (name, res) in table.resources {
+        for name in table.resourceNames {
+            let res = table.resource(name)!
             for cid in res.converting {
                 let want = table.lock(cid)!.requestedMode!
                 try check(res.granted.contains { $0 != cid && !table.lock($0)!.grantedMode!.isCompatible(with: want) }, "idle conversion \(cid) on \(name)")
@@ -216,7 +232,27 @@ struct ModelRun {
                 try check(res.granted.contains { !table.lock($0)!.grantedMode!.isCompatible(with: want) }, "idle waiter \(w) on \(name)")
             }
         }
-        // 4. Every request ends at most once.
+        // 4. The request this step queued does not close a cycle: the waits-for graph, built here
+        // the slow way from the whole table, does not lead from it back to its owner (the table
+        // searches only from the owners that wait).
+        if let id = queued, let l = table.lock(id), let want = l.requestedMode {
+            var edges: [LockOwner: Set<LockOwner>] = [:]
+            func blockers(_ l: LockTable.Lock, _ want: LockMode) -> Set<LockOwner> {
+                let res = table.resource(l.resource)!
+                var out = Set<LockOwner>()
+                for g in res.granted where g != l.id && !table.lock(g)!.grantedMode!.isCompatible(with: want) { out.insert(table.lock(g)!.owner) }
+                for q in (l.grantedMode == nil ? res.converting + res.waiting : res.converting).prefix(while: { $0 != l.id })
+                    where !table.lock(q)!.requestedMode!.isCompatible(with: want) { out.insert(table.lock(q)!.owner) }
+                return out
+            }
+            for w in locks where w.requestedMode != nil { edges[w.owner, default: []].formUnion(blockers(w, w.requestedMode!)) }
+            var seen = Set<LockOwner>(), stack = Array(blockers(l, want))
+            while let o = stack.popLast() {
+                try check(o != l.owner, "request \(id) waits although it closes a cycle through \(l.owner)")
+                if seen.insert(o).inserted { stack += edges[o] ?? [] }
+            }
+        }
+        // 5. Every request ends at most once.
         for (id, n) in outcomes { try check(n == 1, "request \(id) ended \(n) times") }
     }
 

@@ -98,7 +98,7 @@ import Testing
         _ = t.request(id(1, 1), owner: a, resource: "r", mode: .ex, epoch: 1, now: 0)
         _ = t.request(id(2, 1), owner: b, resource: "r", mode: .ex, timeout: 100, epoch: 1, now: 0)
         _ = t.request(id(3, 1), owner: c, resource: "r", mode: .ex, epoch: 1, now: 0)
-        #expect(t.nextDeadline == 100)
+        #expect(t.nextDeadline() == 100)
         #expect(t.tick(now: 99).isEmpty)
         #expect(t.tick(now: 100) == [.refused(id(2, 1), owner: b, error: .timedOut)])
         #expect(t.cancel(id(3, 1)) == [.refused(id(3, 1), owner: c, error: .cancelled)])
@@ -131,7 +131,7 @@ import Testing
         #expect(t.request(id(2, 2), owner: b, resource: "r", mode: .cr, epoch: 2, now: 0).isEmpty)
         let d = t.endRecovery()
         #expect(d == [.granted(id(2, 2), owner: b, resource: "r", mode: .cr, valueBlock: ValueBlock(bytes: [9]))])
-        #expect(t.resources["q"]?.valueBlock.valid == false)
+        #expect(t.resource("q")?.valueBlock.valid == false)
     }
 }
 

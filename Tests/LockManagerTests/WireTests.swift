@@ -4,102 +4,31 @@ import NIOPosix
 import Testing
 @testable import LockManager
 
-/// A raw TCP peer with a blocking socket and a receive timeout, to speak bad protocol on purpose.
-final class RawPeer {
-    let fd: Int32
-    var inbox = ByteBuffer()
-    init(port: Int) throws {
-        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        var tv = timeval(tv_sec: 5, tv_usec: 0)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-        addr.sin_port = UInt16(port).bigEndian
-        let rc = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
-        guard rc == 0 else { throw ModelFailure("connect failed: \(errno)") }
-    }
-    deinit { close(fd) }
-    func send(_ m: WireMessage) { var b = ByteBuffer(); m.encode(into: &b); sendRaw(Array(b.readableBytesView)) }
-    func sendRaw(_ bytes: [UInt8]) { _ = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, 0) } }
-    /// Next message, or nil at EOF / timeout.
-    func receive() -> WireMessage? {
-        while true {
-            if let len: UInt32 = inbox.getInteger(at: inbox.readerIndex), inbox.readableBytes >= 4 + Int(len) {
-                inbox.moveReaderIndex(forwardBy: 4)
-                var body = inbox.readSlice(length: Int(len))!
-                return try? WireMessage.decode(&body)
-            }
-            var chunk = [UInt8](repeating: 0, count: 4096)
-            let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
-            if n <= 0 { return nil }
-            inbox.writeBytes(chunk[0..<n])
-        }
-    }
-    func authenticate(node: UInt32, secret: ClusterSecret) throws -> Epoch {
-        guard case .hello(let nonce)? = receive() else { throw ModelFailure("no hello") }
-        let cn = ClusterSecret.nonce()
-        send(.auth(node: node, clientNonce: cn, mac: secret.clientProof(serverNonce: nonce, clientNonce: cn, node: node)))
-        guard case let .welcome(epoch, _, _)? = receive() else { throw ModelFailure("no welcome") }
-        return epoch
-    }
-}
-
-/// A master on loopback with the local backend, for in-process tests.
-struct MasterFixture {
-    let dir: URL
-    let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
-    let secret = ClusterSecret("s3cret")
-    let nodes: [DLMNode]
-    init(count: Int) async throws {
-        dir = try ProcessSupport.tempDirectory("dlm-wire")
-        let file = dir.appendingPathComponent("lun").path
-        var ns: [DLMNode] = []
-        for id in 1...UInt32(count) {
-            let n = DLMNode(coordination: try LocalCoordination(path: file, node: id), secret: secret,
-                            port: try ProcessSupport.freePort(), group: group)
-            try await n.start()
-            // Node 1 leads: start the others once it hosts the master.
-            if id == 1 { try await eventually("node 1 to lead") { n.isMaster } }
-            ns.append(n)
-        }
-        nodes = ns
-        for n in ns { _ = try await n.client.listing() }
-        try await eventually("recovery to end") { try await ns[0].client.listing().contains("(recovering)") == false }
-    }
-    var masterPort: Int { Int(nodes[0].address.split(separator: ":")[1])! }
-    /// Runs `body` with a fixture and always stops it, also when the body throws.
-    static func with(count: Int, _ body: (MasterFixture) async throws -> Void) async throws {
-        let f = try await MasterFixture(count: count)
-        do { try await body(f) } catch { await f.stop(); throw error }
-        await f.stop()
-    }
-
-    func stop() async {
-        for n in nodes.reversed() { await n.stop() }
-        try? await group.shutdownGracefully()
-        try? FileManager.default.removeItem(at: dir)
-    }
-}
-
 @Suite(.serialized) struct WireTests {
     @Test func framesRoundTrip() throws {
-        let msgs: [WireMessage] = [
-            .request(LockID(node: 3, serial: 9), process: 4, resource: "vhd/é", mode: .pw, flags: .noQueue, timeoutMillis: 7, epoch: 12),
-            .convert(LockID(node: 1, serial: 2), mode: .nl, flags: [], timeoutMillis: 0, valueBlock: [1, 2], epoch: 3),
-            .unlock(LockID(node: 1, serial: 2), valueBlock: nil, epoch: 3),
-            .granted(LockID(node: 1, serial: 2), mode: .ex, valueBlock: ValueBlock(bytes: [5], valid: false)),
-            .refused(LockID(node: 1, serial: 2), error: .staleEpoch(current: 77)),
-            .recover(LockID(node: 2, serial: 1), process: 0, resource: "r", mode: .cr, valueBlock: .empty, epoch: 4),
-            .demoted(LockID(node: 5, serial: 6)),
-        ]
+        let msgs = WireMessage.samples
+        #expect(Set(msgs.map(\.type)).count == 17, "a sample of every message type")
         for m in msgs {
             var b = ByteBuffer()
-            m.encode(into: &b)
+            try m.encode(into: &b)
             let len: UInt32 = b.readInteger()!
             #expect(Int(len) == b.readableBytes)
             #expect(try WireMessage.decode(&b) == m)
         }
+        // Listings of any size go in frames that fit; each is whole lines.
+        let lines = (0..<5000).map { "  granted 1:\($0) owner 1.0 EX on a-resource-name-of-thirty-two-b" }
+        let frames = WireMessage.listingFrames(lines)
+        #expect(frames.count > 5)
+        var text = ""
+        for f in frames {
+            var b = ByteBuffer()
+            try f.encode(into: &b)
+            #expect(b.readableBytes <= 4 + WireFormat.maxFrame)
+            guard case let .listing(t, more) = f else { throw ModelFailure("not a listing frame") }
+            #expect(more == (f != frames.last) && t.hasSuffix("\n"))
+            text += t
+        }
+        #expect(text == lines.joined(separator: "\n") + "\n")
         var junk = ByteBuffer(bytes: [1, 99, 0])
         #expect(throws: WireFormat.DecodeError.self) { try WireMessage.decode(&junk) }
         var oldVersion = ByteBuffer(bytes: [0, 16])
@@ -108,19 +37,48 @@ struct MasterFixture {
         #expect(throws: WireFormat.DecodeError.self) { try WireMessage.decode(&badMode) }
     }
 
+    /// Every length is checked before it is written: what cannot fit is an error, never a trap.
+    @Test func encodingsThatCannotFitAreErrors() async throws {
+        let tooLong: [WireMessage] = [
+            .failure(String(repeating: "x", count: 70_000)),                          // a u16 length
+            .hello(nonce: Array(repeating: 0, count: 65_535)),                        // the frame
+            .request(LockID(node: 1, serial: 1), process: 0, resource: String(repeating: "r", count: 2000),
+                     mode: .ex, flags: [], timeoutMillis: 0, epoch: 1),               // a resource name
+            .unlock(LockID(node: 1, serial: 1), valueBlock: Array(repeating: 1, count: 65), epoch: 1),
+        ]
+        for m in tooLong {
+            var b = ByteBuffer()
+            #expect(throws: WireFormat.EncodeError.self) { try m.encode(into: &b) }
+        }
+        // A protocol error's text is cut at a character boundary, so it still decodes.
+        var b = ByteBuffer()
+        try WireMessage.refused(LockID(node: 1, serial: 1), error: .protocolError(String(repeating: "é", count: 999))).encode(into: &b)
+        b.moveReaderIndex(forwardBy: 4)
+        guard case .refused(_, .protocolError(let text)) = try WireMessage.decode(&b) else { throw ModelFailure("no refusal") }
+        #expect(text.utf8.count <= 1000 && text.allSatisfy { $0 == "é" })
+        // The client refuses what it could not send, with a clear error.
+        try await MasterFixture.with(count: 1) { f in
+            let c = f.nodes[0].client
+            await #expect(throws: LockError.self) { try await c.lock(String(repeating: "n", count: 1025), mode: .ex) }
+            let (h, _) = try await c.lock("ok", mode: .ex, timeout: .seconds(5))
+            await #expect(throws: LockError.self) { try await c.unlock(h, valueBlock: Array(repeating: 0, count: 65)) }
+            try await c.unlock(h, valueBlock: Array(repeating: 0, count: 64))
+        }
+    }
+
     @Test(.timeLimit(.minutes(1))) func badPeersGetClearErrorsAndNoLocks() async throws {
         try await MasterFixture.with(count: 1) { f in
         // Wrong secret: refused and disconnected.
         let wrong = try RawPeer(port: f.masterPort)
         guard case .hello(let nonce)? = wrong.receive() else { throw ModelFailure("no hello") }
         let cn = ClusterSecret.nonce()
-        wrong.send(.auth(node: 5, clientNonce: cn, mac: ClusterSecret("guess").clientProof(serverNonce: nonce, clientNonce: cn, node: 5)))
+        try wrong.send(.auth(node: 5, clientNonce: cn, mac: ClusterSecret("guess").clientProof(serverNonce: nonce, clientNonce: cn, node: 5)))
         #expect(wrong.receive() == .failure("authentication failed"))
         #expect(wrong.receive() == nil)
         // A request before authenticating: refused, disconnected, nothing granted.
         let rude = try RawPeer(port: f.masterPort)
         _ = rude.receive()
-        rude.send(.request(LockID(node: 5, serial: 1), process: 0, resource: "vhd", mode: .ex, flags: [], timeoutMillis: 0, epoch: 1))
+        try rude.send(.request(LockID(node: 5, serial: 1), process: 0, resource: "vhd", mode: .ex, flags: [], timeoutMillis: 0, epoch: 1))
         #expect(rude.receive() == .failure("authentication failed"))
         #expect(rude.receive() == nil)
         // A malformed frame (bad length) from an authenticated peer: a clear error, then closed.
@@ -133,9 +91,9 @@ struct MasterFixture {
         // A stale epoch, and a lock id of another node: refused.
         let peer = try RawPeer(port: f.masterPort)
         let epoch = try peer.authenticate(node: 7, secret: f.secret)
-        peer.send(.request(LockID(node: 7, serial: 1), process: 0, resource: "vhd", mode: .ex, flags: [], timeoutMillis: 0, epoch: epoch - 1))
+        try peer.send(.request(LockID(node: 7, serial: 1), process: 0, resource: "vhd", mode: .ex, flags: [], timeoutMillis: 0, epoch: epoch - 1))
         #expect(peer.receive() == .refused(LockID(node: 7, serial: 1), error: .staleEpoch(current: epoch)))
-        peer.send(.request(LockID(node: 1, serial: 99), process: 0, resource: "vhd", mode: .ex, flags: [], timeoutMillis: 0, epoch: epoch))
+        try peer.send(.request(LockID(node: 1, serial: 99), process: 0, resource: "vhd", mode: .ex, flags: [], timeoutMillis: 0, epoch: epoch))
         #expect(peer.receive() == .refused(LockID(node: 1, serial: 99), error: .protocolError("lock id of another node")))
         // The master still serves, and none of them holds anything.
         let listing = try await f.nodes[0].client.listing()

@@ -16,6 +16,9 @@ struct BenchCommand: AsyncParsableCommand {
     @Option(help: "Acquire+release cycles per client for the DLM.") var ops: Int = 2000
     @Option(help: "Acquire+release cycles per client for etcd.") var etcdOps: Int = 100
     @Flag(help: "Skip the failover measurements.") var noFailover = false
+    @Flag(help: "Skip the comparison with etcd's lock.") var noEtcd = false
+    @Option(help: "Comma-separated numbers of other locks held in the table while measuring, e.g. 0,100000,1000000.")
+    var held: String = "0"
 
     func run() async throws {
         let dir = try ProcessSupport.tempDirectory("dlm-bench")
@@ -47,9 +50,29 @@ struct BenchCommand: AsyncParsableCommand {
         }
         // The callers run on the client's event loop (no thread hop per message in this process);
         // then, for reference, the same from tasks on Swift's cooperative pool.
-        let dlm = try await measure(clients: clients, ops: ops, on: me.client.executor, cycle)
+        let levels = held.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
+        guard !levels.isEmpty, levels.allSatisfy({ $0 >= 0 }) else { throw ValidationError("--held wants numbers like 0,100000,1000000") }
+        let dlm: Stats
+        if levels == [0] {
+            dlm = try await measure(clients: clients, ops: ops, on: me.client.executor, cycle)
+        } else {
+            let filler = DLMNode(coordination: try LocalCoordination(path: file, node: 3), secret: ClusterSecret(secret),
+                                 port: try ProcessSupport.freePort(), group: group, logger: logger)
+            try await filler.start()
+            defer { Task { await filler.stop() } }
+            let rows = try await HeldLocksBench(masterPID: master.processIdentifier, filler: filler.client).run(levels: levels) {
+                try await measure(clients: clients, ops: ops, on: me.client.executor, cycle)
+            }
+            dlm = rows[0].stats
+        }
         let pool = try await measure(clients: clients, ops: ops, on: nil, cycle)
         print("dlm_pool_p50_us=\(pool.p50) dlm_pool_p99_us=\(pool.p99) dlm_pool_ops_s=\(pool.opsPerSecond) (callers on the cooperative pool)")
+        guard !noEtcd else {
+            await me.stop()
+            print("clients=\(clients) dlm_ops=\(clients * ops)")
+            print("dlm_p50_us=\(dlm.p50) dlm_p99_us=\(dlm.p99) dlm_ops_s=\(dlm.opsPerSecond)")
+            return
+        }
 
         // etcd's lock through the same JSON gateway, each client with its own lease.
         let etcd = try await EtcdServer()

@@ -9,12 +9,28 @@ struct NodeCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "node", abstract: "Run a DLM node.")
     @OptionGroup var backend: BackendOptions
     @Option(help: "Node id (1...256 with the local backend).") var id: UInt32
-    @Option(help: "TCP port of the lock master when this node is elected.") var port: Int
+    @Option(help: "TCP port of the lock master when this node is elected (default \(LockMaster.defaultPort), outside the ephemeral range).")
+    var port: Int = LockMaster.defaultPort
+    @Option(help: "Master: milliseconds a peer has to authenticate.") var handshakeTimeoutMs: Int64 = MasterLimits().handshakeTimeoutMillis
+    @Option(help: "Master: open connections in all.") var maxConnections = MasterLimits().maxConnections
+    @Option(help: "Master: open connections per peer address.") var maxConnectionsPerAddress = MasterLimits().maxConnectionsPerAddress
+    @Option(help: "Master: locks per node.") var maxLocksPerNode = MasterLimits().maxLocksPerNode
+    @Option(help: "Master: milliseconds before the locks of a gone non-member are purged.") var orphanGraceMs: Int64 = MasterLimits().orphanGraceMillis
     @Option(help: "Workload: take EX on this resource in a loop.") var workload: String?
     @Option(help: "Workload: how long each hold lasts, in milliseconds.") var holdMs: Int = 5
     @Option(help: "Workload: event log file (appended).") var log: String?
     @Flag(help: "Exit when the parent process dies (tests and benchmarks use it, so no node outlives them).")
     var exitWithParent = false
+
+    func validate() throws {
+        guard (1...65535).contains(port) else { throw ValidationError("--port must be 1...65535") }
+        guard handshakeTimeoutMs > 0, orphanGraceMs >= 0 else {
+            throw ValidationError("--handshake-timeout-ms must be positive and --orphan-grace-ms not negative")
+        }
+        guard maxConnections > 0, maxConnectionsPerAddress > 0, maxLocksPerNode > 0 else {
+            throw ValidationError("--max-connections, --max-connections-per-address and --max-locks-per-node must be positive")
+        }
+    }
 
     func run() async throws {
         if exitWithParent {
@@ -25,8 +41,14 @@ struct NodeCommand: AsyncParsableCommand {
             }
         }
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        var limits = MasterLimits()
+        limits.handshakeTimeoutMillis = handshakeTimeoutMs
+        limits.maxConnections = maxConnections
+        limits.maxConnectionsPerAddress = maxConnectionsPerAddress
+        limits.maxLocksPerNode = maxLocksPerNode
+        limits.orphanGraceMillis = orphanGraceMs
         let node = DLMNode(coordination: try backend.make(node: id), secret: try backend.clusterSecret(),
-                           port: port, group: group)
+                           port: port, group: group, limits: limits)
         try await node.start()
         FileHandle.standardOutput.write(Data("node \(id) started on port \(port)\n".utf8))
         guard let resource = workload else {
@@ -78,6 +100,7 @@ struct ListCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "list", abstract: "List resources, locks and holders.")
     @OptionGroup var backend: BackendOptions
     @Option(help: "Node id to authenticate as (an observer, not a member).") var id: UInt32 = 250
+    @Option(help: "Seconds to wait for the whole listing.") var timeout: Int = 30
 
     func run() async throws {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
@@ -85,7 +108,7 @@ struct ListCommand: AsyncParsableCommand {
         let client = LockClient(coordination: coordination, secret: try backend.clusterSecret(), group: group)
         client.start()
         do {
-            print(try await client.listing(timeout: .seconds(5)))
+            print(try await client.listing(timeout: .seconds(timeout)))
         } catch {
             await client.stop()
             throw ValidationError("no lock master answered: \(error)")

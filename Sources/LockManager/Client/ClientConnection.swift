@@ -86,6 +86,7 @@ extension LockClient {
             s.epoch = epoch
             s.channel = channel
             s.sessions += 1
+            s.listingText = ""   // a listing cut off with the old connection is asked for again
             var msgs: [WireMessage] = s.held.sorted { $0.key < $1.key }.compactMap { id, h in
                 // What we re-send is what we may still act on. A lock being unlocked is given up
                 // already (the old master may have granted it elsewhere): not re-sent; its unlock

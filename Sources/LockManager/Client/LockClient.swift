@@ -38,6 +38,8 @@ public final class LockClient: Sendable {
         var held: [LockID: Held] = [:]
         var pending: [LockID: Pending] = [:]
         var listings: [CheckedContinuation<String, Error>] = []
+        /// The frames of the listing being received (they come in order on one connection).
+        var listingText = ""
         var fenced = false
         var stopped = false
         var sessions = 0
@@ -124,7 +126,9 @@ public final class LockClient: Sendable {
     /// Acquire `resource` in `mode`. `timeout` bounds the wait at the master (nil: wait until granted).
     public func lock(_ resource: String, mode: LockMode, flags: LockFlags = [], timeout: Duration? = nil,
                      process: UInt32 = 0) async throws -> (LockHandle, ValueBlock) {
-        guard resource.utf8.count <= 1024 else { throw LockError.protocolError("resource name too long") }
+        guard resource.utf8.count <= WireFormat.maxResourceName else {
+            throw LockError.protocolError("resource name of \(resource.utf8.count) bytes (limit \(WireFormat.maxResourceName))")
+        }
         let id = state.withLock { s -> LockID in
             s.serial += 1
             return LockID(node: node, serial: s.serial)
@@ -138,13 +142,20 @@ public final class LockClient: Sendable {
     @discardableResult
     public func convert(_ h: LockHandle, to mode: LockMode, flags: LockFlags = [], timeout: Duration? = nil,
                         valueBlock: [UInt8]? = nil) async throws -> ValueBlock {
+        try Self.checkValueBlock(valueBlock)
         state.withLock { $0.held[h.id]?.demoted = false }
         return try await perform(h.id, .convert(mode: mode, flags: flags, timeoutMillis: Self.millis(timeout), valueBlock: valueBlock))
     }
 
     /// Release a held lock; a PW/EX holder may write the value block as it goes.
     public func unlock(_ h: LockHandle, valueBlock: [UInt8]? = nil) async throws {
+        try Self.checkValueBlock(valueBlock)
         _ = try await perform(h.id, .unlock(valueBlock: valueBlock))
+    }
+
+    private static func checkValueBlock(_ vb: [UInt8]?) throws {
+        guard let vb, vb.count > ValueBlock.maxSize else { return }
+        throw LockError.protocolError("value block of \(vb.count) bytes (limit \(ValueBlock.maxSize))")
     }
 
     /// Cancel a waiting request or conversion; the waiting call throws `LockError.cancelled`.
@@ -332,9 +343,16 @@ public final class LockClient: Sendable {
                 s.held[id]?.mode = .nl
                 s.held[id]?.demoted = true
             }
-        case .listing(let text):
-            let c = state.withLock { s in s.listings.isEmpty ? nil : s.listings.removeFirst() }
-            c?.resume(returning: text)
+        case let .listing(text, more):
+            let done = state.withLock { s -> (CheckedContinuation<String, Error>, String)? in
+                s.listingText += text
+                guard !more else { return nil }
+                var whole = s.listingText
+                s.listingText = ""
+                if whole.hasSuffix("\n") { whole.removeLast() }
+                return s.listings.isEmpty ? nil : (s.listings.removeFirst(), whole)
+            }
+            if let (c, whole) = done { c.resume(returning: whole) }
         case .failure(let text):
             logger.warning("master says: \(text)")
         default:

@@ -7,6 +7,7 @@ final class MasterCore {
     let loop: EventLoop
     let coordination: any CoordinationBackend
     let logger: Logger
+    let limits: MasterLimits
     var table: LockTable
     /// The authenticated connection of each node (one per node; a newer one replaces an older one).
     var connections: [UInt32: Channel] = [:]
@@ -15,6 +16,16 @@ final class MasterCore {
     /// Locks a reconnecting node said it holds, until its `recoverDone` (same-epoch resync).
     var resync: [UInt32: Set<LockID>] = [:]
     var members: Set<UInt32> = []
+    /// Nodes that disconnected while not members, and since when: their locks are purged once
+    /// `limits.orphanGraceMillis` has passed (their fencing deadline), unless they come back.
+    var orphanedSince: [UInt32: Instant] = [:]
+    /// Open connections, in all and per peer address.
+    private var connectionCount = 0
+    private var connectionsByAddress: [String: Int] = [:]
+    /// Admitted connections that have not authenticated yet, oldest first (at most `maxConnections`).
+    private var awaitingAuthentication: [Channel] = []
+    /// Refusals already logged, by kind and address: each is logged once (the memory is bounded).
+    private var loggedRefusals: Set<String> = []
     var tickTask: Scheduled<Void>?
     var tickAt: Instant?
     var recoveryStarted: Instant = monotonicNow()
@@ -24,15 +35,63 @@ final class MasterCore {
     /// point: with many clients, one syscall carries several replies.
     private var unflushed: [Channel] = []
 
-    init(loop: EventLoop, epoch: Epoch, coordination: any CoordinationBackend, logger: Logger) {
+    init(loop: EventLoop, epoch: Epoch, coordination: any CoordinationBackend, limits: MasterLimits, logger: Logger) {
         self.loop = loop
         self.coordination = coordination
+        self.limits = limits
         self.logger = logger
         // A new master starts in recovery: nothing is granted until the survivors have re-sent.
         table = LockTable(epoch: epoch, recovering: true)
     }
 
+    // MARK: Connections
+
+    /// Takes a connection slot for a new peer, or says why not. When all slots are taken, the
+    /// oldest connection that has not authenticated yet makes way (a flood of them cannot keep a
+    /// node from reconnecting, as every node does after a failover); only when every slot is an
+    /// authenticated node's is the newcomer refused.
+    func admit(address: String, channel: Channel) -> String? {
+        if connectionsByAddress[address, default: 0] >= limits.maxConnectionsPerAddress {
+            return "too many connections from \(address) (limit \(limits.maxConnectionsPerAddress))"
+        }
+        if connectionCount >= limits.maxConnections {
+            guard !awaitingAuthentication.isEmpty else {
+                return "too many connections to the lock master (limit \(limits.maxConnections))"
+            }
+            let oldest = awaitingAuthentication.removeFirst()
+            let why = "dropped: the lock master has \(limits.maxConnections) connections and this one had not authenticated"
+            logRefusal(kind: "connections", address: oldest.remoteAddress?.ipAddress ?? "unknown", why)
+            oldest.writeAndFlush(WireMessage.failure(why), promise: nil)
+            oldest.close(promise: nil)
+        }
+        connectionCount += 1
+        connectionsByAddress[address, default: 0] += 1
+        awaitingAuthentication.append(channel)
+        return nil
+    }
+
+    /// The connection authenticated, or closed.
+    func settled(_ channel: Channel) {
+        awaitingAuthentication.removeAll { $0 === channel }
+    }
+
+    func release(address: String, channel: Channel) {
+        settled(channel)
+        connectionCount -= 1
+        connectionsByAddress[address, default: 1] -= 1
+        if connectionsByAddress[address] == 0 { connectionsByAddress[address] = nil }
+    }
+
+    /// Logs a refusal the first time this kind is refused to this address.
+    func logRefusal(kind: String, address: String, _ why: String) {
+        if loggedRefusals.count >= 4096 { loggedRefusals.removeAll() }
+        guard loggedRefusals.insert("\(kind) \(address)").inserted else { return }
+        logger.warning("refused \(address) (\(kind)): \(why); further refusals of this kind to this address are not logged")
+    }
+
     func authenticated(node: UInt32, channel: Channel) {
+        settled(channel)
+        orphanedSince[node] = nil
         if let old = connections[node], old !== channel { old.close(promise: nil) }
         // Whatever the node had queued on an older connection is void; it re-sends. The
         // refusals are not delivered (no connection is registered yet): the node does not wait
@@ -47,12 +106,12 @@ final class MasterCore {
         guard connections[node] === channel else { return }
         connections[node] = nil
         cancelPending(of: node)
+        if !members.contains(node), table.usage(of: node).locks > 0 { orphanedSince[node] = monotonicNow() }
         flush()
     }
 
     private func cancelPending(of node: UInt32) {
-        let pending = table.locks.values.filter { $0.owner.node == node && $0.requestedMode != nil }.map(\.id).sorted()
-        for id in pending { dispatch(table.cancel(id)) }
+        for id in table.queuedRequests(of: node) { dispatch(table.cancel(id)) }
     }
 
     func handle(_ msg: WireMessage, from node: UInt32, channel: Channel) {
@@ -60,6 +119,7 @@ final class MasterCore {
         switch msg {
         case let .request(id, process, resource, mode, flags, t, epoch):
             guard id.node == node else { return reply(channel, .refused(id, error: .protocolError("lock id of another node"))) }
+            if let refusal = overLimit(node: node, resource: resource, channel: channel) { return reply(channel, .refused(id, error: refusal)) }
             dispatch(table.request(id, owner: LockOwner(node: node, process: process), resource: resource, mode: mode,
                                    flags: flags, timeout: t == 0 ? nil : UInt64(t) * 1_000_000, epoch: epoch, now: now))
         case let .convert(id, mode, flags, t, vb, epoch):
@@ -74,6 +134,7 @@ final class MasterCore {
             dispatch(table.cancel(id))
         case let .recover(id, process, resource, mode, vb, epoch):
             guard id.node == node else { return }
+            if let refusal = overLimit(node: node, resource: resource, channel: channel) { return reply(channel, .refused(id, error: refusal)) }
             if table.recovering {
                 if let err = table.recover(id, owner: LockOwner(node: node, process: process), resource: resource, mode: mode,
                                            valueBlock: vb, epoch: epoch) {
@@ -95,13 +156,31 @@ final class MasterCore {
                 for l in orphans { dispatch(table.unlock(l.id, epoch: table.epoch)) }
             }
         case .list:
-            reply(channel, .listing(describe()))
+            // In frames of whole lines: a listing of any size fits.
+            for frame in WireMessage.listingFrames(describeLines()) { reply(channel, frame) }
         default:
             channel.writeAndFlush(WireMessage.failure("unexpected message"), promise: nil)
             channel.close(promise: nil)
         }
         scheduleTick()
         // Flushed by the caller once the whole read burst is handled.
+    }
+
+    /// Why a new lock of `node` on `resource` would pass its limits, if it would.
+    private func overLimit(node: UInt32, resource: String, channel: Channel) -> LockError? {
+        let usage = table.usage(of: node)
+        let why: String
+        if resource.utf8.count > WireFormat.maxResourceName {
+            why = "resource name of \(resource.utf8.count) bytes (limit \(WireFormat.maxResourceName))"
+        } else if usage.locks >= limits.maxLocksPerNode {
+            why = "node \(node) has \(usage.locks) locks (limit \(limits.maxLocksPerNode))"
+        } else if usage.nameBytes + resource.utf8.count > limits.maxNameBytesPerNode {
+            why = "node \(node) has \(usage.nameBytes) bytes of resource names (limit \(limits.maxNameBytesPerNode))"
+        } else {
+            return nil
+        }
+        logRefusal(kind: "lock limit of node \(node)", address: channel.remoteAddress?.ipAddress ?? "unknown", why)
+        return .limitReached(why)
     }
 
     /// Recovery ends once every live member has re-sent its locks. A member that is alive but
@@ -113,10 +192,29 @@ final class MasterCore {
             // The coordination backend only drops a node once it is fenced, so purging is safe.
             logger.info("node \(node) left the membership; purging its locks")
             dispatch(table.purge(node: node))
+            orphanedSince[node] = nil
         }
+        purgeOrphans()
         maybeEndRecovery()
         scheduleTick()
         flush()
+    }
+
+    /// A node that is gone (no connection) and not a member cannot act on its locks once its
+    /// fencing deadline has passed: they are purged then, so they do not stay forever.
+    private func purgeOrphans() {
+        guard !orphanedSince.isEmpty else { return }
+        let now = monotonicNow()
+        let grace = UInt64(limits.orphanGraceMillis) * 1_000_000
+        for (node, since) in orphanedSince.sorted(by: { $0.key < $1.key }) {
+            if members.contains(node) || connections[node] != nil {
+                orphanedSince[node] = nil
+            } else if now - since >= grace {
+                orphanedSince[node] = nil
+                logger.info("node \(node) disconnected \((now - since) / 1_000_000) ms ago and is not a member; purging its \(table.usage(of: node).locks) locks")
+                dispatch(table.purge(node: node))
+            }
+        }
     }
 
     private func maybeEndRecovery() {
@@ -136,7 +234,7 @@ final class MasterCore {
     }
 
     private func scheduleTick() {
-        guard let next = table.nextDeadline else { return }
+        guard let next = table.nextDeadline() else { return }
         if let at = tickAt, at <= next { return }
         tickTask?.cancel()
         tickAt = next
@@ -179,15 +277,18 @@ final class MasterCore {
         unflushed.removeAll(keepingCapacity: true)
     }
 
-    func describe() -> String {
+    func describe() -> String { describeLines().joined(separator: "\n") }
+
+    func describeLines() -> [String] {
         var lines = ["epoch \(table.epoch)\(table.recovering ? " (recovering)" : "") members \(members.sorted())"]
-        for name in table.resources.keys.sorted() {
-            let r = table.resources[name]!
+        lines.reserveCapacity(table.lockCount + table.resourceNames.count + 1)
+        for name in table.resourceNames.sorted() {
+            let r = table.resource(name)!
             lines.append("resource \(name) \(r.valueBlock)")
             for id in r.granted { let l = table.lock(id)!; lines.append("  granted \(id) owner \(l.owner) \(l.grantedMode!)") }
             for id in r.converting { let l = table.lock(id)!; lines.append("  converting \(id) owner \(l.owner) \(l.grantedMode!)->\(l.requestedMode!)") }
             for id in r.waiting { let l = table.lock(id)!; lines.append("  waiting \(id) owner \(l.owner) \(l.requestedMode!)") }
         }
-        return lines.joined(separator: "\n")
+        return lines
     }
 }

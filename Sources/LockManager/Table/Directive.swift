@@ -18,6 +18,8 @@ public enum LockError: Error, Hashable, Sendable, CustomStringConvertible {
     case unauthenticated
     case disconnected
     case protocolError(String)
+    /// The master refused what would take this node past one of its limits (locks, name bytes).
+    case limitReached(String)
 
     public var description: String {
         switch self {
@@ -33,6 +35,7 @@ public enum LockError: Error, Hashable, Sendable, CustomStringConvertible {
         case .unauthenticated: "peer failed authentication"
         case .disconnected: "disconnected from the lock master"
         case .protocolError(let s): "protocol error: \(s)"
+        case .limitReached(let s): "refused by the lock master: \(s)"
         }
     }
 }

@@ -16,8 +16,12 @@ public final class WireCodec: ChannelDuplexHandler {
     /// Bytes received but not yet a whole frame.
     private var pending: ByteBuffer?
     private var broken = false
+    /// The largest frame accepted. The master starts its connections at
+    /// `WireFormat.maxFrameBeforeAuth` and raises it once the peer has authenticated, so an
+    /// unauthenticated peer cannot make it buffer more than that.
+    public var maxFrame: Int
 
-    public init() {}
+    public init(maxFrame: Int = WireFormat.maxFrame) { self.maxFrame = maxFrame }
 
     public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard !broken else { return }
@@ -28,7 +32,7 @@ public final class WireCodec: ChannelDuplexHandler {
             pending!.writeBuffer(&input)
         }
         do {
-            while let msg = try Self.nextMessage(&pending!) {
+            while let msg = try Self.nextMessage(&pending!, maxFrame: maxFrame) {
                 context.fireChannelRead(wrapInboundOut(msg))
                 // A handler may have closed the connection while handling that message.
                 if broken || pending == nil { return }
@@ -47,9 +51,9 @@ public final class WireCodec: ChannelDuplexHandler {
     }
 
     /// Decodes the next whole frame of `buffer`, if there is one.
-    static func nextMessage(_ buffer: inout ByteBuffer) throws -> WireMessage? {
+    public static func nextMessage(_ buffer: inout ByteBuffer, maxFrame: Int = WireFormat.maxFrame) throws -> WireMessage? {
         guard let length: UInt32 = buffer.getInteger(at: buffer.readerIndex) else { return nil }
-        guard length >= 2, length <= WireFormat.maxFrame else { throw bad("frame length \(length) out of range") }
+        guard length >= 2, length <= maxFrame else { throw bad("frame length \(length) out of range (2...\(maxFrame))") }
         guard buffer.readableBytes >= 4 + Int(length) else { return nil }
         buffer.moveReaderIndex(forwardBy: 4)
         var body = buffer.readSlice(length: Int(length))!
@@ -63,7 +67,13 @@ public final class WireCodec: ChannelDuplexHandler {
 
     public func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         var out = context.channel.allocator.buffer(capacity: 64)
-        unwrapOutboundIn(data).encode(into: &out)
+        do {
+            try unwrapOutboundIn(data).encode(into: &out)
+        } catch {
+            // Nothing is sent; whoever wrote the message learns why through its promise.
+            promise?.fail(error)
+            return
+        }
         context.write(wrapOutboundOut(out), promise: promise)
     }
 }

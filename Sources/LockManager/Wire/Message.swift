@@ -15,6 +15,7 @@ public enum WireMessage: Equatable, Sendable {
     /// Recovery: a lock the node holds, re-sent to a new master.
     case recover(LockID, process: UInt32, resource: String, mode: LockMode, valueBlock: ValueBlock, epoch: Epoch)
     case recoverDone(epoch: Epoch)
+    /// Asks for a listing; the master answers with `listing` frames, the last with `more == false`.
     case list
 
     // Master -> node.
@@ -24,7 +25,8 @@ public enum WireMessage: Equatable, Sendable {
     case released(LockID)
     /// CONVDEADLK demoted this lock to NL; its conversion still waits.
     case demoted(LockID)
-    case listing(String)
+    /// Part of a listing: whole lines, at most `WireFormat.listingChunk` bytes of them per frame.
+    case listing(String, more: Bool)
     case failure(String)
 }
 
@@ -32,6 +34,18 @@ public enum WireMessage: Equatable, Sendable {
 public enum WireFormat {
     public static let version: UInt8 = 1
     public static let maxFrame = 64 * 1024
+    /// The largest frame a peer may send before it has authenticated (an `auth` is 78 bytes): what
+    /// an unauthenticated connection can make the master buffer.
+    public static let maxFrameBeforeAuth = 256
+    /// Bytes of text per `listing` frame: a listing of any size goes in frames that fit.
+    public static let listingChunk = 32 * 1024
+    /// Longest resource name, in UTF-8 bytes.
+    public static let maxResourceName = 1024
+
+    /// A message that cannot be encoded within the format's limits: an error for the caller.
+    public struct EncodeError: Error, CustomStringConvertible {
+        public var description: String
+    }
 
     public struct DecodeError: Error, CustomStringConvertible {
         public var description: String
@@ -61,35 +75,43 @@ extension WireMessage {
         }
     }
 
-    public func encode(into buf: inout ByteBuffer) {
+    /// Encodes one frame. Every length is checked before it is written: a field longer than its
+    /// u16 length, or a frame over `WireFormat.maxFrame`, throws `EncodeError` (nothing traps).
+    public func encode(into buf: inout ByteBuffer) throws {
         let start = buf.writerIndex
         buf.writeInteger(UInt32(0))
         buf.writeInteger(WireFormat.version)
         buf.writeInteger(type)
         switch self {
-        case .hello(let n): buf.writeBytesWithLength(n)
-        case let .auth(node, cn, mac): buf.writeInteger(node); buf.writeBytesWithLength(cn); buf.writeBytesWithLength(mac)
-        case let .welcome(e, r, mac): buf.writeInteger(e); buf.writeInteger(UInt8(r ? 1 : 0)); buf.writeBytesWithLength(mac)
+        case .hello(let n): try buf.writeBytesWithLength(n)
+        case let .auth(node, cn, mac): buf.writeInteger(node); try buf.writeBytesWithLength(cn); try buf.writeBytesWithLength(mac)
+        case let .welcome(e, r, mac): buf.writeInteger(e); buf.writeInteger(UInt8(r ? 1 : 0)); try buf.writeBytesWithLength(mac)
         case let .request(id, p, res, m, f, t, e):
-            buf.writeLockID(id); buf.writeInteger(p); buf.writeBytesWithLength(Array(res.utf8)); buf.writeInteger(m.rawValue)
+            buf.writeLockID(id); buf.writeInteger(p); try buf.writeResourceName(res); buf.writeInteger(m.rawValue)
             buf.writeInteger(f.rawValue); buf.writeInteger(t); buf.writeInteger(e)
         case let .convert(id, m, f, t, vb, e):
             buf.writeLockID(id); buf.writeInteger(m.rawValue); buf.writeInteger(f.rawValue); buf.writeInteger(t)
-            buf.writeOptionalBytes(vb); buf.writeInteger(e)
-        case let .unlock(id, vb, e): buf.writeLockID(id); buf.writeOptionalBytes(vb); buf.writeInteger(e)
+            try buf.writeOptionalBytes(vb); buf.writeInteger(e)
+        case let .unlock(id, vb, e): buf.writeLockID(id); try buf.writeOptionalBytes(vb); buf.writeInteger(e)
         case .cancel(let id): buf.writeLockID(id)
         case let .recover(id, p, res, m, vb, e):
-            buf.writeLockID(id); buf.writeInteger(p); buf.writeBytesWithLength(Array(res.utf8)); buf.writeInteger(m.rawValue)
-            buf.writeValueBlock(vb); buf.writeInteger(e)
+            buf.writeLockID(id); buf.writeInteger(p); try buf.writeResourceName(res); buf.writeInteger(m.rawValue)
+            try buf.writeValueBlock(vb); buf.writeInteger(e)
         case .recoverDone(let e): buf.writeInteger(e)
         case .list: break
-        case let .granted(id, m, vb): buf.writeLockID(id); buf.writeInteger(m.rawValue); buf.writeValueBlock(vb)
-        case let .refused(id, err): buf.writeLockID(id); buf.writeLockError(err)
+        case let .granted(id, m, vb): buf.writeLockID(id); buf.writeInteger(m.rawValue); try buf.writeValueBlock(vb)
+        case let .refused(id, err): buf.writeLockID(id); try buf.writeLockError(err)
         case let .blocking(id, m): buf.writeLockID(id); buf.writeInteger(m.rawValue)
         case .released(let id), .demoted(let id): buf.writeLockID(id)
-        case .listing(let s), .failure(let s): buf.writeBytesWithLength(Array(s.utf8))
+        case let .listing(s, more): buf.writeInteger(UInt8(more ? 1 : 0)); try buf.writeBytesWithLength(Array(s.utf8))
+        case .failure(let s): try buf.writeBytesWithLength(Array(s.utf8))
         }
-        buf.setInteger(UInt32(buf.writerIndex - start - 4), at: start)
+        let length = buf.writerIndex - start - 4
+        guard length <= WireFormat.maxFrame else {
+            buf.moveWriterIndex(to: start)
+            throw WireFormat.EncodeError(description: "message type \(type) of \(length) bytes exceeds the \(WireFormat.maxFrame)-byte frame limit")
+        }
+        buf.setInteger(UInt32(length), at: start)
     }
 
     /// Decodes one frame body (after the length). Malformed input throws, never traps.
@@ -118,7 +140,9 @@ extension WireMessage {
         case 21: msg = .refused(try buf.readLockID(), error: try buf.readLockError())
         case 22: msg = .blocking(try buf.readLockID(), blocked: try buf.readMode())
         case 23: msg = .released(try buf.readLockID())
-        case 24: msg = .listing(try buf.readString())
+        case 24:
+            let more: UInt8 = try buf.need()
+            msg = .listing(try buf.readString(), more: more != 0)
         case 25: msg = .failure(try buf.readString())
         case 26: msg = .demoted(try buf.readLockID())
         default: throw bad("unknown message type \(type)")
@@ -135,7 +159,19 @@ extension ByteBuffer {
         guard let v: T = readInteger() else { throw bad("truncated field") }
         return v
     }
-    mutating func writeBytesWithLength(_ b: [UInt8]) { writeInteger(UInt16(b.count)); writeBytes(b) }
+    mutating func writeBytesWithLength(_ b: [UInt8]) throws {
+        guard let n = UInt16(exactly: b.count) else {
+            throw WireFormat.EncodeError(description: "a field of \(b.count) bytes exceeds its 16-bit length")
+        }
+        writeInteger(n)
+        writeBytes(b)
+    }
+    mutating func writeResourceName(_ name: String) throws {
+        guard name.utf8.count <= WireFormat.maxResourceName else {
+            throw WireFormat.EncodeError(description: "resource name of \(name.utf8.count) bytes (limit \(WireFormat.maxResourceName))")
+        }
+        try writeBytesWithLength(Array(name.utf8))
+    }
     mutating func readBytesWithLength() throws -> [UInt8] {
         let n: UInt16 = try need()
         guard let b = readBytes(length: Int(n)) else { throw bad("truncated bytes") }
@@ -146,8 +182,16 @@ extension ByteBuffer {
         guard let s = String(validating: b, as: UTF8.self) else { throw bad("invalid UTF-8") }
         return s
     }
-    mutating func writeOptionalBytes(_ b: [UInt8]?) {
-        if let b { writeInteger(UInt8(1)); writeBytesWithLength(b) } else { writeInteger(UInt8(0)) }
+    mutating func writeOptionalBytes(_ b: [UInt8]?) throws {
+        guard let b else {
+            writeInteger(UInt8(0))
+            return
+        }
+        guard b.count <= ValueBlock.maxSize else {
+            throw WireFormat.EncodeError(description: "value block of \(b.count) bytes (limit \(ValueBlock.maxSize))")
+        }
+        writeInteger(UInt8(1))
+        try writeBytesWithLength(b)
     }
     mutating func readOptionalBytes() throws -> [UInt8]? {
         let flag: UInt8 = try need()
@@ -156,7 +200,13 @@ extension ByteBuffer {
         guard b.count <= ValueBlock.maxSize else { throw bad("value block too large") }
         return b
     }
-    mutating func writeValueBlock(_ v: ValueBlock) { writeInteger(UInt8(v.valid ? 1 : 0)); writeBytesWithLength(v.bytes) }
+    mutating func writeValueBlock(_ v: ValueBlock) throws {
+        guard v.bytes.count <= ValueBlock.maxSize else {
+            throw WireFormat.EncodeError(description: "value block of \(v.bytes.count) bytes (limit \(ValueBlock.maxSize))")
+        }
+        writeInteger(UInt8(v.valid ? 1 : 0))
+        try writeBytesWithLength(v.bytes)
+    }
     mutating func readValueBlock() throws -> ValueBlock {
         let valid: UInt8 = try need()
         let b = try readBytesWithLength()
@@ -170,7 +220,7 @@ extension ByteBuffer {
         guard let m = LockMode(rawValue: raw) else { throw bad("bad lock mode \(raw)") }
         return m
     }
-    mutating func writeLockError(_ e: LockError) {
+    mutating func writeLockError(_ e: LockError) throws {
         switch e {
         case .wouldBlock: writeInteger(UInt8(1))
         case .deadlock: writeInteger(UInt8(2))
@@ -183,7 +233,8 @@ extension ByteBuffer {
         case .fenced: writeInteger(UInt8(9))
         case .unauthenticated: writeInteger(UInt8(10))
         case .disconnected: writeInteger(UInt8(11))
-        case .protocolError(let s): writeInteger(UInt8(12)); writeBytesWithLength(Array(s.utf8.prefix(1000)))
+        case .protocolError(let s): writeInteger(UInt8(12)); try writeBytesWithLength(Array(s.truncatedForWire.utf8))
+        case .limitReached(let s): writeInteger(UInt8(13)); try writeBytesWithLength(Array(s.truncatedForWire.utf8))
         }
     }
     mutating func readLockError() throws -> LockError {
@@ -201,7 +252,40 @@ extension ByteBuffer {
         case 10: return .unauthenticated
         case 11: return .disconnected
         case 12: return .protocolError(try readString())
+        case 13: return .limitReached(try readString())
         default: throw bad("bad error code \(code)")
         }
+    }
+}
+
+extension String {
+    /// At most 1,000 UTF-8 bytes, cut at a character boundary (a cut inside a character would
+    /// not decode as UTF-8 at the other end).
+    var truncatedForWire: String {
+        guard utf8.count > 1000 else { return self }
+        var out = ""
+        for c in self {
+            if out.utf8.count + c.utf8.count > 1000 { break }
+            out.append(c)
+        }
+        return out
+    }
+}
+
+extension WireMessage {
+    /// A listing's text as `listing` frames of whole lines, each within `WireFormat.listingChunk`
+    /// bytes (a longer line, which the resource-name limit rules out, is cut at characters).
+    public static func listingFrames(_ lines: [String]) -> [WireMessage] {
+        var frames: [WireMessage] = []
+        var chunk = ""
+        func emit() { frames.append(.listing(chunk, more: true)); chunk = "" }
+        for line in lines {
+            var piece = line.utf8.count < WireFormat.listingChunk ? line : line.truncatedForWire
+            piece += "\n"
+            if chunk.utf8.count + piece.utf8.count > WireFormat.listingChunk { emit() }
+            chunk += piece
+        }
+        frames.append(.listing(chunk, more: false))
+        return frames
     }
 }

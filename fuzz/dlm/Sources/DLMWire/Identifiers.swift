@@ -1,0 +1,1 @@
+../../../../Sources/LockManager/Table/Identifiers.swift

@@ -1,0 +1,1 @@
+../../../../Sources/LockManager/Wire/Message.swift

@@ -1,0 +1,1 @@
+../../../../Sources/LockManager/Wire/MessageSamples.swift
