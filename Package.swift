@@ -58,7 +58,7 @@ let package = Package(
         // Helpers every test target shares (seeded randomness); not part of any product.
         .target(name: "TestSupport", path: "Tests/TestSupport"),
         .testTarget(name: "CSVFSTests", dependencies: ["CSVFS", "TestSupport"], path: "Tests/CSVFSTests"),
-        .testTarget(name: "CSVFSUnitTests", dependencies: ["CSVFS", "CSQLite", "TestSupport"], path: "Tests/CSVFSUnitTests"),
+        .testTarget(name: "CSVFSUnitTests", dependencies: ["CSVFS", "CSQLite", "LockManager", "TestSupport"], path: "Tests/CSVFSUnitTests"),
         .testTarget(name: "VHDFormatTests", dependencies: ["VHDFormat", "TestSupport"], path: "Tests/VHDFormatTests"),
         .testTarget(name: "LockManagerTests",
                     dependencies: ["LockManager", "TestSupport", .product(name: "NIOCore", package: "swift-nio"),

@@ -45,7 +45,7 @@ import LockManager
         defer { c.stopAll() }
         let file = c.dir.appendingPathComponent("lun").path
         for id: UInt32 in 1...3 { try c.start(node: id, backend: ["--backend", "local", "--file", file]) }
-        let probe = try LocalCoordination(path: file, node: 200)
+        let probe = try LocalCoordination(path: file, region: .ownFile, node: 200)
         try await killMasterMidTraffic(cluster: c) { try await probe.leader() }
     }
 

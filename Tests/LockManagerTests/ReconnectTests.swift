@@ -29,12 +29,12 @@ struct ProxiedCoordination: CoordinationBackend {
         let dir = try ProcessSupport.tempDirectory("dlm-reconnect")
         let file = dir.appendingPathComponent("lun").path
         let secret = ClusterSecret("blip")
-        let one = DLMNode(coordination: try LocalCoordination(path: file, node: 1), secret: secret,
+        let one = DLMNode(coordination: try LocalCoordination(path: file, region: .ownFile, node: 1), secret: secret,
                           port: try ProcessSupport.freePort(), group: group)
         try await one.start()
         try await eventually("node 1 to lead") { one.isMaster }
         let proxy = try await TCPProxy(target: "http://\(one.address)")
-        let twoCoordination = ProxiedCoordination(inner: try LocalCoordination(path: file, node: 2),
+        let twoCoordination = ProxiedCoordination(inner: try LocalCoordination(path: file, region: .ownFile, node: 2),
                                                   proxyAddress: String(proxy.endpoint.dropFirst("http://".count)))
         let two = DLMNode(coordination: twoCoordination, secret: secret, port: try ProcessSupport.freePort(), group: group)
         try await two.start()

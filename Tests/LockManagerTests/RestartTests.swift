@@ -31,7 +31,7 @@ import LockManager
         let dir = try ProcessSupport.tempDirectory("dlm-restart-local")
         defer { try? FileManager.default.removeItem(at: dir) }
         let file = dir.appendingPathComponent("lun").path
-        let probe = try LocalCoordination(path: file, node: 200)
+        let probe = try LocalCoordination(path: file, region: .ownFile, node: 200)
         let ms = try await restartWhileHolding(backend: ["--backend", "local", "--file", file],
                                                leader: { try await probe.leader() }, members: { try await probe.members() })
         // The kernel dropped the dead process's OFD locks at once: it is fenced the instant it dies.

@@ -38,10 +38,10 @@ final class SilentMasterHandler: ChannelInboundHandler, Sendable {
         let dir = try ProcessSupport.tempDirectory("dlm-silent")
         let file = dir.appendingPathComponent("lun").path
         // The silent server is published as the leader's address.
-        let fakeLeader = try LocalCoordination(path: file, node: 1)
+        let fakeLeader = try LocalCoordination(path: file, region: .ownFile, node: 1)
         try await fakeLeader.start(address: "127.0.0.1:\(server.localAddress!.port!)")
         try await eventually("the fake leader") { fakeLeader.ownLeadership() != nil }
-        let client = LockClient(coordination: try LocalCoordination(path: file, node: 2), secret: secret, group: group)
+        let client = LockClient(coordination: try LocalCoordination(path: file, region: .ownFile, node: 2), secret: secret, group: group)
         client.start()
         let started = monotonicNow()
         await #expect(throws: LockError.timedOut) { try await client.lock("x", mode: .ex, timeout: .milliseconds(100)) }

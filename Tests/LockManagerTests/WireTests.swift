@@ -56,7 +56,7 @@ struct MasterFixture {
         let file = dir.appendingPathComponent("lun").path
         var ns: [DLMNode] = []
         for id in 1...UInt32(count) {
-            let n = DLMNode(coordination: try LocalCoordination(path: file, node: id), secret: secret,
+            let n = DLMNode(coordination: try LocalCoordination(path: file, region: .ownFile, node: id), secret: secret,
                             port: try ProcessSupport.freePort(), group: group)
             try await n.start()
             // Node 1 leads: start the others once it hosts the master.

@@ -30,9 +30,9 @@ struct BenchCommand: AsyncParsableCommand {
         let masterPort = try ProcessSupport.freePort()
         let master = try spawnNode(id: 1, port: masterPort, args: ["--backend", "local", "--file", file], secret: secret)
         defer { ProcessSupport.kill(master) }
-        let probe = try LocalCoordination(path: file, node: 200)
+        let probe = try LocalCoordination(path: file, region: .ownFile, node: 200)
         try await waitFor("node 1 to lead") { try await probe.leader() != nil }
-        let me = DLMNode(coordination: try LocalCoordination(path: file, node: 2), secret: ClusterSecret(secret),
+        let me = DLMNode(coordination: try LocalCoordination(path: file, region: .ownFile, node: 2), secret: ClusterSecret(secret),
                          port: try ProcessSupport.freePort(), group: group, logger: logger)
         try await me.start()
         _ = try await me.client.listing()
