@@ -27,9 +27,15 @@ let package = Package(
         // Syscalls that need _GNU_SOURCE (O_DIRECT, fallocate modes, renameat2 flags), behind prefixed wrappers.
         .target(name: "CSVFSSystem", path: "Sources/CSVFSSystem", cSettings: [.define("_GNU_SOURCE")]),
 
-        .target(name: "VHDFormat", path: "Sources/VHDFormat"),
+        // Small pieces two or more of our libraries need, so each exists once: a pthread lock and a
+        // locked box, CRC-32C, OFD byte-range locks (through CPrimitives). Depends on nothing of ours but CPrimitives.
+        .target(name: "CPrimitives", path: "Sources/CPrimitives", cSettings: [.define("_GNU_SOURCE")]),
+        .target(name: "Primitives", dependencies: ["CPrimitives"], path: "Sources/Primitives"),
+
+        .target(name: "VHDFormat", dependencies: ["Primitives"], path: "Sources/VHDFormat"),
         .target(name: "LockManager",
                 dependencies: [
+                    "Primitives",
                     .product(name: "NIOCore", package: "swift-nio"),
                     .product(name: "NIOPosix", package: "swift-nio"),
                     .product(name: "Crypto", package: "swift-crypto"),
@@ -38,7 +44,7 @@ let package = Package(
                 path: "Sources/LockManager"),
         .target(name: "CSVFS",
                 dependencies: [
-                    "CFuse", "CSQLite", "CSVFSSystem",
+                    "CFuse", "CSQLite", "CSVFSSystem", "Primitives",
                     .product(name: "Logging", package: "swift-log"),
                 ],
                 path: "Sources/CSVFS"),
@@ -57,7 +63,8 @@ let package = Package(
 
         // Helpers every test target shares (seeded randomness); not part of any product.
         .target(name: "TestSupport", path: "Tests/TestSupport"),
-        .testTarget(name: "CSVFSTests", dependencies: ["CSVFS", "TestSupport"], path: "Tests/CSVFSTests"),
+        .testTarget(name: "PrimitivesTests", dependencies: ["Primitives"], path: "Tests/PrimitivesTests"),
+        .testTarget(name: "CSVFSTests", dependencies: ["CSVFS", "Primitives", "TestSupport"], path: "Tests/CSVFSTests"),
         .testTarget(name: "CSVFSUnitTests", dependencies: ["CSVFS", "CSQLite", "LockManager", "TestSupport"], path: "Tests/CSVFSUnitTests"),
         .testTarget(name: "VHDFormatTests", dependencies: ["VHDFormat", "TestSupport"], path: "Tests/VHDFormatTests"),
         .testTarget(name: "LockManagerTests",

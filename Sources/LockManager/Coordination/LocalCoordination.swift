@@ -1,12 +1,5 @@
 import Foundation
-#if canImport(Glibc)
-import Glibc
-#endif
-
-// Open-file-description lock commands (fcntl.h with _GNU_SOURCE); the same values on every Linux
-// architecture, but Swift's Glibc module does not see them without _GNU_SOURCE.
-private let F_OFD_GETLK: Int32 = 36
-private let F_OFD_SETLK: Int32 = 37
+import Primitives
 
 /// The embedded backend: every node on one host, the kernel as arbiter.
 ///
@@ -149,46 +142,22 @@ public final class LocalCoordination: CoordinationBackend {
     // MARK: OFD locks
 
     private func setLock(at offset: off_t) throws -> Bool {
-        var fl = flock()
-        fl.l_type = Int16(F_WRLCK)
-        fl.l_whence = Int16(SEEK_SET)
-        fl.l_start = offset
-        fl.l_len = 1
-        if fcntl(fd, F_OFD_SETLK, &fl) == 0 { return true }
-        if errno == EAGAIN || errno == EACCES { return false }
-        throw CoordinationError("F_OFD_SETLK: \(String(cString: strerror(errno)))")
+        do { return try OFDLock.tryWriteLock(fd, Int64(offset)..<Int64(offset + 1)) } catch { throw CoordinationError("\(error)") }
     }
 
     private func unlock(at offset: off_t) throws {
-        var fl = flock()
-        fl.l_type = Int16(F_UNLCK)
-        fl.l_whence = Int16(SEEK_SET)
-        fl.l_start = offset
-        fl.l_len = 1
-        _ = fcntl(fd, F_OFD_SETLK, &fl)
+        do { try OFDLock.unlock(fd, Int64(offset)..<Int64(offset + 1)) } catch { throw CoordinationError("\(error)") }
     }
 
     /// One lock of another open file description in [start, end), as the byte range it covers.
     private func lockHolder(from start: off_t, to end: off_t) throws -> (start: off_t, end: off_t)? {
-        var fl = flock()
-        fl.l_type = Int16(F_WRLCK)
-        fl.l_whence = Int16(SEEK_SET)
-        fl.l_start = start
-        fl.l_len = end - start
-        guard fcntl(fd, F_OFD_GETLK, &fl) == 0 else { throw CoordinationError("F_OFD_GETLK: \(String(cString: strerror(errno)))") }
-        guard fl.l_type != Int16(F_UNLCK) else { return nil }
-        // l_len 0 means "to the end of the file".
-        return (fl.l_start, fl.l_len == 0 ? end : fl.l_start + fl.l_len)
+        let found: Range<Int64>?
+        do { found = try OFDLock.conflictingLock(fd, Int64(start)..<Int64(end)) } catch { throw CoordinationError("\(error)") }
+        return found.map { (off_t($0.lowerBound), off_t(min($0.upperBound, Int64(end)))) }
     }
 
     /// Whether another open file description holds a lock on the byte (our own locks do not count).
     private func isLocked(at offset: off_t) throws -> Bool {
-        var fl = flock()
-        fl.l_type = Int16(F_WRLCK)
-        fl.l_whence = Int16(SEEK_SET)
-        fl.l_start = offset
-        fl.l_len = 1
-        guard fcntl(fd, F_OFD_GETLK, &fl) == 0 else { throw CoordinationError("F_OFD_GETLK: \(String(cString: strerror(errno)))") }
-        return fl.l_type != Int16(F_UNLCK)
+        try lockHolder(from: offset, to: offset + 1) != nil
     }
 }
