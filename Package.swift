@@ -56,19 +56,23 @@ let package = Package(
                           dependencies: ["VHDFormat", .product(name: "ArgumentParser", package: "swift-argument-parser")],
                           path: "tools/vhdtool"),
         .executableTarget(name: "dlmtool",
-                          dependencies: ["LockManager", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                          dependencies: ["LockManager", "ClusterTestSupport", "TestSupport",
+                                         .product(name: "ArgumentParser", package: "swift-argument-parser"),
                                          .product(name: "NIOPosix", package: "swift-nio"),
                                          .product(name: "Logging", package: "swift-log")],
                           path: "tools/dlmtool"),
 
-        // Helpers every test target shares (seeded randomness); not part of any product.
-        .target(name: "TestSupport", path: "Tests/TestSupport"),
+        // Helpers every test target shares (seeded randomness, child processes, temporary places);
+        // not part of any product.
+        .target(name: "TestSupport", dependencies: ["CSVFSSystem", "Primitives"], path: "Tests/TestSupport"),
+        // A real etcd for the cluster's tests and `dlmtool bench`; not part of any product.
+        .target(name: "ClusterTestSupport", dependencies: ["TestSupport"], path: "Tests/ClusterTestSupport"),
         .testTarget(name: "PrimitivesTests", dependencies: ["Primitives"], path: "Tests/PrimitivesTests"),
         .testTarget(name: "CSVFSTests", dependencies: ["CSVFS", "Primitives", "TestSupport"], path: "Tests/CSVFSTests"),
         .testTarget(name: "CSVFSUnitTests", dependencies: ["CSVFS", "CSQLite", "LockManager", "TestSupport"], path: "Tests/CSVFSUnitTests"),
         .testTarget(name: "VHDFormatTests", dependencies: ["VHDFormat", "TestSupport"], path: "Tests/VHDFormatTests"),
         .testTarget(name: "LockManagerTests",
-                    dependencies: ["LockManager", "TestSupport", .product(name: "NIOCore", package: "swift-nio"),
+                    dependencies: ["LockManager", "TestSupport", "ClusterTestSupport", .product(name: "NIOCore", package: "swift-nio"),
                                    .product(name: "NIOPosix", package: "swift-nio")],
                     path: "Tests/LockManagerTests"),
     ]

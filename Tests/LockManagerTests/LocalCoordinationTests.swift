@@ -1,12 +1,13 @@
 import Foundation
 import Testing
 @testable import LockManager
+import TestSupport
 
 @Suite struct LocalCoordinationTests {
     /// members() scans the member bytes with range queries; it must find every live member,
     /// wherever its byte is, and drop one as soon as it leaves.
     @Test func membersAreFoundAnywhereInTheRange() async throws {
-        let dir = try ProcessSupport.tempDirectory("dlm-members")
+        let dir = try makeTemporaryDirectory("dlm-members")
         defer { try? FileManager.default.removeItem(at: dir) }
         let file = dir.appendingPathComponent("lun").path
         let ids: [UInt32] = [1, 2, 3, 77, 128, 200, 255, 256]
@@ -32,7 +33,7 @@ import Testing
     /// A region inside a bigger file: election, record and membership happen there, and not one byte
     /// outside it changes (the file may be a LUN with a superblock in front of the region).
     @Test func theBackendKeepsToItsRegion() async throws {
-        let dir = try ProcessSupport.tempDirectory("dlm-region")
+        let dir = try makeTemporaryDirectory("dlm-region")
         defer { try? FileManager.default.removeItem(at: dir) }
         let file = dir.appendingPathComponent("lun").path
         let size = 256 * 1024
@@ -58,7 +59,7 @@ import Testing
     }
 
     @Test func aRegionTooSmallIsRefused() throws {
-        let dir = try ProcessSupport.tempDirectory("dlm-region-small")
+        let dir = try makeTemporaryDirectory("dlm-region-small")
         defer { try? FileManager.default.removeItem(at: dir) }
         let file = dir.appendingPathComponent("lun").path
         #expect(throws: CoordinationError.self) {

@@ -1,6 +1,8 @@
 import Foundation
 import Testing
 import LockManager
+import TestSupport
+import ClusterTestSupport
 
 /// Several `dlmtool node` processes over real TCP on loopback; the master is SIGKILLed in the
 /// middle of traffic. Serialized: they share two cores with each other.
@@ -96,27 +98,12 @@ import LockManager
         let file = c.dir.appendingPathComponent("lun").path
         try c.start(node: 1, backend: ["--backend", "local", "--file", file], workload: "vhd-a", holdMs: 60_000)
         try await eventually("node 1 to hold vhd-a") { c.events().contains { $0.kind == "ACQ" } }
-        let p = Process()
-        p.executableURL = try TestCluster.dlmtool()
-        p.arguments = ["list", "--backend", "local", "--file", file, "--secret", c.secret]
-        let out = Pipe()
-        p.standardOutput = out
-        p.standardError = FileHandle.nullDevice
-        try p.run()
-        let data = out.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        let text = String(decoding: data, as: UTF8.self)
-        #expect(p.terminationStatus == 0)
-        #expect(text.contains("resource vhd-a"))
-        #expect(text.contains("granted 1:") && text.contains("owner 1.0 EX"))
+        let listing = try runProcess(try TestCluster.dlmtool().path, ["list", "--backend", "local", "--file", file, "--secret", c.secret], timeout: 30)
+        #expect(listing.status == 0, "\(listing.stderr)")
+        #expect(listing.stdout.contains("resource vhd-a"))
+        #expect(listing.stdout.contains("granted 1:") && listing.stdout.contains("owner 1.0 EX"))
         // A wrong secret gets nothing.
-        let q = Process()
-        q.executableURL = try TestCluster.dlmtool()
-        q.arguments = ["list", "--backend", "local", "--file", file, "--secret", "wrong"]
-        q.standardOutput = FileHandle.nullDevice
-        q.standardError = FileHandle.nullDevice
-        try q.run()
-        q.waitUntilExit()
-        #expect(q.terminationStatus != 0)
+        let refused = try runProcess(try TestCluster.dlmtool().path, ["list", "--backend", "local", "--file", file, "--secret", "wrong"], timeout: 30)
+        #expect(refused.status != 0)
     }
 }

@@ -3,6 +3,7 @@ import NIOCore
 import NIOPosix
 import Testing
 @testable import LockManager
+import TestSupport
 
 /// A "master" that authenticates properly and then never answers: the client's own deadline
 /// must end the caller's wait with a clear error instead of a hang.
@@ -35,7 +36,7 @@ final class SilentMasterHandler: ChannelInboundHandler, Sendable {
                 }
             }
             .bind(host: "127.0.0.1", port: 0).get()
-        let dir = try ProcessSupport.tempDirectory("dlm-silent")
+        let dir = try makeTemporaryDirectory("dlm-silent")
         let file = dir.appendingPathComponent("lun").path
         // The silent server is published as the leader's address.
         let fakeLeader = try LocalCoordination(path: file, region: .ownFile, node: 1)

@@ -3,6 +3,7 @@ import NIOCore
 import NIOPosix
 import Testing
 @testable import LockManager
+import TestSupport
 
 /// A raw TCP peer with a blocking socket and a receive timeout, to speak bad protocol on purpose.
 final class RawPeer {
@@ -52,12 +53,12 @@ struct MasterFixture {
     let secret = ClusterSecret("s3cret")
     let nodes: [DLMNode]
     init(count: Int) async throws {
-        dir = try ProcessSupport.tempDirectory("dlm-wire")
+        dir = try makeTemporaryDirectory("dlm-wire")
         let file = dir.appendingPathComponent("lun").path
         var ns: [DLMNode] = []
         for id in 1...UInt32(count) {
             let n = DLMNode(coordination: try LocalCoordination(path: file, region: .ownFile, node: id), secret: secret,
-                            port: try ProcessSupport.freePort(), group: group)
+                            port: try freeLoopbackPort(), group: group)
             try await n.start()
             // Node 1 leads: start the others once it hosts the master.
             if id == 1 { try await eventually("node 1 to lead") { n.isMaster } }
