@@ -106,4 +106,19 @@ import ClusterTestSupport
         let refused = try runProcess(try TestCluster.dlmtool().path, ["list", "--backend", "local", "--file", file, "--secret", "wrong"], timeout: 30)
         #expect(refused.status != 0)
     }
+
+    /// `--region` that is not OFFSET+LENGTH, or too small for the backend, is refused with the reason.
+    @Test(.timeLimit(.minutes(1))) func dlmtoolRefusesABadRegion() throws {
+        let dir = try makeTemporaryDirectory("dlm-bad-region")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let file = dir.appendingPathComponent("lun").path
+        for (region, reason) in [("64K", "--region must be OFFSET+LENGTH"), ("0+100", "at least \(LocalCoordination.regionLength) bytes")] {
+            let result = try runProcess(try TestCluster.dlmtool().path,
+                                        ["node", "--id", "1", "--port", "\(try freeLoopbackPort())", "--backend", "local",
+                                         "--file", file, "--region", region, "--secret", "s"], timeout: 30)
+            #expect(result.status != 0)
+            #expect(result.stderr.contains(reason), "\(result.stderr)")
+        }
+        #expect(!FileManager.default.fileExists(atPath: file), "nothing was created")
+    }
 }
