@@ -6,6 +6,8 @@ import Testing
 
 /// The local coordination backend on a formatted LUN image, as docs/dlm.md gives it: it must keep to the
 /// volume's coordination range, and its locks and the mount claim must not get in each other's way.
+/// Here, in the lock manager's test process, because elections run on the cooperative pool, which the
+/// synchronous mount suites starve.
 @Suite(.serialized)
 final class CoordinationRangeTests {
     let directory: URL
