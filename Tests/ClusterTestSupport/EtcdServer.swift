@@ -1,7 +1,5 @@
 import Foundation
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
+import Glibc
 import TestSupport
 
 /// A real etcd (Debian `etcd-server`) on free loopback ports in a temporary data directory, for the
@@ -31,13 +29,43 @@ public final class EtcdServer: Sendable {
         // Wait for health, with a limit.
         let deadline = Date().addingTimeInterval(timeout)
         while Date() < deadline {
-            if let (data, _) = try? await URLSession.shared.data(from: URL(string: "\(endpoint)/health")!),
-               String(decoding: data, as: UTF8.self).contains("true") { return }
+            if Self.healthy(port: client) { return }
             try await Task.sleep(nanoseconds: 50_000_000)
         }
         let why = child.stderrText
         stop()
         throw ProcessFailure("etcd did not become healthy within \(timeout) s: \(why.suffix(600))")
+    }
+
+    /// `GET /health` over a plain blocking socket with a timeout. Not URLSession: FoundationNetworking
+    /// (Swift 6.3.1) traps with "Transfer completed, but there's no response" when a connection closes
+    /// right after the request, which a starting etcd can do (swift-corelibs-foundation #5285).
+    static func healthy(port: Int) -> Bool {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        var timeout = timeval(tv_sec: 1, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        addr.sin_port = UInt16(port).bigEndian
+        let connected = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
+        }
+        guard connected else { return false }
+        let request = Array("GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n".utf8)
+        guard request.withUnsafeBytes({ send(fd, $0.baseAddress, $0.count, 0) }) == request.count else { return false }
+        var reply: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 1024)
+        while reply.count < 16_384 {
+            let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if n <= 0 { break }
+            reply += chunk[0..<n]
+        }
+        let text = String(decoding: reply, as: UTF8.self)
+        return text.hasPrefix("HTTP/1.") && text.contains("200") && text.contains("\"health\":\"true\"")
     }
 
     public func stop() {
