@@ -125,21 +125,30 @@ final class AIOEngine: LUNIO, @unchecked Sendable {
                     stopping = true
                     continue
                 }
-                slots.signal()
                 let result = Int(bitPattern: event.res)
                 let failure: Errno? = result < 0 ? Errno(Int32(-result)) : result < Int(event.obj.pointee.u.c.nbytes) ? .io : nil
                 let batch = Unmanaged<Batch>.fromOpaque(data)
                 if batch.takeUnretainedValue().finished(failure) { batch.release() }
+                // After the batch's `done`: a free slot means its answer is out (see `drain`).
+                slots.signal()
             }
         }
     }
 
-    /// Waits for the reaper to finish what is in flight and stop, then frees the context.
+    /// Waits until every transfer started so far has finished and its batch's `done` has run. Nothing may be
+    /// started meanwhile.
+    func drain() {
+        for _ in 0..<Self.depth { slots.wait() }
+        for _ in 0..<Self.depth { slots.signal() }
+    }
+
+    /// Waits for what is in flight, stops the reaper, then frees the context.
     func close() {
         guard closed.withLock({ (closed: inout Bool) -> Bool in
             defer { closed = true }
             return !closed
         }) else { return }
+        drain()
         let stop = UnsafeMutablePointer<iocb>.allocate(capacity: 1)
         defer { stop.deallocate() }
         let byte = UnsafeMutableRawPointer.allocate(byteCount: 1, alignment: 1)

@@ -49,6 +49,10 @@ public final class DataPath: Sendable {
     /// Stops the I/O engine; no request may come afterwards.
     public func close() { io.close() }
 
+    /// Waits until every read started with `startRead` has called its `done`: before the FUSE session they
+    /// answer goes away. No request may come meanwhile.
+    public func drain() { engine?.drain() }
+
     /// Reads up to `count` bytes at `offset` (fewer at end of file) and hands them to `body`, which must not keep them.
     public func read<R>(_ ino: UInt64, offset: Int64, count: Int, _ body: (UnsafeRawBufferPointer) -> R) throws(Errno) -> R {
         try locks.withShared(ino) { () throws(Errno) -> R in
