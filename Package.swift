@@ -24,6 +24,8 @@ let package = Package(
         .systemLibrary(name: "CFuse", path: "Sources/CFuse", pkgConfig: "fuse3",
                        providers: [.apt(["libfuse3-dev"])]),
         // SQLite C API, used with our own VFS that maps the database onto the LUN.
+        // Linux native AIO (libaio), so a few threads keep many LUN requests in flight.
+        .systemLibrary(name: "CLibAIO", path: "Sources/CLibAIO", providers: [.apt(["libaio-dev"])]),
         .systemLibrary(name: "CSQLite", path: "Sources/CSQLite", providers: [.apt(["libsqlite3-dev"])]),
         // Syscalls that need _GNU_SOURCE (O_DIRECT, fallocate modes, renameat2 flags), behind prefixed wrappers.
         .target(name: "CSVFSSystem", path: "Sources/CSVFSSystem", cSettings: [.define("_GNU_SOURCE")]),
@@ -46,7 +48,7 @@ let package = Package(
                 path: "Sources/LockManager"),
         .target(name: "CSVFS",
                 dependencies: [
-                    "CFuse", "CSQLite", "CSVFSSystem", "Primitives",
+                    "CFuse", "CLibAIO", "CSQLite", "CSVFSSystem", "Primitives",
                     .product(name: "Logging", package: "swift-log"),
                 ],
                 path: "Sources/CSVFS"),

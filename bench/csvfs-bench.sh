@@ -6,6 +6,7 @@
 # Measures, through the mount and on the baseline (a plain file / directory on the same local disk):
 #   - 1 MiB sequential O_DIRECT write and read (fio, libaio, direct=1)
 #   - 4 KiB random O_DIRECT read at queue depth 16 (fio, libaio, direct=1) on a preallocated file
+#   (these three once per LUN I/O engine of the server: -o io=aio, the default, and -o io=threads)
 #   - create / stat / unlink of 10,000 files (files/s)
 #   - `ls -l` of a 10,000-entry directory, cold (after remount and drop_caches)
 # and prints: metric, csvfs, baseline, ratio, target, PASS/FAIL. Exits 1 if any target is missed.
@@ -15,7 +16,9 @@
 # the median of the per-round ratios (each printed too).
 #
 # Knobs (environment): BENCH_DIR (default: a new dir under /var/tmp; must be on a local disk; removed at exit), LUN_SIZE (8G),
-# FIO_SIZE (4G), RAND_RUNTIME (8 s), SEQ_IODEPTH (16), NFILES (10000), ROUNDS (3), CSVFS_BIN (skip the build).
+# FIO_SIZE (4G), RAND_RUNTIME (8 s), SEQ_IODEPTH (16), NFILES (10000), ROUNDS (3), CSVFS_BIN (skip the build),
+# IO_MODES ("aio threads": the server's LUN I/O engines to measure the fio metrics with; the first one also
+# serves the metadata measurements).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -26,6 +29,12 @@ RAND_RUNTIME=${RAND_RUNTIME:-8}
 SEQ_IODEPTH=${SEQ_IODEPTH:-16}
 NFILES=${NFILES:-10000}
 ROUNDS=${ROUNDS:-3}
+IO_MODES=${IO_MODES:-aio threads}
+read -r -a io_modes <<<"$IO_MODES"
+for mode in "${io_modes[@]}"; do
+    [[ $mode == aio || $mode == threads ]] || { echo "csvfs-bench: IO_MODES: unknown engine $mode (aio, threads)" >&2; exit 2; }
+done
+((${#io_modes[@]})) || { echo "csvfs-bench: IO_MODES is empty" >&2; exit 2; }
 
 for tool in fio python3 fusermount3; do
     command -v "$tool" >/dev/null || { echo "csvfs-bench: $tool is required" >&2; exit 2; }
@@ -64,8 +73,9 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # Starts the server in the foreground in the background of this shell (so its PID is ours), waits until mounted.
+# mount_volume ENGINE: the server's LUN I/O engine (io=ENGINE).
 mount_volume() {
-    "$CSVFS_BIN" mount "$LUN" "$MNT" --foreground 2>>"$BENCH_DIR/server.log" &
+    "$CSVFS_BIN" mount "$LUN" "$MNT" --foreground -o "io=$1" 2>>"$BENCH_DIR/server.log" &
     SERVER_PID=$!
     for _ in $(seq 300); do
         mounted && return 0
@@ -151,36 +161,42 @@ rm -rf "$BENCH_DIR"
 mkdir -p "$MNT" "$PLAIN"
 "$CSVFS_BIN" format "$LUN" --size "$LUN_SIZE" >/dev/null
 truncate -s "$LUN_SIZE" "$RAW"
-mount_volume
 
 # Each series holds one number per round, space-separated.
 declare -A series
 record() { series[$1]+="$2 "; }
 
 for round in $(seq "$ROUNDS"); do
-    echo "== round $round of $ROUNDS: fio sequential 1 MiB write/read, random 4 KiB read (QD16)"
-    rm -f "$MNT/fio.dat" "$RAW"
-    truncate -s "$LUN_SIZE" "$RAW"
-    record seq_write_csvfs "$(fio_run seqwrite-csvfs "$MNT/fio.dat" write 1M "$SEQ_IODEPTH" --end_fsync=1)"
-    record seq_write_raw "$(fio_run seqwrite-raw "$RAW" write 1M "$SEQ_IODEPTH" --end_fsync=1)"
-    record seq_read_csvfs "$(fio_run seqread-csvfs "$MNT/fio.dat" read 1M "$SEQ_IODEPTH")"
-    record seq_read_raw "$(fio_run seqread-raw "$RAW" read 1M "$SEQ_IODEPTH")"
-    record rand_read_csvfs "$(fio_run randread-csvfs "$MNT/fio.dat" randread 4k 16 --time_based --runtime="$RAND_RUNTIME")"
-    record rand_read_raw "$(fio_run randread-raw "$RAW" randread 4k 16 --time_based --runtime="$RAND_RUNTIME")"
+    for mode in "${io_modes[@]}"; do
+        echo "== round $round of $ROUNDS: fio sequential 1 MiB write/read, random 4 KiB read (QD16), io=$mode vs raw"
+        mount_volume "$mode"
+        rm -f "$MNT/fio.dat" "$RAW"
+        truncate -s "$LUN_SIZE" "$RAW"
+        record "seq_write_$mode" "$(fio_run "seqwrite-$mode" "$MNT/fio.dat" write 1M "$SEQ_IODEPTH" --end_fsync=1)"
+        record "seq_write_raw_$mode" "$(fio_run "seqwrite-raw-$mode" "$RAW" write 1M "$SEQ_IODEPTH" --end_fsync=1)"
+        record "seq_read_$mode" "$(fio_run "seqread-$mode" "$MNT/fio.dat" read 1M "$SEQ_IODEPTH")"
+        record "seq_read_raw_$mode" "$(fio_run "seqread-raw-$mode" "$RAW" read 1M "$SEQ_IODEPTH")"
+        record "rand_read_$mode" "$(fio_run "randread-$mode" "$MNT/fio.dat" randread 4k 16 --time_based --runtime="$RAND_RUNTIME")"
+        record "rand_read_raw_$mode" "$(fio_run "randread-raw-$mode" "$RAW" randread 4k 16 --time_based --runtime="$RAND_RUNTIME")"
+        rm -f "$MNT/fio.dat"
+        unmount_volume
+    done
 
-    echo "== round $round of $ROUNDS: create/stat/unlink of $NFILES files"
+    echo "== round $round of $ROUNDS: create/stat/unlink of $NFILES files (io=${io_modes[0]})"
+    mount_volume "${io_modes[0]}"
     read -r create stat unlink < <(meta_run "$MNT/meta$round")
     record create_csvfs "$create"; record stat_csvfs "$stat"; record unlink_csvfs "$unlink"
     read -r create stat unlink < <(meta_run "$PLAIN/meta$round")
     record create_plain "$create"; record stat_plain "$stat"; record unlink_plain "$unlink"
+    unmount_volume
 done
-rm -f "$MNT/fio.dat"
 
 echo "== ls -l of $NFILES entries, cold"
+mount_volume "${io_modes[0]}"
 make_files "$MNT/lsdir"
 make_files "$PLAIN/lsdir"
 unmount_volume
-mount_volume
+mount_volume "${io_modes[0]}"
 ls_csvfs=$(ls_cold "$MNT/lsdir")
 ls_plain=$(ls_cold "$PLAIN/lsdir")
 unmount_volume
@@ -192,11 +208,16 @@ def pair(mine, base):
     mine, base = numbers(mine), numbers(base)
     ratios = [m / b if b else float("nan") for m, b in zip(mine, base)]
     return statistics.median(mine), statistics.median(base), statistics.median(ratios), ratios
-rows = [
+series = {$(for key in "${!series[@]}"; do printf '"%s": "%s", ' "$key" "${series[$key]}"; done)}
+rows = []
+for mode in "${io_modes[*]}".split():
     # metric, (csvfs, baseline, ratio, per-round ratios), unit, scale, target kind, target
-    ("seq write 1 MiB O_DIRECT", pair("${series[seq_write_csvfs]}", "${series[seq_write_raw]}"), "MiB/s", 1 / 2**20, "ratio>=", 0.80),
-    ("seq read 1 MiB O_DIRECT", pair("${series[seq_read_csvfs]}", "${series[seq_read_raw]}"), "MiB/s", 1 / 2**20, "ratio>=", 0.80),
-    ("rand read 4 KiB QD16", pair("${series[rand_read_csvfs]}", "${series[rand_read_raw]}"), "IOPS", 1, "ratio>=", 0.50),
+    rows += [
+        ("seq write 1 MiB O_DIRECT io=" + mode, pair(series["seq_write_" + mode], series["seq_write_raw_" + mode]), "MiB/s", 1 / 2**20, "ratio>=", 0.80),
+        ("seq read 1 MiB O_DIRECT io=" + mode, pair(series["seq_read_" + mode], series["seq_read_raw_" + mode]), "MiB/s", 1 / 2**20, "ratio>=", 0.80),
+        ("rand read 4 KiB QD16 io=" + mode, pair(series["rand_read_" + mode], series["rand_read_raw_" + mode]), "IOPS", 1, "ratio>=", 0.50),
+    ]
+rows += [
     ("create $NFILES files", pair("${series[create_csvfs]}", "${series[create_plain]}"), "files/s", 1, "value>=", 10000),
     ("stat $NFILES files", pair("${series[stat_csvfs]}", "${series[stat_plain]}"), "files/s", 1, None, None),
     ("unlink $NFILES files", pair("${series[unlink_csvfs]}", "${series[unlink_plain]}"), "files/s", 1, None, None),
@@ -204,7 +225,7 @@ rows = [
 ]
 failed = 0
 print()
-print("%-30s %14s %14s %8s %16s  %-6s %s" % ("metric", "csvfs", "baseline", "ratio", "target", "result", "ratio per round"))
+print("%-38s %14s %14s %8s %16s  %-6s %s" % ("metric", "csvfs", "baseline", "ratio", "target", "result", "ratio per round"))
 for name, (mine, base, ratio, ratios), unit, scale, kind, target in rows:
     if kind == "ratio>=":
         ok, goal = ratio >= target, ">= %d%% of raw" % (target * 100)
@@ -217,8 +238,16 @@ for name, (mine, base, ratio, ratios), unit, scale, kind, target in rows:
     result = "-" if ok is None else ("PASS" if ok else "FAIL")
     failed += ok is False
     fmt = "%.3f" if unit == "s" else "%.0f"
-    print("%-30s %14s %14s %8.2f %16s  %-6s %s" % (name, (fmt % (mine * scale)) + " " + unit, (fmt % (base * scale)) + " " + unit,
+    print("%-38s %14s %14s %8.2f %16s  %-6s %s" % (name, (fmt % (mine * scale)) + " " + unit, (fmt % (base * scale)) + " " + unit,
                                                    ratio, goal, result, " ".join("%.2f" % r for r in ratios)))
+modes = "${io_modes[*]}".split()
+if len(modes) == 2:
+    # The engines against each other (each round's pair ran back to back, same disk, same file layout).
+    print()
+    for metric, label in [("seq_write", "seq write"), ("seq_read", "seq read"), ("rand_read", "rand read")]:
+        ratios = [x / y for x, y in zip(numbers(series[metric + "_" + modes[0]]), numbers(series[metric + "_" + modes[1]]))]
+        print("%-38s %8.2f   per round: %s" % ("%s io=%s / io=%s" % (label, modes[0], modes[1]), statistics.median(ratios),
+                                               " ".join("%.2f" % r for r in ratios)))
 print()
 print("%d target(s) missed" % failed if failed else "all targets met")
 open("$BENCH_DIR/failed", "w").write(str(failed))

@@ -2,7 +2,7 @@
 # Installs the Debian packages CSVFS builds and tests against. Idempotent; needs root.
 set -euo pipefail
 packages=(
-  libfuse3-dev fuse3 libsqlite3-dev   # build: FUSE low-level API, SQLite
+  libfuse3-dev fuse3 libsqlite3-dev libaio-dev  # build: FUSE low-level API, SQLite, Linux native AIO
   qemu-utils libvhdi-utils            # VHD/VHDX cross-checks (qemu-img, qemu-io, vhdimount)
   etcd-server                         # the etcd coordination backend and its tests
   fio bc                              # benchmarks

@@ -18,7 +18,7 @@ struct Mount: ParsableCommand {
     @Flag(help: "Serve in this process until unmounted (logs go to standard error).")
     var foreground = false
 
-    @Option(name: .short, help: "FUSE mount options, comma-separated (e.g. ro).")
+    @Option(name: .short, help: "Mount options, comma-separated: FUSE's (e.g. ro), and io=aio (default) or io=threads for how file data moves to and from the LUN.")
     var options: String?
 
     @Option(help: "Append the background server's log to this file.")
@@ -33,6 +33,7 @@ struct Mount: ParsableCommand {
         } catch {
             throw Failure("csvfs mount: \(error)")
         }
+        _ = try Self.splitOptions(options)
         if foreground {
             try serve()
         } else {
@@ -45,9 +46,10 @@ struct Mount: ParsableCommand {
         var logger = Logger(label: "csvfs")
         logger.logLevel = .info
         let report = ReadyPipe(fd: readyFD)
+        let (io, extra) = try Self.splitOptions(options)
         let volume: Volume
         do {
-            volume = try Volume.open(path: lun)
+            volume = try Volume.open(path: lun, io: io)
         } catch {
             let message = "csvfs mount: \(lun): \(error)"
             report.fail(message)
@@ -57,7 +59,6 @@ struct Mount: ParsableCommand {
         if volume.usedBackupSuperblock {
             logger.warning("primary superblock unreadable; mounted from the backup copy (run csvfs fsck --repair)")
         }
-        let extra = options?.split(separator: ",").map(String.init) ?? []
         do {
             try FUSESession.serve(volume: volume, lunPath: lun, mountpoint: mountpoint, options: extra, logger: logger) {
                 report.ready()
@@ -67,6 +68,26 @@ struct Mount: ParsableCommand {
             report.fail(message)
             throw Failure(message)
         }
+    }
+}
+
+extension Mount {
+    /// The `io=` option, taken out of the options for FUSE.
+    static func splitOptions(_ options: String?) throws -> (io: LUNIOMode, fuse: [String]) {
+        var io = LUNIOMode.aio
+        var fuse: [String] = []
+        for option in options?.split(separator: ",").map(String.init) ?? [] {
+            guard option.hasPrefix("io=") else {
+                fuse.append(option)
+                continue
+            }
+            let value = String(option.dropFirst(3))
+            guard let mode = LUNIOMode(rawValue: value) else {
+                throw Failure("csvfs mount: -o \(option): io is one of \(LUNIOMode.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            io = mode
+        }
+        return (io, fuse)
     }
 }
 

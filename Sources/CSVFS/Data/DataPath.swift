@@ -1,49 +1,155 @@
 import CSVFSSystem
 import Glibc
 
-/// File data between FUSE and the LUN: reads and writes go straight to the extents' LUN offsets, with
-/// O_DIRECT for whole blocks. The metadata service is asked only where the map changes.
+/// File data between FUSE and the LUN: reads and writes go straight to the extents' LUN offsets, with O_DIRECT
+/// where the LUN supports it, so no host's page cache holds file data another host may change. Writes that do
+/// not cover whole blocks become read-modify-write of the blocks they touch. The metadata service is asked only
+/// where the map changes.
 public final class DataPath: Sendable {
     private let service: any MetadataService
-    private let device: LUNDevice
     private let locks = InodeLocks()
     private let pool = AlignedBufferPool(bufferSize: (1 << 20) + 8192)
+    /// The descriptor file data goes through: the LUN's O_DIRECT one, or where the medium has no O_DIRECT
+    /// (tmpfs) the buffered one, for everything.
+    private let dataFD: FileDescriptor
+    /// Whether `dataFD` is O_DIRECT: every transfer then is whole, aligned blocks.
+    public let isDirect: Bool
+    private let io: any LUNIO
+    /// The same engine as `io` when it is AIO: reads then answer from its completions.
+    private let engine: AIOEngine?
     private static let block: Int64 = 4096
 
-    init(service: any MetadataService, device: LUNDevice) {
+    init(service: any MetadataService, device: LUNDevice, io mode: LUNIOMode) throws(Errno) {
         self.service = service
-        self.device = device
+        if let direct = device.direct, Self.takesBlockIO(direct) {
+            dataFD = direct
+            isDirect = true
+        } else {
+            dataFD = device.fd
+            isDirect = false
+        }
+        switch mode {
+        case .aio:
+            let engine = try AIOEngine(fd: dataFD, wakeFD: device.fd)
+            self.engine = engine
+            io = engine
+        case .threads:
+            engine = nil
+            io = ThreadedLUNIO(fd: dataFD)
+        }
     }
+
+    /// Whether an O_DIRECT descriptor takes 4 KiB-aligned transfers. A device that wants larger ones (EINVAL)
+    /// gets the buffered descriptor for all data; any other answer is left for the requests to meet.
+    private static func takesBlockIO(_ direct: FileDescriptor) -> Bool {
+        let probe = AlignedBuffer(capacity: Int(block))
+        return pread(direct.rawValue, probe.pointer, Int(block), 0) >= 0 || errno != EINVAL
+    }
+
+    /// Stops the I/O engine; no request may come afterwards.
+    public func close() { io.close() }
+
+    /// Waits until every read started with `startRead` has called its `done`: before the FUSE session they
+    /// answer goes away. No request may come meanwhile.
+    public func drain() { engine?.drain() }
 
     /// Reads up to `count` bytes at `offset` (fewer at end of file) and hands them to `body`, which must not keep them.
     public func read<R>(_ ino: UInt64, offset: Int64, count: Int, _ body: (UnsafeRawBufferPointer) -> R) throws(Errno) -> R {
         try locks.withShared(ino) { () throws(Errno) -> R in
-            // Whole blocks are read, so every piece is aligned for O_DIRECT; bytes past EOF in the last block are zeros.
-            let start = offset / Self.block * Self.block
-            let requestEnd = (offset + Int64(count) + Self.block - 1) / Self.block * Self.block
-            let (size, mapped) = try service.mapping(ino, start..<requestEnd)
-            let end = min(offset + Int64(count), Int64(size))
-            guard offset < end else { return body(UnsafeRawBufferPointer(start: nil, count: 0)) }
-            let alignedEnd = (end + Self.block - 1) / Self.block * Self.block
-            let segments = mapped.filter { $0.logical < alignedEnd }
-            return try pool.withBuffer(minimumCapacity: Int(alignedEnd - start)) { (buffer) throws(Errno) -> R in
-                for segment in segments {
-                    let destination = buffer.pointer + Int(segment.logical - start)
-                    if let physical = segment.physical, !segment.unwritten {
-                        try readLUN(into: destination, count: Int(segment.length), at: physical)
-                    } else {
-                        memset(destination, 0, Int(segment.length))
-                    }
-                }
-                return body(UnsafeRawBufferPointer(start: buffer.pointer + Int(offset - start), count: Int(end - offset)))
+            guard let plan = try planRead(ino, offset: offset, count: count) else {
+                return body(UnsafeRawBufferPointer(start: nil, count: 0))
+            }
+            return try pool.withBuffer(minimumCapacity: plan.bufferSize) { (buffer) throws(Errno) -> R in
+                try io.perform(plan.transfers(into: buffer.pointer))
+                return body(plan.requested(in: buffer.pointer))
             }
         }
+    }
+
+    /// Reads as `read` does, but with the AIO engine returns as soon as the LUN reads are submitted: `done` gets
+    /// the bytes (valid during the call only) or the error on the engine's reaper thread, and must not block.
+    /// With the thread-per-request engine it reads on the calling thread and calls `done` before returning.
+    public func startRead(_ ino: UInt64, offset: Int64, count: Int,
+                          done: @escaping @Sendable (Result<UnsafeRawBufferPointer, Errno>) -> Void) {
+        guard let engine else {
+            do throws(Errno) {
+                try read(ino, offset: offset, count: count) { done(.success($0)) }
+            } catch {
+                done(.failure(error))
+            }
+            return
+        }
+        locks.lockShared(ino)
+        let plan: ReadPlan
+        do throws(Errno) {
+            guard let planned = try planRead(ino, offset: offset, count: count) else {
+                locks.unlockShared(ino)
+                return done(.success(UnsafeRawBufferPointer(start: nil, count: 0)))
+            }
+            plan = planned
+        } catch {
+            locks.unlockShared(ino)
+            return done(.failure(error))
+        }
+        // Its own buffer, not the pool's: it lives until the completion, on another thread.
+        let buffer = AlignedBuffer(capacity: plan.bufferSize)
+        let locks = locks
+        engine.start(plan.transfers(into: buffer.pointer)) { error in
+            locks.unlockShared(ino)
+            if let error {
+                done(.failure(error))
+            } else {
+                done(.success(plan.requested(in: buffer.pointer)))
+            }
+        }
+    }
+
+    /// What a read moves: whole blocks, so every piece is aligned for O_DIRECT; bytes past EOF in the last
+    /// block are zeros.
+    private struct ReadPlan: Sendable {
+        let offset: Int64
+        /// The first block's start, where the buffer begins.
+        let start: Int64
+        /// Where the answer ends: the request's end, or the end of the file.
+        let end: Int64
+        let segments: [FileSegment]
+
+        var alignedEnd: Int64 { DataPath.blockEnd(end) }
+        var bufferSize: Int { Int(alignedEnd - start) }
+
+        /// The LUN reads into `buffer`; holes and unwritten blocks are zeroed in it here.
+        func transfers(into buffer: UnsafeMutableRawPointer) -> [LUNTransfer] {
+            var transfers: [LUNTransfer] = []
+            for segment in segments where segment.logical < alignedEnd {
+                let destination = buffer + Int(segment.logical - start)
+                let length = Int(min(segment.length, alignedEnd - segment.logical))
+                if let physical = segment.physical, !segment.unwritten {
+                    transfers.append(.read(into: destination, count: length, at: physical))
+                } else {
+                    memset(destination, 0, length)
+                }
+            }
+            return transfers
+        }
+
+        func requested(in buffer: UnsafeMutableRawPointer) -> UnsafeRawBufferPointer {
+            UnsafeRawBufferPointer(start: buffer + Int(offset - start), count: Int(end - offset))
+        }
+    }
+
+    /// Under the inode's shared hold: nil when nothing is to be read (at or past the end of the file).
+    private func planRead(_ ino: UInt64, offset: Int64, count: Int) throws(Errno) -> ReadPlan? {
+        let start = Self.blockStart(offset)
+        let (size, segments) = try service.mapping(ino, start..<Self.blockEnd(offset + Int64(count)))
+        let end = min(offset + Int64(count), Int64(size))
+        guard offset < end else { return nil }
+        return ReadPlan(offset: offset, start: start, end: end, segments: segments)
     }
 
     /// Where the bytes of a write come from.
     private enum Source {
         /// In memory; byte 0 is the write's first byte.
-        case memory(UnsafeRawBufferPointer, offset: Int64)
+        case memory(UnsafeRawBufferPointer)
         /// Waiting in a pipe (FUSE spliced the request), taken in file order; used for whole-block writes only.
         case pipe(Int32)
     }
@@ -51,7 +157,20 @@ public final class DataPath: Sendable {
     /// Writes `data` at `offset`, allocating what the range lacks.
     public func write(_ ino: UInt64, offset: Int64, data: UnsafeRawBufferPointer) throws(Errno) {
         guard data.count > 0 else { return }
-        try write(ino, offset..<(offset + Int64(data.count)), from: .memory(data, offset: offset))
+        let range = offset..<(offset + Int64(data.count))
+        if isAligned(offset, data.count) {
+            try writeBlocks(ino, range, from: .memory(data))
+            return
+        }
+        try locks.withExclusive(ino) { () throws(Errno) in
+            let blocks = Self.blocks(covering: range)
+            let segments = try service.prepareWrite(ino, blocks)
+            guard segments.allSatisfy({ $0.physical != nil }) else { throw Errno.io }
+            try rewrite(blocks, segments: segments, changing: range) { buffer in
+                memcpy(buffer + Int(range.lowerBound - blocks.lowerBound), data.baseAddress!, data.count)
+            }
+            try service.completeWrite(ino, filled: Self.unwrittenBlocks(segments), end: range.upperBound)
+        }
     }
 
     /// Writes `count` bytes waiting in `pipe` at `offset`; both must be multiples of the block size. The LUN takes
@@ -59,67 +178,81 @@ public final class DataPath: Sendable {
     public func write(_ ino: UInt64, offset: Int64, count: Int, pipe: Int32) throws(Errno) {
         precondition(isAligned(offset, count), "pipe writes must be block-aligned")
         guard count > 0 else { return }
-        try write(ino, offset..<(offset + Int64(count)), from: .pipe(pipe))
+        try writeBlocks(ino, offset..<(offset + Int64(count)), from: .pipe(pipe))
     }
 
-    public var takesPipes: Bool { device.direct != nil }
+    public var takesPipes: Bool { isDirect }
 
-    private func write(_ ino: UInt64, _ range: Range<Int64>, from source: Source) throws(Errno) {
-        // Writes into allocated blocks, the common case, take the inode shared: overwrites change no metadata
-        // but the size, and whole unwritten blocks just become written.
-        // Whole-block writes take it shared even where they allocate: they write no padding, so they cannot
-        // step on a neighbour's bytes.
-        let done = try locks.withShared(ino) { () throws(Errno) -> Bool in
-            let segments: [FileSegment]
-            if isAligned(range.lowerBound, Int(range.upperBound - range.lowerBound)) {
-                segments = try service.prepareWrite(ino, range)
-            } else {
-                segments = try service.mapping(ino, range).segments
-                guard segments.allSatisfy({ $0.physical != nil && (!$0.unwritten || coversWholeBlocks($0)) }) else { return false }
-            }
-            try service.completeWrite(ino, filled: try put(segments, from: source), end: range.upperBound)
-            return true
-        }
-        if done { return }
-        // Holes, and parts of unwritten blocks: exclusive, because filling an unwritten block writes its
-        // untouched bytes as zeros.
-        try locks.withExclusive(ino) { () throws(Errno) in
+    /// Writes whole blocks. The inode is held shared even where they allocate: they write no padding, so they
+    /// cannot step on a neighbour's bytes, and whole unwritten blocks just become written.
+    private func writeBlocks(_ ino: UInt64, _ range: Range<Int64>, from source: Source) throws(Errno) {
+        try locks.withShared(ino) { () throws(Errno) in
             let segments = try service.prepareWrite(ino, range)
-            try service.completeWrite(ino, filled: try put(segments, from: source), end: range.upperBound)
-        }
-    }
-
-    /// Writes the segments in order; returns the blocks that stopped being unwritten.
-    private func put(_ segments: [FileSegment], from source: Source) throws(Errno) -> [Range<Int64>] {
-        var filled: [Range<Int64>] = []
-        for segment in segments {
-            if let blocks = try put(segment, from: source) { filled.append(blocks) }
-        }
-        return filled
-    }
-
-    /// Writes one segment; returns the blocks that stopped being unwritten, if any.
-    private func put(_ segment: FileSegment, from source: Source) throws(Errno) -> Range<Int64>? {
-        guard let physical = segment.physical else { throw Errno.io }
-        switch source {
-        case .memory(let data, let offset):
-            if segment.unwritten && !coversWholeBlocks(segment) {
-                return try fillUnwritten(segment, data: data, offset: offset)
+            guard segments.allSatisfy({ $0.physical != nil }) else { throw Errno.io }
+            switch source {
+            case .memory(let data):
+                try put(segments, from: data, origin: range.lowerBound)
+            case .pipe(let pipe):
+                for segment in segments { try splice(from: pipe, count: Int(segment.length), at: segment.physical!) }
             }
-            try writeLUN(from: data.baseAddress! + Int(segment.logical - offset), count: Int(segment.length), at: physical)
-        case .pipe(let pipe):
-            try splice(from: pipe, count: Int(segment.length), at: physical)
+            try service.completeWrite(ino, filled: Self.unwrittenBlocks(segments), end: range.upperBound)
         }
-        return segment.unwritten ? segment.logical..<(segment.logical + segment.length) : nil
+    }
+
+    /// Writes the allocated `segments` from `data`, whose first byte is at file offset `origin`; all in flight at once.
+    private func put(_ segments: [FileSegment], from data: UnsafeRawBufferPointer, origin: Int64) throws(Errno) {
+        func transfers(from base: UnsafeRawPointer) -> [LUNTransfer] {
+            segments.map { .write(from: base + Int($0.logical - origin), count: Int($0.length), at: $0.physical!) }
+        }
+        if isDirect && Int(bitPattern: data.baseAddress!) % AlignedBuffer.alignment != 0 {
+            try pool.withBuffer(minimumCapacity: data.count) { (buffer) throws(Errno) in
+                memcpy(buffer.pointer, data.baseAddress!, data.count)
+                try io.perform(transfers(from: buffer.pointer))
+            }
+        } else {
+            try io.perform(transfers(from: data.baseAddress!))
+        }
+    }
+
+    /// Read-modify-write of whole blocks. The blocks of `segments` (within `blocks`) are assembled in an aligned
+    /// buffer, their bytes outside `range` read from the LUN where written and zeros where unwritten (never the
+    /// old bytes of another file); `patch` changes `range` in the buffer (which starts at `blocks.lowerBound`);
+    /// then the blocks go back whole. The caller holds the inode exclusive, so no other write sits in between.
+    private func rewrite(_ blocks: Range<Int64>, segments: [FileSegment], changing range: Range<Int64>,
+                         patch: (UnsafeMutableRawPointer) -> Void) throws(Errno) {
+        try pool.withBuffer(minimumCapacity: Int(blocks.count)) { (buffer) throws(Errno) in
+            // Only the first and the last block can hold bytes outside `range`.
+            var edges: [Int64] = []
+            if range.lowerBound % Self.block != 0 { edges.append(Self.blockStart(range.lowerBound)) }
+            if range.upperBound % Self.block != 0, !edges.contains(Self.blockStart(range.upperBound)) {
+                edges.append(Self.blockStart(range.upperBound))
+            }
+            var reads: [LUNTransfer] = []
+            for edge in edges {
+                guard let segment = segments.first(where: { $0.logical <= edge && edge < $0.logical + $0.length }),
+                      let physical = segment.physical else { continue }
+                let destination = buffer.pointer + Int(edge - blocks.lowerBound)
+                if segment.unwritten {
+                    memset(destination, 0, Int(Self.block))
+                } else {
+                    reads.append(.read(into: destination, count: Int(Self.block), at: physical + (edge - segment.logical)))
+                }
+            }
+            try io.perform(reads)
+            patch(buffer.pointer)
+            try io.perform(segments.compactMap { segment in
+                segment.physical.map { .write(from: buffer.pointer + Int(segment.logical - blocks.lowerBound),
+                                              count: Int(segment.length), at: $0) }
+            })
+        }
     }
 
     /// Moves `count` bytes from the pipe to the LUN. Pages the O_DIRECT descriptor refuses (misaligned in the
     /// pipe) are read out into an aligned buffer instead.
     private func splice(from pipe: Int32, count: Int, at physical: Int64) throws(Errno) {
-        guard let direct = device.direct else { throw Errno.io }
         var done = 0
         while done < count {
-            let moved = csvfs_splice_to(pipe, direct.rawValue, physical + Int64(done), count - done)
+            let moved = csvfs_splice_to(pipe, dataFD.rawValue, physical + Int64(done), count - done)
             if moved > 0 {
                 done += moved
                 continue
@@ -129,7 +262,7 @@ public final class DataPath: Sendable {
             guard error.code == EINVAL, isAligned(physical + Int64(done), count - done) else { throw error }
             try pool.withBuffer(minimumCapacity: count - done) { (buffer) throws(Errno) in
                 try readPipe(pipe, into: buffer.pointer, count: count - done)
-                try writeAligned(buffer.pointer, count: count - done, at: physical + Int64(done))
+                try io.perform([.write(from: buffer.pointer, count: count - done, at: physical + Int64(done))])
             }
             return
         }
@@ -175,12 +308,10 @@ public final class DataPath: Sendable {
     /// past it. Exclusive: no I/O on the inode meanwhile.
     public func truncate(_ ino: UInt64, _ changes: AttributeChanges) throws(Errno) -> InodeAttributes {
         try locks.withExclusive(ino) { () throws(Errno) -> InodeAttributes in
-            if let size = changes.size {
-                let newEnd = Int64(size), blockEnd = (Int64(size) + Self.block - 1) / Self.block * Self.block
-                if newEnd < blockEnd {
-                    let (oldSize, segments) = try service.mapping(ino, newEnd..<blockEnd)
-                    if size < oldSize { try zero(segments) }
-                }
+            if let size = changes.size, Int64(size) % Self.block != 0 {
+                let tail = Int64(size)..<Self.blockEnd(Int64(size))
+                let (oldSize, segments) = try service.mapping(ino, Self.blocks(covering: tail))
+                if size < oldSize { try zero(tail, in: segments) }
             }
             return try service.setAttributes(ino, changes)
         }
@@ -193,7 +324,9 @@ public final class DataPath: Sendable {
             switch mode {
             case .allocate: break
             case .punchHole, .zeroRange:
-                for partial in partialBlocks(of: range) { try zero(try service.mapping(ino, partial).segments) }
+                for partial in partialBlocks(of: range) {
+                    try zero(partial, in: try service.mapping(ino, Self.blocks(covering: partial)).segments)
+                }
             }
             try service.fallocate(ino, range, mode: mode)
         }
@@ -201,89 +334,34 @@ public final class DataPath: Sendable {
 
     /// The parts of `range` that lie in blocks it covers only partly.
     private func partialBlocks(of range: Range<Int64>) -> [Range<Int64>] {
-        let innerStart = (range.lowerBound + Self.block - 1) / Self.block * Self.block
-        let innerEnd = range.upperBound / Self.block * Self.block
+        let innerStart = Self.blockEnd(range.lowerBound)
+        let innerEnd = Self.blockStart(range.upperBound)
         guard innerStart < innerEnd else { return [range] }
         return [range.lowerBound..<innerStart, innerEnd..<range.upperBound].filter { !$0.isEmpty }
     }
 
-    /// Writes zeros over the written parts of sub-block segments (unwritten blocks and holes read as zeros).
-    private func zero(_ segments: [FileSegment]) throws(Errno) {
-        for segment in segments {
-            guard let physical = segment.physical, !segment.unwritten else { continue }
-            try pool.withBuffer(minimumCapacity: Int(segment.length)) { (buffer) throws(Errno) in
-                memset(buffer.pointer, 0, Int(segment.length))
-                try writeLUN(from: buffer.pointer, count: Int(segment.length), at: physical)
-            }
+    /// Zeroes `range` on the LUN where it lies in written blocks (unwritten blocks and holes read as zeros);
+    /// `segments` map the blocks covering it.
+    private func zero(_ range: Range<Int64>, in segments: [FileSegment]) throws(Errno) {
+        let written = segments.filter { $0.physical != nil && !$0.unwritten }
+        guard !written.isEmpty else { return }
+        let blocks = Self.blocks(covering: range)
+        try rewrite(blocks, segments: written, changing: range) { buffer in
+            memset(buffer + Int(range.lowerBound - blocks.lowerBound), 0, Int(range.count))
         }
     }
 
-    /// Writes a segment that lies in unwritten blocks, padded with zeros to whole blocks; returns the blocks filled.
-    private func fillUnwritten(_ segment: FileSegment, data: UnsafeRawBufferPointer, offset: Int64) throws(Errno) -> Range<Int64> {
-        guard let physical = segment.physical else { throw Errno.io }
-        let blockStart = segment.logical / Self.block * Self.block
-        let blockEnd = (segment.logical + segment.length + Self.block - 1) / Self.block * Self.block
-        let length = Int(blockEnd - blockStart)
-        try pool.withBuffer(minimumCapacity: length) { (buffer) throws(Errno) in
-            let lead = Int(segment.logical - blockStart)
-            memset(buffer.pointer, 0, lead)
-            memcpy(buffer.pointer + lead, data.baseAddress! + Int(segment.logical - offset), Int(segment.length))
-            memset(buffer.pointer + lead + Int(segment.length), 0, length - lead - Int(segment.length))
-            try writeAligned(buffer.pointer, count: length, at: physical - Int64(lead))
-        }
-        return blockStart..<blockEnd
+    private static func unwrittenBlocks(_ segments: [FileSegment]) -> [Range<Int64>] {
+        segments.filter(\.unwritten).map { $0.logical..<($0.logical + $0.length) }
     }
 
-    private func coversWholeBlocks(_ segment: FileSegment) -> Bool {
-        segment.logical % Self.block == 0 && segment.length % Self.block == 0
+    private static func blockStart(_ offset: Int64) -> Int64 { offset / block * block }
+    private static func blockEnd(_ offset: Int64) -> Int64 { (offset + block - 1) / block * block }
+    private static func blocks(covering range: Range<Int64>) -> Range<Int64> {
+        blockStart(range.lowerBound)..<blockEnd(range.upperBound)
     }
 
     private func isAligned(_ offset: Int64, _ count: Int) -> Bool {
         offset % Self.block == 0 && Int64(count) % Self.block == 0
-    }
-
-    /// O_DIRECT where the request is aligned. Only a request the device refuses as misaligned (EINVAL: it wants
-    /// more than 4 KiB alignment) goes through the buffered descriptor instead; any other error is the caller's,
-    /// since the page cache could answer for a device that has failed.
-    private func readLUN(into destination: UnsafeMutableRawPointer, count: Int, at physical: Int64) throws(Errno) {
-        if let direct = device.direct, isAligned(physical, count), Int(bitPattern: destination) % AlignedBuffer.alignment == 0 {
-            do throws(Errno) {
-                if try direct.read(into: destination, count: count, at: physical) < count { throw Errno.io }
-                return
-            } catch {
-                guard error.code == EINVAL else { throw error }
-            }
-        }
-        let n = try device.fd.read(into: destination, count: count, at: physical)
-        if n < count { throw Errno.io }
-    }
-
-    /// Writes from any memory: whole blocks are staged in an aligned buffer and written O_DIRECT.
-    private func writeLUN(from source: UnsafeRawPointer, count: Int, at physical: Int64) throws(Errno) {
-        guard device.direct != nil, isAligned(physical, count) else {
-            try device.fd.write(from: source, count: count, at: physical)
-            return
-        }
-        if Int(bitPattern: source) % AlignedBuffer.alignment == 0 {
-            try writeAligned(source, count: count, at: physical)
-            return
-        }
-        try pool.withBuffer(minimumCapacity: count) { (buffer) throws(Errno) in
-            memcpy(buffer.pointer, source, count)
-            try writeAligned(buffer.pointer, count: count, at: physical)
-        }
-    }
-
-    /// O_DIRECT; the buffered descriptor only for a request the device refuses as misaligned (see `readLUN`).
-    private func writeAligned(_ source: UnsafeRawPointer, count: Int, at physical: Int64) throws(Errno) {
-        if let direct = device.direct {
-            do throws(Errno) {
-                try direct.write(from: source, count: count, at: physical)
-                return
-            } catch {
-                guard error.code == EINVAL else { throw error }
-            }
-        }
-        try device.fd.write(from: source, count: count, at: physical)
     }
 }

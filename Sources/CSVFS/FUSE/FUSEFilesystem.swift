@@ -185,14 +185,14 @@ public final class FUSEFilesystem: Sendable {
             reply.error(.invalid)
             return
         }
-        do {
-            let request = reply.request
-            _ = try data.read(ino, offset: offset, count: size) { bytes in
-                fuse_reply_buf(request, bytes.baseAddress?.assumingMemoryBound(to: CChar.self), bytes.count)
+        // With the AIO engine the answer goes out from its completion, and this thread is free for the next request.
+        let pending = PendingReply(reply)
+        data.startRead(ino, offset: offset, count: size) { result in
+            let reply = pending.take()
+            switch result {
+            case .success(let bytes): reply.buffer(bytes)
+            case .failure(let error): reply.error(error)
             }
-            reply.sent()
-        } catch {
-            reply.error(error)
         }
     }
 

@@ -37,11 +37,6 @@ public struct FUSEReply: ~Copyable, @unchecked Sendable {
         discard self
     }
 
-    /// Records that the answer already went out through `request` (a reply built in place, as read does).
-    consuming func sent() {
-        discard self
-    }
-
     consuming func entry(_ attributes: InodeAttributes, timeout: Double) {
         var parameters = FUSEAttributes.entry(attributes, timeout: timeout)
         fuse_reply_entry(request, &parameters)

@@ -70,6 +70,8 @@ public enum FUSESession {
 
         logger.info("mounted", metadata: ["lun": "\(lunPath)", "mountpoint": "\(mountpoint)"])
         FUSERequestLoop(session: session, maxThreads: 64).run()
+        // Reads still on the LUN answer their requests when they complete, so the session must outlive them.
+        volume.data.drain()
         logger.info("unmounting")
     }
 }

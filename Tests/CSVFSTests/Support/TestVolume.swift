@@ -57,9 +57,11 @@ final class TestVolume {
     var isMounted: Bool { MountTable.isMounted(mountpoint) }
 
     /// Starts the server in the foreground as our child and waits until the kernel lists the mount.
-    func mount() throws {
+    /// `options` go to `csvfs mount -o`.
+    func mount(options: [String] = []) throws {
         guard server == nil else { throw FixtureError("already mounted by this fixture") }
-        let child = try ChildProcess(binary, ["mount", lun, mountpoint, "--foreground"], outputDirectory: directory)
+        let arguments = ["mount", lun, mountpoint, "--foreground"] + (options.isEmpty ? [] : ["-o", options.joined(separator: ",")])
+        let child = try ChildProcess(binary, arguments, outputDirectory: directory)
         server = child
         let deadline = Date().addingTimeInterval(Self.mountTimeout)
         while MountTable.entry(at: mountpoint)?.fileSystemType != "fuse.csvfs" {
