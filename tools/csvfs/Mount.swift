@@ -27,17 +27,32 @@ struct Mount: ParsableCommand {
     @Option(help: .hidden)
     var readyFD: Int32?
 
+    /// For tests: `loopback` serves FUSE and the data path through the metadata RPC (codec, server) in this
+    /// process, as a node that is not the coordinator will be served.
+    @Option(help: .hidden)
+    var metadataRPC: String?
+
     func run() throws {
         do {
             try FUSESession.checkMountpoint(mountpoint)
         } catch {
             throw Failure("csvfs mount: \(error)")
         }
+        _ = try metadataRoute()
         if foreground {
             try serve()
         } else {
             try Daemon.start(arguments: ["mount", lun, mountpoint, "--foreground"]
-                             + (options.map { ["-o", $0] } ?? []), log: log)
+                             + (options.map { ["-o", $0] } ?? []) + (metadataRPC.map { ["--metadata-rpc", $0] } ?? []),
+                             log: log)
+        }
+    }
+
+    private func metadataRoute() throws -> MetadataRoute {
+        switch metadataRPC {
+        case nil: return .direct
+        case "loopback": return .loopbackRPC
+        case let other?: throw Failure("csvfs mount: --metadata-rpc \(other): the only transport is 'loopback'")
         }
     }
 
@@ -47,7 +62,7 @@ struct Mount: ParsableCommand {
         let report = ReadyPipe(fd: readyFD)
         let volume: Volume
         do {
-            volume = try Volume.open(path: lun)
+            volume = try Volume.open(path: lun, metadataRoute: try metadataRoute())
         } catch {
             let message = "csvfs mount: \(lun): \(error)"
             report.fail(message)
@@ -62,6 +77,7 @@ struct Mount: ParsableCommand {
             try FUSESession.serve(volume: volume, lunPath: lun, mountpoint: mountpoint, options: extra, logger: logger) {
                 report.ready()
             }
+            if let remote = volume.remote { logger.info("metadata RPCs: \(remote.counters)") }
         } catch {
             let message = "csvfs mount: \(error)"
             report.fail(message)
