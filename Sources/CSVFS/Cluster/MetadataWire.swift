@@ -113,7 +113,7 @@ public enum MetadataWire {
     // MARK: replies
 
     public static func encodeReply(id: MetadataRequestID, kind: MetadataCallKind, _ outcome: Result<MetadataResult, Errno>) -> [UInt8] {
-        var writer = ByteWriter(capacity: envelopeSize + 4 + 80)
+        var writer = ByteWriter(capacity: envelopeSize + 4 + ((try? outcome.get()).map(estimatedSize) ?? 0))
         writer.appendEnvelope(.reply, kind, id)
         switch outcome {
         case .failure(let error):
@@ -124,6 +124,18 @@ public enum MetadataWire {
             writer.appendResult(result)
         }
         return writer.bytes
+    }
+
+    /// About the body's size, so a large reply is written into one allocation.
+    static func estimatedSize(_ result: MetadataResult) -> Int {
+        switch result {
+        case .done, .handle: 8
+        case .attributes, .statistics: attributesSize
+        case .bytes(let bytes): 4 + bytes.count
+        case .names(let names): 4 + names.reduce(0) { $0 + 4 + $1.count }
+        case .entries(let entries): 4 + entries.reduce(0) { $0 + 25 + $1.name.count + ($1.attributes == nil ? 0 : attributesSize) }
+        case .mapping(_, let segments), .segments(let segments): 12 + segments.count * segmentSize
+        }
     }
 
     /// The answer to a request the server could not decode: the request's envelope echoed as far as it could
