@@ -5,8 +5,8 @@ import Testing
 /// getattr/setattr: chmod, chown, truncate, utimens, and statfs numbers.
 extension Mounted {
     @Suite struct AttributeTests {
-        @Test func chmodChangesPermissionBits() throws {
-            try withVolume { volume in
+        @Test(arguments: MetadataMode.allCases) func chmodChangesPermissionBits(_ metadataMode: MetadataMode) throws {
+            try withVolume(metadataMode) { volume in
                 let file = volume.path("f"), dir = volume.path("d")
                 try writeFile(file, [1])
                 try sys("mkdir") { mkdir(dir, 0o755) }
@@ -26,8 +26,8 @@ extension Mounted {
             }
         }
 
-        @Test func chownChangesOwnerAndGroup() throws {
-            try withVolume { volume in
+        @Test(arguments: MetadataMode.allCases) func chownChangesOwnerAndGroup(_ metadataMode: MetadataMode) throws {
+            try withVolume(metadataMode) { volume in
                 let file = volume.path("owned")
                 try writeFile(file, [1])
                 try sys("symlink") { symlink("owned", volume.path("link")) }
@@ -47,8 +47,8 @@ extension Mounted {
             }
         }
 
-        @Test func truncateShrinksAndGrowsWithZeros() throws {
-            try withVolume { volume in
+        @Test(arguments: MetadataMode.allCases) func truncateShrinksAndGrowsWithZeros(_ metadataMode: MetadataMode) throws {
+            try withVolume(metadataMode) { volume in
                 let file = volume.path("t")
                 let data = patternBytes(count: 100_000, seed: 30)
                 try writeFile(file, data)
@@ -69,8 +69,8 @@ extension Mounted {
             }
         }
 
-        @Test func utimensSetsNanosecondTimestamps() throws {
-            try withVolume { volume in
+        @Test(arguments: MetadataMode.allCases) func utimensSetsNanosecondTimestamps(_ metadataMode: MetadataMode) throws {
+            try withVolume(metadataMode) { volume in
                 let file = volume.path("times")
                 try writeFile(file, [1])
                 var times = [timespec(tv_sec: 1_000_000_000, tv_nsec: 123_456_789),
@@ -93,8 +93,8 @@ extension Mounted {
             }
         }
 
-        @Test func writeAndCreateUpdateTimestamps() throws {
-            try withVolume { volume in
+        @Test(arguments: MetadataMode.allCases) func writeAndCreateUpdateTimestamps(_ metadataMode: MetadataMode) throws {
+            try withVolume(metadataMode) { volume in
                 let file = volume.path("stamped")
                 try writeFile(file, [1])
                 var old = [timespec(tv_sec: 1_000_000, tv_nsec: 0), timespec(tv_sec: 1_000_000, tv_nsec: 0)]
@@ -113,8 +113,8 @@ extension Mounted {
             }
         }
 
-        @Test func statfsReportsTheVolumeAndTracksUsage() throws {
-            try withVolume(size: "512M") { volume in
+        @Test(arguments: MetadataMode.allCases) func statfsReportsTheVolumeAndTracksUsage(_ metadataMode: MetadataMode) throws {
+            try withVolume(metadataMode, size: "512M") { volume in
                 var before = statvfs()
                 try sys("statvfs") { statvfs(volume.mountpoint, &before) }
                 let total = Int64(before.f_blocks) * Int64(before.f_frsize)

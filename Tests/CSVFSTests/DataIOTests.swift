@@ -5,8 +5,8 @@ import Testing
 /// read/write/pread/pwrite, 1 MiB requests, O_DIRECT, O_APPEND, fsync, concurrent I/O, data across remounts.
 extension Mounted {
     @Suite struct DataIOTests {
-        @Test func oneMebibyteInOneWriteAndOneRead() throws {
-            try withVolume { volume in
+        @Test(arguments: MetadataMode.allCases) func oneMebibyteInOneWriteAndOneRead(_ metadataMode: MetadataMode) throws {
+            try withVolume(metadataMode) { volume in
                 let file = volume.path("big")
                 let data = patternBytes(count: 1 << 20, seed: 10)
                 let fd = try sys("open") { open(file, O_RDWR | O_CREAT | O_TRUNC, 0o644) }
@@ -20,8 +20,8 @@ extension Mounted {
             }
         }
 
-        @Test func directIOWritesAndReadsAlignedMebibyte() throws {
-            try withVolume { volume in
+        @Test(arguments: MetadataMode.allCases) func directIOWritesAndReadsAlignedMebibyte(_ metadataMode: MetadataMode) throws {
+            try withVolume(metadataMode) { volume in
                 let file = volume.path("direct")
                 let size = 1 << 20
                 let data = patternBytes(count: 3 * size, seed: 11)
@@ -49,8 +49,8 @@ extension Mounted {
             }
         }
 
-        @Test func pwriteAtOffsetsLeavesZeroHoles() throws {
-            try withVolume { volume in
+        @Test(arguments: MetadataMode.allCases) func pwriteAtOffsetsLeavesZeroHoles(_ metadataMode: MetadataMode) throws {
+            try withVolume(metadataMode) { volume in
                 let file = volume.path("holes")
                 let fd = try sys("open") { open(file, O_RDWR | O_CREAT, 0o644) }
                 defer { close(fd) }
@@ -70,8 +70,8 @@ extension Mounted {
             }
         }
 
-        @Test func appendModeWritesAtTheEnd() throws {
-            try withVolume { volume in
+        @Test(arguments: MetadataMode.allCases) func appendModeWritesAtTheEnd(_ metadataMode: MetadataMode) throws {
+            try withVolume(metadataMode) { volume in
                 let file = volume.path("log")
                 try writeFile(file, Array("one\n".utf8))
                 let fd = try sys("open") { open(file, O_WRONLY | O_APPEND) }
@@ -84,8 +84,8 @@ extension Mounted {
             }
         }
 
-        @Test func fsyncFdatasyncSyncfsSucceed() throws {
-            try withVolume { volume in
+        @Test(arguments: MetadataMode.allCases) func fsyncFdatasyncSyncfsSucceed(_ metadataMode: MetadataMode) throws {
+            try withVolume(metadataMode) { volume in
                 let file = volume.path("synced")
                 let fd = try sys("open") { open(file, O_RDWR | O_CREAT, 0o644) }
                 defer { close(fd) }
@@ -99,8 +99,8 @@ extension Mounted {
             }
         }
 
-        @Test func concurrentWritersEachKeepTheirBytes() throws {
-            try withVolume { volume in
+        @Test(arguments: MetadataMode.allCases) func concurrentWritersEachKeepTheirBytes(_ metadataMode: MetadataMode) throws {
+            try withVolume(metadataMode) { volume in
                 let threads = 4, size = 4 << 20
                 let failures = ConcurrentFailures()
                 let group = DispatchGroup()
@@ -127,8 +127,8 @@ extension Mounted {
             }
         }
 
-        @Test func sharedMmapWritesReachTheFile() throws {
-            try withVolume { volume in
+        @Test(arguments: MetadataMode.allCases) func sharedMmapWritesReachTheFile(_ metadataMode: MetadataMode) throws {
+            try withVolume(metadataMode) { volume in
                 let file = volume.path("mapped"), size = 256 << 10
                 try writeFile(file, [UInt8](repeating: 0, count: size))
                 let fd = try sys("open") { open(file, O_RDWR) }
@@ -148,8 +148,8 @@ extension Mounted {
             }
         }
 
-        @Test func offsetsBeyondFourGiBWork() throws {
-            try withVolume { volume in
+        @Test(arguments: MetadataMode.allCases) func offsetsBeyondFourGiBWork(_ metadataMode: MetadataMode) throws {
+            try withVolume(metadataMode) { volume in
                 let file = volume.path("huge-sparse")
                 let offset = 5 << 30 + 12345
                 let data = patternBytes(count: 10_000, seed: 17)
@@ -166,8 +166,8 @@ extension Mounted {
             }
         }
 
-        @Test func openTruncAndReplacingAnOpenFile() throws {
-            try withVolume { volume in
+        @Test(arguments: MetadataMode.allCases) func openTruncAndReplacingAnOpenFile(_ metadataMode: MetadataMode) throws {
+            try withVolume(metadataMode) { volume in
                 let file = volume.path("victim")
                 let old = patternBytes(count: 50_000, seed: 18)
                 try writeFile(file, old)
@@ -185,8 +185,8 @@ extension Mounted {
             }
         }
 
-        @Test func dataSurvivesUnmountAndRemount() throws {
-            try withVolume { volume in
+        @Test(arguments: MetadataMode.allCases) func dataSurvivesUnmountAndRemount(_ metadataMode: MetadataMode) throws {
+            try withVolume(metadataMode) { volume in
                 var expected: [String: [UInt8]] = [:]
                 try sys("mkdir") { mkdir(volume.path("dir"), 0o755) }
                 for (index, size) in [0, 1, 4095, 4096, 4097, 65536, 1_000_001, 5 << 20].enumerated() {

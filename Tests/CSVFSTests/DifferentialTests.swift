@@ -7,11 +7,11 @@ import Testing
 /// every result (errno or bytes) and the final trees must be identical.
 extension Mounted {
     @Suite struct DifferentialTests {
-        @Test func randomOperationsMatchAPlainDirectory() throws {
+        @Test(arguments: MetadataMode.allCases) func randomOperationsMatchAPlainDirectory(_ metadataMode: MetadataMode) throws {
             let seed = SeededRandom.seed(from: "CSVFS_SEED", test: "differential test")
             let count = ProcessInfo.processInfo.environment["CSVFS_DIFF_OPS"].flatMap { Int($0) } ?? 2000
             var random = SeededRandom(seed: seed)
-            try withVolume { volume in
+            try withVolume(metadataMode) { volume in
                 let reference = volume.directory.appendingPathComponent("reference").path
                 try sys("mkdir reference") { mkdir(reference, 0o755) }
                 var mismatches = 0, succeeded = 0

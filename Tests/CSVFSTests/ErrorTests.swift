@@ -5,8 +5,8 @@ import Testing
 /// Each error case with its errno: ENOENT, EEXIST, ENOTEMPTY, EISDIR, ENAMETOOLONG.
 extension Mounted {
     @Suite struct ErrorTests {
-        @Test func missingEntriesGiveENOENT() throws {
-            try withVolume { volume in
+        @Test(arguments: MetadataMode.allCases) func missingEntriesGiveENOENT(_ metadataMode: MetadataMode) throws {
+            try withVolume(metadataMode) { volume in
                 let missing = volume.path("missing")
                 #expect(statErrno(missing) == ENOENT)
                 let openMissing = openErrno(missing, O_RDONLY, 0)
@@ -28,8 +28,8 @@ extension Mounted {
             }
         }
 
-        @Test func existingEntriesGiveEEXIST() throws {
-            try withVolume { volume in
+        @Test(arguments: MetadataMode.allCases) func existingEntriesGiveEEXIST(_ metadataMode: MetadataMode) throws {
+            try withVolume(metadataMode) { volume in
                 let file = volume.path("file"), dir = volume.path("dir")
                 try writeFile(file, Array("keep".utf8))
                 try sys("mkdir") { mkdir(dir, 0o755) }
@@ -44,8 +44,8 @@ extension Mounted {
             }
         }
 
-        @Test func nonEmptyDirectoryGivesENOTEMPTY() throws {
-            try withVolume { volume in
+        @Test(arguments: MetadataMode.allCases) func nonEmptyDirectoryGivesENOTEMPTY(_ metadataMode: MetadataMode) throws {
+            try withVolume(metadataMode) { volume in
                 try sys("mkdir") { mkdir(volume.path("d"), 0o755) }
                 try writeFile(volume.path("d/f"), [])
                 #expect(errnoOf { rmdir(volume.path("d")) } == ENOTEMPTY)
@@ -60,8 +60,8 @@ extension Mounted {
             }
         }
 
-        @Test func directoriesGiveEISDIR() throws {
-            try withVolume { volume in
+        @Test(arguments: MetadataMode.allCases) func directoriesGiveEISDIR(_ metadataMode: MetadataMode) throws {
+            try withVolume(metadataMode) { volume in
                 let dir = volume.path("dir")
                 try sys("mkdir") { mkdir(dir, 0o755) }
                 try writeFile(volume.path("file"), [])
@@ -76,8 +76,8 @@ extension Mounted {
             }
         }
 
-        @Test func nameOf256BytesGivesENAMETOOLONG() throws {
-            try withVolume { volume in
+        @Test(arguments: MetadataMode.allCases) func nameOf256BytesGivesENAMETOOLONG(_ metadataMode: MetadataMode) throws {
+            try withVolume(metadataMode) { volume in
                 let longest = String(repeating: "n", count: 255), tooLong = String(repeating: "n", count: 256)
                 try writeFile(volume.path(longest), Array("255 is fine".utf8))
                 #expect(try readFile(volume.path(longest)) == Array("255 is fine".utf8))

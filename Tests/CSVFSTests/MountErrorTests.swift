@@ -110,6 +110,16 @@ extension Mounted {
             }
         }
 
+        @Test func unknownMetadataRPCTransportIsRefused() throws {
+            try withVolume(mounted: false) { volume in
+                for extra in [[String](), ["--foreground"]] {
+                    let result = try volume.csvfs(["mount", volume.lun, volume.mountpoint, "--metadata-rpc", "tcp"] + extra, timeout: 30)
+                    #expect(result.status != 0 && result.stderr.contains("--metadata-rpc tcp"), "\(result)")
+                    #expect(!volume.isMounted)
+                }
+            }
+        }
+
         @Test func secondMountOfAMountedLUNIsRefused() throws {
             try withVolume { volume in
                 try writeFile(volume.path("first"), Array("first".utf8))

@@ -5,8 +5,8 @@ import Testing
 /// mkdir/rmdir, create/unlink, link, symlink/readlink, mknod (FIFO), lookup and readdir through the kernel.
 extension Mounted {
     @Suite struct NamespaceTests {
-        @Test func mkdirAndRmdirKeepParentLinkCounts() throws {
-            try withVolume { volume in
+        @Test(arguments: MetadataMode.allCases) func mkdirAndRmdirKeepParentLinkCounts(_ metadataMode: MetadataMode) throws {
+            try withVolume(metadataMode) { volume in
                 let root = volume.mountpoint
                 let rootLinks = try lstatOrThrow(root).st_nlink
                 try sys("mkdir") { mkdir(volume.path("a"), 0o750) }
@@ -26,8 +26,8 @@ extension Mounted {
             }
         }
 
-        @Test func createWriteUnlink() throws {
-            try withVolume { volume in
+        @Test(arguments: MetadataMode.allCases) func createWriteUnlink(_ metadataMode: MetadataMode) throws {
+            try withVolume(metadataMode) { volume in
                 let file = volume.path("file")
                 let data = patternBytes(count: 10_000, seed: 1)
                 try writeFile(file, data, mode: 0o640)
@@ -43,8 +43,8 @@ extension Mounted {
             }
         }
 
-        @Test func readdirListsEveryEntryWithItsType() throws {
-            try withVolume { volume in
+        @Test(arguments: MetadataMode.allCases) func readdirListsEveryEntryWithItsType(_ metadataMode: MetadataMode) throws {
+            try withVolume(metadataMode) { volume in
                 let dir = volume.path("many")
                 try sys("mkdir") { mkdir(dir, 0o755) }
                 var expected: [String: UInt8] = [:]
@@ -81,8 +81,8 @@ extension Mounted {
             }
         }
 
-        @Test func hardLinksShareTheInode() throws {
-            try withVolume { volume in
+        @Test(arguments: MetadataMode.allCases) func hardLinksShareTheInode(_ metadataMode: MetadataMode) throws {
+            try withVolume(metadataMode) { volume in
                 let first = volume.path("first"), second = volume.path("sub/second")
                 try sys("mkdir") { mkdir(volume.path("sub"), 0o755) }
                 try writeFile(first, Array("shared".utf8))
@@ -101,8 +101,8 @@ extension Mounted {
             }
         }
 
-        @Test func symlinkAndReadlink() throws {
-            try withVolume { volume in
+        @Test(arguments: MetadataMode.allCases) func symlinkAndReadlink(_ metadataMode: MetadataMode) throws {
+            try withVolume(metadataMode) { volume in
                 try writeFile(volume.path("target"), Array("through the link".utf8))
                 try sys("symlink") { symlink("target", volume.path("link")) }
                 let dangling = "no/such/" + String(repeating: "t", count: 200)
@@ -121,8 +121,8 @@ extension Mounted {
             }
         }
 
-        @Test func mknodFIFOCarriesData() throws {
-            try withVolume { volume in
+        @Test(arguments: MetadataMode.allCases) func mknodFIFOCarriesData(_ metadataMode: MetadataMode) throws {
+            try withVolume(metadataMode) { volume in
                 let viaMkfifo = volume.path("fifo1"), viaMknod = volume.path("fifo2")
                 try sys("mkfifo") { mkfifo(viaMkfifo, 0o640) }
                 try sys("mknod") { mknod(viaMknod, S_IFIFO | 0o600, 0) }
@@ -141,8 +141,8 @@ extension Mounted {
             }
         }
 
-        @Test func unlinkedOpenFileStaysUsableUntilClosed() throws {
-            try withVolume { volume in
+        @Test(arguments: MetadataMode.allCases) func unlinkedOpenFileStaysUsableUntilClosed(_ metadataMode: MetadataMode) throws {
+            try withVolume(metadataMode) { volume in
                 let file = volume.path("orphan")
                 let data = patternBytes(count: 70_000, seed: 2)
                 try writeFile(file, data)
@@ -165,8 +165,8 @@ extension Mounted {
             }
         }
 
-        @Test func lookupsWorkAfterTheKernelForgetsInodes() throws {
-            try withVolume { volume in
+        @Test(arguments: MetadataMode.allCases) func lookupsWorkAfterTheKernelForgetsInodes(_ metadataMode: MetadataMode) throws {
+            try withVolume(metadataMode) { volume in
                 var expected: [String: [UInt8]] = [:]
                 for index in 0..<400 {
                     let name = "dir\(index % 10)/file\(index)"
@@ -184,8 +184,8 @@ extension Mounted {
             }
         }
 
-        @Test func removingEntriesWhileReadingTheDirectory() throws {
-            try withVolume { volume in
+        @Test(arguments: MetadataMode.allCases) func removingEntriesWhileReadingTheDirectory(_ metadataMode: MetadataMode) throws {
+            try withVolume(metadataMode) { volume in
                 let dir = volume.path("big")
                 try sys("mkdir") { mkdir(dir, 0o755) }
                 for index in 0..<3000 { try writeFile(dir + "/file-\(index)", []) }
@@ -206,16 +206,16 @@ extension Mounted {
             }
         }
 
-        @Test func hardLinkToADirectoryIsRefused() throws {
-            try withVolume { volume in
+        @Test(arguments: MetadataMode.allCases) func hardLinkToADirectoryIsRefused(_ metadataMode: MetadataMode) throws {
+            try withVolume(metadataMode) { volume in
                 try sys("mkdir") { mkdir(volume.path("d"), 0o755) }
                 #expect(errnoOf { link(volume.path("d"), volume.path("d2")) } == EPERM)
                 #expect(try lstatOrThrow(volume.path("d")).st_nlink == 2)
             }
         }
 
-        @Test func specialFilesAndLinksSurviveRemount() throws {
-            try withVolume { volume in
+        @Test(arguments: MetadataMode.allCases) func specialFilesAndLinksSurviveRemount(_ metadataMode: MetadataMode) throws {
+            try withVolume(metadataMode) { volume in
                 try sys("mkfifo") { mkfifo(volume.path("fifo"), 0o640) }
                 try sys("symlink") { symlink("fifo", volume.path("link")) }
                 try writeFile(volume.path("a"), Array("a".utf8))
@@ -232,8 +232,8 @@ extension Mounted {
         /// An inode number names one file over the volume's life: the kernel sends generation 1 for every
         /// inode, so a number handed out again after a restart would let an NFS client or another node holding
         /// the deleted file's number reach the new file.
-        @Test func inodeNumbersOfDeletedFilesAreNotReusedAfterRestart() throws {
-            try withVolume { volume in
+        @Test(arguments: MetadataMode.allCases) func inodeNumbersOfDeletedFilesAreNotReusedAfterRestart(_ metadataMode: MetadataMode) throws {
+            try withVolume(metadataMode) { volume in
                 var used: Set<UInt> = [try lstatOrThrow(volume.mountpoint).st_ino]
                 for name in ["a", "b", "newest"] {
                     try writeFile(volume.path(name), [])
@@ -255,8 +255,8 @@ extension Mounted {
             }
         }
 
-        @Test func deepPathsResolve() throws {
-            try withVolume { volume in
+        @Test(arguments: MetadataMode.allCases) func deepPathsResolve(_ metadataMode: MetadataMode) throws {
+            try withVolume(metadataMode) { volume in
                 var path = volume.mountpoint
                 for depth in 0..<20 {
                     path += "/d\(depth)"

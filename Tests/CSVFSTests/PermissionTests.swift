@@ -12,8 +12,8 @@ extension Mounted {
                                                 "/bin/sh", "-c", script], timeout: 30)
         }
 
-        @Test func otherUserGetsEACCESOnPrivateEntries() throws {
-            try withVolume { volume in
+        @Test(arguments: MetadataMode.allCases) func otherUserGetsEACCESOnPrivateEntries(_ metadataMode: MetadataMode) throws {
+            try withVolume(metadataMode) { volume in
                 try sys("mkdir") { mkdir(volume.path("private"), 0o700) }
                 try writeFile(volume.path("private/inside"), Array("hidden".utf8), mode: 0o644)
                 try writeFile(volume.path("secret"), Array("secret".utf8), mode: 0o600)
@@ -44,8 +44,8 @@ extension Mounted {
             }
         }
 
-        @Test func setgidDirectoriesAndSuidClearing() throws {
-            try withVolume { volume in
+        @Test(arguments: MetadataMode.allCases) func setgidDirectoriesAndSuidClearing(_ metadataMode: MetadataMode) throws {
+            try withVolume(metadataMode) { volume in
                 // New entries in a setgid directory take its group; subdirectories inherit the bit.
                 try sys("mkdir") { mkdir(volume.path("sg"), 0o755) }
                 try sys("chown") { chown(volume.path("sg"), 0, 1234) }
@@ -74,8 +74,8 @@ extension Mounted {
             }
         }
 
-        @Test func ownershipAndGroupGrantAccess() throws {
-            try withVolume { volume in
+        @Test(arguments: MetadataMode.allCases) func ownershipAndGroupGrantAccess(_ metadataMode: MetadataMode) throws {
+            try withVolume(metadataMode) { volume in
                 try sys("mkdir") { mkdir(volume.path("shared"), 0o770) }
                 try sys("chown") { chown(volume.path("shared"), 0, 65534) }
                 try sys("chmod") { chmod(volume.path("shared"), 0o770) }

@@ -5,8 +5,8 @@ import Testing
 /// rename(2) and renameat2 with RENAME_NOREPLACE and RENAME_EXCHANGE.
 extension Mounted {
     @Suite struct RenameTests {
-        @Test func renameMovesWithinAndAcrossDirectories() throws {
-            try withVolume { volume in
+        @Test(arguments: MetadataMode.allCases) func renameMovesWithinAndAcrossDirectories(_ metadataMode: MetadataMode) throws {
+            try withVolume(metadataMode) { volume in
                 try sys("mkdir") { mkdir(volume.path("a"), 0o755) }
                 try sys("mkdir") { mkdir(volume.path("b"), 0o755) }
                 try writeFile(volume.path("a/one"), Array("1".utf8))
@@ -30,8 +30,8 @@ extension Mounted {
             }
         }
 
-        @Test func renameReplacesTheTarget() throws {
-            try withVolume { volume in
+        @Test(arguments: MetadataMode.allCases) func renameReplacesTheTarget(_ metadataMode: MetadataMode) throws {
+            try withVolume(metadataMode) { volume in
                 try writeFile(volume.path("new"), Array("new".utf8))
                 try writeFile(volume.path("old"), Array("old".utf8))
                 try sys("link") { link(volume.path("old"), volume.path("old-link")) }
@@ -57,8 +57,8 @@ extension Mounted {
             }
         }
 
-        @Test func renameNoReplace() throws {
-            try withVolume { volume in
+        @Test(arguments: MetadataMode.allCases) func renameNoReplace(_ metadataMode: MetadataMode) throws {
+            try withVolume(metadataMode) { volume in
                 try writeFile(volume.path("a"), Array("a".utf8))
                 try writeFile(volume.path("b"), Array("b".utf8))
                 #expect(renameErrno(volume.path("a"), volume.path("b"), flags: LinuxFlags.renameNoReplace) == EEXIST)
@@ -70,8 +70,8 @@ extension Mounted {
             }
         }
 
-        @Test func renameExchangeSwapsTwoEntries() throws {
-            try withVolume { volume in
+        @Test(arguments: MetadataMode.allCases) func renameExchangeSwapsTwoEntries(_ metadataMode: MetadataMode) throws {
+            try withVolume(metadataMode) { volume in
                 try sys("mkdir") { mkdir(volume.path("dir"), 0o755) }
                 try sys("mkdir") { mkdir(volume.path("other"), 0o755) }
                 try writeFile(volume.path("dir/inside"), Array("inside".utf8))

@@ -24,8 +24,8 @@ extension Mounted {
             return errnoOf { close(fd) }
         }
 
-        @Test func fallocateBeyondFreeSpaceFailsAndLeaksNothing() throws {
-            try withVolume(size: "64M") { volume in
+        @Test(arguments: MetadataMode.allCases) func fallocateBeyondFreeSpaceFailsAndLeaksNothing(_ metadataMode: MetadataMode) throws {
+            try withVolume(metadataMode, size: "64M") { volume in
                 let file = volume.path("too-big")
                 try writeFile(file, [])
                 var before = statvfs()
@@ -48,8 +48,8 @@ extension Mounted {
             }
         }
 
-        @Test func fullMetadataGivesENOSPCAndRecovers() throws {
-            try withVolume(size: "64M") { volume in
+        @Test(arguments: MetadataMode.allCases) func fullMetadataGivesENOSPCAndRecovers(_ metadataMode: MetadataMode) throws {
+            try withVolume(metadataMode, size: "64M") { volume in
                 // Long names and 2 KiB attributes fill the metadata area long before the data area.
                 let padding = [UInt8](repeating: 0x76, count: 2000)
                 var created: [String] = []
@@ -77,8 +77,8 @@ extension Mounted {
             }
         }
 
-        @Test func fullVolumeGivesENOSPCAndKeepsEverythingElse() throws {
-            try withVolume(size: "64M") { volume in
+        @Test(arguments: MetadataMode.allCases) func fullVolumeGivesENOSPCAndKeepsEverythingElse(_ metadataMode: MetadataMode) throws {
+            try withVolume(metadataMode, size: "64M") { volume in
                 var kept: [String: [UInt8]] = [:]
                 var failure: Int32 = 0
                 for index in 0..<200 {

@@ -7,8 +7,8 @@ extension Mounted {
     @Suite struct SparseTests {
         static let mib = 1 << 20
 
-        @Test func sparseRangesStayUnallocated() throws {
-            try withVolume { volume in
+        @Test(arguments: MetadataMode.allCases) func sparseRangesStayUnallocated(_ metadataMode: MetadataMode) throws {
+            try withVolume(metadataMode) { volume in
                 let file = volume.path("sparse")
                 let fd = try sys("open") { open(file, O_RDWR | O_CREAT, 0o644) }
                 defer { close(fd) }
@@ -29,8 +29,8 @@ extension Mounted {
 
         /// SEEK_DATA / SEEK_HOLE see written blocks as data and holes and unwritten (fallocated) blocks as holes,
         /// so `cp --sparse` and qemu-img keep a sparse file sparse.
-        @Test func seekDataAndHoleFollowTheExtents() throws {
-            try withVolume { volume in
+        @Test(arguments: MetadataMode.allCases) func seekDataAndHoleFollowTheExtents(_ metadataMode: MetadataMode) throws {
+            try withVolume(metadataMode) { volume in
                 let file = volume.path("holes")
                 let fd = try sys("open") { open(file, O_RDWR | O_CREAT, 0o644) }
                 defer { close(fd) }
@@ -48,8 +48,8 @@ extension Mounted {
             }
         }
 
-        @Test func fallocateReservesZeroedSpace() throws {
-            try withVolume { volume in
+        @Test(arguments: MetadataMode.allCases) func fallocateReservesZeroedSpace(_ metadataMode: MetadataMode) throws {
+            try withVolume(metadataMode) { volume in
                 let file = volume.path("reserved")
                 try writeFile(file, [])
                 var before = statvfs()
@@ -77,8 +77,8 @@ extension Mounted {
             }
         }
 
-        @Test func punchHoleZeroesAndFreesTheRange() throws {
-            try withVolume { volume in
+        @Test(arguments: MetadataMode.allCases) func punchHoleZeroesAndFreesTheRange(_ metadataMode: MetadataMode) throws {
+            try withVolume(metadataMode) { volume in
                 let file = volume.path("punched")
                 let data = patternBytes(count: 8 * Self.mib, seed: 52)
                 try writeFile(file, data, fsync: true)
@@ -102,8 +102,8 @@ extension Mounted {
             }
         }
 
-        @Test func newSpaceNeverShowsDeletedBytes() throws {
-            try withVolume(size: "192M") { volume in
+        @Test(arguments: MetadataMode.allCases) func newSpaceNeverShowsDeletedBytes(_ metadataMode: MetadataMode) throws {
+            try withVolume(metadataMode, size: "192M") { volume in
                 // Fill most of the data area with a recognisable pattern, then delete it.
                 let marker = [UInt8](repeating: 0xA5, count: Self.mib)
                 let fd = try sys("open") { open(volume.path("secret"), O_RDWR | O_CREAT, 0o644) }

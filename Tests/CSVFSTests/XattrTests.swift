@@ -5,8 +5,8 @@ import Testing
 /// getxattr/setxattr/listxattr/removexattr through the kernel.
 extension Mounted {
     @Suite struct XattrTests {
-        @Test func setGetListRemove() throws {
-            try withVolume { volume in
+        @Test(arguments: MetadataMode.allCases) func setGetListRemove(_ metadataMode: MetadataMode) throws {
+            try withVolume(metadataMode) { volume in
                 let file = volume.path("x")
                 try writeFile(file, [1])
                 let small = Array("value".utf8), empty: [UInt8] = [], large = patternBytes(count: 4000, seed: 40)
@@ -31,8 +31,8 @@ extension Mounted {
             }
         }
 
-        @Test func createAndReplaceFlagsAndErrors() throws {
-            try withVolume { volume in
+        @Test(arguments: MetadataMode.allCases) func createAndReplaceFlagsAndErrors(_ metadataMode: MetadataMode) throws {
+            try withVolume(metadataMode) { volume in
                 let file = volume.path("flags")
                 try writeFile(file, [1])
                 #expect(setxattrErrno(file, "user.a", [1], flags: LinuxFlags.xattrReplace) == ENODATA)
@@ -49,8 +49,8 @@ extension Mounted {
             }
         }
 
-        @Test func xattrLimits() throws {
-            try withVolume { volume in
+        @Test(arguments: MetadataMode.allCases) func xattrLimits(_ metadataMode: MetadataMode) throws {
+            try withVolume(metadataMode) { volume in
                 let file = volume.path("limits")
                 try writeFile(file, [])
                 #expect(setxattrErrno(file, "user." + String(repeating: "n", count: 250), [1]) == 0, "a 255-byte name")
@@ -65,8 +65,8 @@ extension Mounted {
             }
         }
 
-        @Test func xattrsOnDirectoriesAndSymlinksPersist() throws {
-            try withVolume { volume in
+        @Test(arguments: MetadataMode.allCases) func xattrsOnDirectoriesAndSymlinksPersist(_ metadataMode: MetadataMode) throws {
+            try withVolume(metadataMode) { volume in
                 let dir = volume.path("dir")
                 try sys("mkdir") { mkdir(dir, 0o755) }
                 try writeFile(volume.path("file"), [])

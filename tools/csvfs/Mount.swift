@@ -27,6 +27,11 @@ struct Mount: ParsableCommand {
     @Option(help: .hidden)
     var readyFD: Int32?
 
+    /// For tests: `loopback` serves FUSE and the data path through the metadata RPC (codec, server) in this
+    /// process, as a node that is not the coordinator will be served.
+    @Option(help: .hidden)
+    var metadataRPC: String?
+
     func run() throws {
         do {
             try FUSESession.checkMountpoint(mountpoint)
@@ -34,11 +39,21 @@ struct Mount: ParsableCommand {
             throw Failure("csvfs mount: \(error)")
         }
         _ = try Self.splitOptions(options)
+        _ = try metadataRoute()
         if foreground {
             try serve()
         } else {
             try Daemon.start(arguments: ["mount", lun, mountpoint, "--foreground"]
-                             + (options.map { ["-o", $0] } ?? []), log: log)
+                             + (options.map { ["-o", $0] } ?? []) + (metadataRPC.map { ["--metadata-rpc", $0] } ?? []),
+                             log: log)
+        }
+    }
+
+    private func metadataRoute() throws -> MetadataRoute {
+        switch metadataRPC {
+        case nil: return .direct
+        case "loopback": return .loopbackRPC
+        case let other?: throw Failure("csvfs mount: --metadata-rpc \(other): the only transport is 'loopback'")
         }
     }
 
@@ -49,7 +64,7 @@ struct Mount: ParsableCommand {
         let (io, extra) = try Self.splitOptions(options)
         let volume: Volume
         do {
-            volume = try Volume.open(path: lun, io: io)
+            volume = try Volume.open(path: lun, io: io, metadataRoute: try metadataRoute())
         } catch {
             let message = "csvfs mount: \(lun): \(error)"
             report.fail(message)
@@ -63,6 +78,7 @@ struct Mount: ParsableCommand {
             try FUSESession.serve(volume: volume, lunPath: lun, mountpoint: mountpoint, options: extra, logger: logger) {
                 report.ready()
             }
+            if let remote = volume.remote { logger.info("metadata RPCs: \(remote.counters)") }
         } catch {
             let message = "csvfs mount: \(error)"
             report.fail(message)

@@ -75,7 +75,7 @@ public final class FUSEFilesystem: Sendable {
         do {
             let attributes = try service.createNode(parent: parent, name: name, mode: mode, rdev: 0,
                                                     symlinkTarget: nil, caller: caller)
-            file.pointee.fh = service.opened(attributes.ino)
+            file.pointee.fh = try service.opened(attributes.ino)
             reply.create(attributes, timeout: cacheTimeout, file: file)
         } catch {
             reply.error(error)
@@ -161,6 +161,14 @@ public final class FUSEFilesystem: Sendable {
         }
     }
 
+    func statfs(_ reply: consuming FUSEReply) {
+        do {
+            reply.statfs(try service.statistics())
+        } catch {
+            reply.error(error)
+        }
+    }
+
     // MARK: files
 
     func open(_ reply: consuming FUSEReply, ino: UInt64, file: UnsafeMutablePointer<fuse_file_info>) {
@@ -173,7 +181,7 @@ public final class FUSEFilesystem: Sendable {
             if file.pointee.flags & O_TRUNC != 0, attributes.size > 0, file.pointee.flags & O_ACCMODE != O_RDONLY {
                 _ = try data.truncate(ino, AttributeChanges(size: 0))
             }
-            file.pointee.fh = service.opened(ino)
+            file.pointee.fh = try service.opened(ino)
             reply.open(file)
         } catch {
             reply.error(error)

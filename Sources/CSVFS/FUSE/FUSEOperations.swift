@@ -95,7 +95,7 @@ enum FUSEOperations {
         }
         ops.releasedir = { request, _, _ in FUSEReply(request!).ok() }
         ops.fsyncdir = { request, _, _, _ in FUSEOperations.filesystem(request).fsync(FUSEReply(request!), handle: nil) }
-        ops.statfs = { request, _ in FUSEReply(request!).statfs(FUSEOperations.filesystem(request).service.statistics()) }
+        ops.statfs = { request, _ in FUSEOperations.filesystem(request).statfs(FUSEReply(request!)) }
         ops.setxattr = { request, ino, name, value, size, flags in
             let bytes = size > 0 ? Array(UnsafeRawBufferPointer(start: value, count: size)) : []
             FUSEOperations.filesystem(request).setxattr(FUSEReply(request!), ino: ino, name: FUSEFilesystem.name(name!), value: bytes, flags: flags)

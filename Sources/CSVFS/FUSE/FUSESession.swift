@@ -32,7 +32,7 @@ public enum FUSESession {
     public static func serve(volume: Volume, lunPath: String, mountpoint: String, options: [String],
                              logger: Logger, ready: @escaping @Sendable () -> Void) throws {
         try checkMountpoint(mountpoint)
-        let filesystem = FUSEFilesystem(service: volume.service, data: volume.data, logger: logger, initialized: ready)
+        let filesystem = FUSEFilesystem(service: volume.metadata, data: volume.data, logger: logger, initialized: ready)
         let userdata = Unmanaged.passRetained(filesystem)
         defer { userdata.release() }
 
@@ -60,7 +60,7 @@ public enum FUSESession {
         // the space deletes freed), so even without fsync nothing older than a second is lost to power loss.
         let committer = DispatchSource.makeTimerSource(queue: DispatchQueue.global())
         committer.schedule(deadline: .now() + 1, repeating: 1)
-        let service = volume.service
+        let service = volume.metadata
         committer.setEventHandler {
             // The open files whose changes it failed to make durable hear of it at their next fsync.
             do throws(Errno) { try service.sync() } catch { logger.error("flushing the LUN failed: \(error)") }

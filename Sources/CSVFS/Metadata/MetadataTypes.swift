@@ -22,8 +22,8 @@ public struct InodeAttributes: Sendable, Equatable {
 }
 
 /// What a setattr changes; nil leaves a field alone.
-public struct AttributeChanges: Sendable {
-    public enum Time: Sendable { case now, at(Int64) }
+public struct AttributeChanges: Sendable, Equatable {
+    public enum Time: Sendable, Equatable { case now, at(Int64) }
     public var mode: UInt32?
     public var uid: UInt32?
     public var gid: UInt32?
@@ -43,7 +43,7 @@ public struct AttributeChanges: Sendable {
 }
 
 /// Who asks: the owner given to new inodes.
-public struct Caller: Sendable {
+public struct Caller: Sendable, Equatable {
     public var uid: UInt32
     public var gid: UInt32
     public init(uid: UInt32, gid: UInt32) {
@@ -52,7 +52,7 @@ public struct Caller: Sendable {
     }
 }
 
-public struct DirectoryEntry: Sendable {
+public struct DirectoryEntry: Sendable, Equatable {
     public var name: [UInt8]
     public var ino: UInt64
     public var mode: UInt32
@@ -62,7 +62,7 @@ public struct DirectoryEntry: Sendable {
     public var attributes: InodeAttributes?
 }
 
-public struct VolumeStatistics: Sendable {
+public struct VolumeStatistics: Sendable, Equatable {
     public var blockSize: UInt64
     public var totalBlocks: UInt64
     public var freeBlocks: UInt64

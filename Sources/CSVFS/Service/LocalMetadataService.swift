@@ -77,11 +77,11 @@ public final class LocalMetadataService: MetadataService, @unchecked Sendable {
         try locked { (store) throws(Errno) in try store.removeXattr(ino, name: name) }
     }
 
-    public func statistics() -> VolumeStatistics {
+    public func statistics() throws(Errno) -> VolumeStatistics {
         lock.withLock { store.statistics() }
     }
 
-    public func opened(_ ino: UInt64) -> UInt64 {
+    public func opened(_ ino: UInt64) throws(Errno) -> UInt64 {
         lock.withLock { store.opened(ino) }
     }
 

@@ -1,7 +1,8 @@
 /// The one protocol between the FUSE adapter and the metadata engine.
 ///
-/// `LocalMetadataService` implements it on the node that owns the metadata (the coordinator); a remote
-/// implementation will send the same calls to the coordinator, so the FUSE code serves both roles.
+/// `LocalMetadataService` implements it on the node that owns the metadata (the coordinator);
+/// `RemoteMetadataService` sends the same calls to it, so the FUSE code serves both roles. Every call can
+/// fail, as any of them may cross the network.
 public protocol MetadataService: Sendable {
     func lookup(parent: UInt64, name: [UInt8]) throws(Errno) -> InodeAttributes
     func attributes(_ ino: UInt64) throws(Errno) -> InodeAttributes
@@ -21,10 +22,10 @@ public protocol MetadataService: Sendable {
     func listXattrs(_ ino: UInt64) throws(Errno) -> [[UInt8]]
     func removeXattr(_ ino: UInt64, name: [UInt8]) throws(Errno)
 
-    func statistics() -> VolumeStatistics
+    func statistics() throws(Errno) -> VolumeStatistics
 
     /// Open files keep their data after their last name goes, until `released`. The handle names one open file.
-    func opened(_ ino: UInt64) -> UInt64
+    func opened(_ ino: UInt64) throws(Errno) -> UInt64
     func released(_ ino: UInt64, handle: UInt64) throws(Errno)
 
     /// Where `range` of the file lives, and the file's size; allocates nothing.

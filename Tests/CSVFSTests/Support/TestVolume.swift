@@ -4,6 +4,24 @@ import Glibc
 import Testing
 import TestSupport
 
+/// How a mount's FUSE adapter and data path reach the metadata: the mount suites run in both modes.
+enum MetadataMode: String, CaseIterable, CustomTestStringConvertible {
+    /// Straight to the local service, as on the coordinator.
+    case local
+    /// Through RemoteMetadataService, the codec and the metadata server (`--metadata-rpc loopback`), as a
+    /// node that is not the coordinator.
+    case rpc
+
+    var testDescription: String { rawValue }
+
+    var mountArguments: [String] {
+        switch self {
+        case .local: []
+        case .rpc: ["--metadata-rpc", "loopback"]
+        }
+    }
+}
+
 /// A freshly formatted LUN image in a unique temp dir, mountable at a unique mountpoint there.
 /// The serving process is started by the test (`csvfs mount --foreground`), so its PID is known.
 final class TestVolume {
@@ -11,23 +29,25 @@ final class TestVolume {
     let lun: String
     let mountpoint: String
     let binary: String
+    let metadataMode: MetadataMode
     private(set) var server: ChildProcess?
 
     static let mountTimeout: TimeInterval = 30
     static let commandTimeout: TimeInterval = 120
 
     /// A volume on a new image file of `size`.
-    convenience init(size: String = "512M") throws {
-        try self.init(lun: nil, formatArguments: ["--size", size])
+    convenience init(size: String = "512M", metadataMode: MetadataMode = .local) throws {
+        try self.init(lun: nil, formatArguments: ["--size", size], metadataMode: metadataMode)
     }
 
     /// A volume on `device` (a block device the test set up), formatted over whatever it holds.
     convenience init(device: String) throws {
-        try self.init(lun: device, formatArguments: ["--force"])
+        try self.init(lun: device, formatArguments: ["--force"], metadataMode: .local)
     }
 
-    private init(lun device: String?, formatArguments: [String]) throws {
+    private init(lun device: String?, formatArguments: [String], metadataMode: MetadataMode) throws {
         binary = try CSVFSBinary.path()
+        self.metadataMode = metadataMode
         var template = Array(FileManager.default.temporaryDirectory.appendingPathComponent("csvfs-test-XXXXXX").path.utf8CString)
         guard let created = mkdtemp(&template) else { throw FixtureError("mkdtemp: \(String(cString: strerror(errno)))") }
         directory = URL(fileURLWithPath: String(cString: created))
@@ -60,7 +80,8 @@ final class TestVolume {
     /// `options` go to `csvfs mount -o`.
     func mount(options: [String] = []) throws {
         guard server == nil else { throw FixtureError("already mounted by this fixture") }
-        let arguments = ["mount", lun, mountpoint, "--foreground"] + (options.isEmpty ? [] : ["-o", options.joined(separator: ",")])
+        let arguments = ["mount", lun, mountpoint, "--foreground"] + metadataMode.mountArguments
+            + (options.isEmpty ? [] : ["-o", options.joined(separator: ",")])
         let child = try ChildProcess(binary, arguments, outputDirectory: directory)
         server = child
         let deadline = Date().addingTimeInterval(Self.mountTimeout)
@@ -86,7 +107,18 @@ final class TestVolume {
             }
             self.server = nil
             guard status == 0 else { throw FixtureError("server exited with \(status) after unmount: \(server.stderrText)") }
+            if metadataMode == .rpc { try Self.expectMetadataRPCs(in: server.stderrText) }
         }
+    }
+
+    /// A mount through the RPC reports its RPC count at unmount; none would mean it was served directly.
+    private static func expectMetadataRPCs(in log: String) throws {
+        let marker = "metadata RPCs: "
+        guard let line = log.split(separator: "\n").last(where: { $0.contains(marker) }),
+              let count = line.components(separatedBy: marker).last?.split(separator: " ").first.flatMap({ Int($0) }) else {
+            throw FixtureError("the server through the metadata RPC logged no RPC count: \(log)")
+        }
+        guard count > 0 else { throw FixtureError("the server through the metadata RPC made no RPCs: \(line)") }
     }
 
     func remount() throws {
@@ -159,12 +191,12 @@ final class TestVolume {
     }
 }
 
-/// Formats a volume, mounts it, runs `body`, and always unmounts and removes everything afterwards.
+/// Formats a volume, mounts it (its metadata reached as `metadataMode` says), runs `body`, and always unmounts and removes everything afterwards.
 /// Unless `fsckAtTeardown` is false (tests that corrupt the LUN on purpose), the volume the test left
 /// must pass `csvfs fsck`.
-func withVolume<T>(size: String = "512M", mounted: Bool = true, fsckAtTeardown: Bool = true,
-                   _ body: (TestVolume) throws -> T) throws -> T {
-    let volume = try TestVolume(size: size)
+func withVolume<T>(_ metadataMode: MetadataMode = .local, size: String = "512M", mounted: Bool = true,
+                   fsckAtTeardown: Bool = true, _ body: (TestVolume) throws -> T) throws -> T {
+    let volume = try TestVolume(size: size, metadataMode: metadataMode)
     defer { volume.destroy(checkVolume: fsckAtTeardown) }
     if mounted { try volume.mount() }
     return try body(volume)

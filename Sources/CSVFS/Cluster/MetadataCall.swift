@@ -1,0 +1,164 @@
+/// One `MetadataService` call as a value, so it can travel to the node that owns the metadata.
+public enum MetadataCall: Sendable, Equatable {
+    case lookup(parent: UInt64, name: [UInt8])
+    case attributes(ino: UInt64)
+    case setAttributes(ino: UInt64, changes: AttributeChanges)
+    case createNode(parent: UInt64, name: [UInt8], mode: UInt32, rdev: UInt64, symlinkTarget: [UInt8]?, caller: Caller)
+    case readlink(ino: UInt64)
+    case link(ino: UInt64, newParent: UInt64, newName: [UInt8])
+    case unlink(parent: UInt64, name: [UInt8])
+    case rmdir(parent: UInt64, name: [UInt8])
+    case rename(parent: UInt64, name: [UInt8], newParent: UInt64, newName: [UInt8], mode: RenameMode)
+    case readdir(ino: UInt64, cookie: Int64, limit: Int, plus: Bool)
+    case setXattr(ino: UInt64, name: [UInt8], value: [UInt8], create: Bool, replace: Bool)
+    case getXattr(ino: UInt64, name: [UInt8])
+    case listXattrs(ino: UInt64)
+    case removeXattr(ino: UInt64, name: [UInt8])
+    case statistics
+    case opened(ino: UInt64)
+    case released(ino: UInt64, handle: UInt64)
+    case mapping(ino: UInt64, range: Range<Int64>)
+    case prepareWrite(ino: UInt64, range: Range<Int64>)
+    case completeWrite(ino: UInt64, filled: [Range<Int64>], end: Int64)
+    case fallocate(ino: UInt64, range: Range<Int64>, mode: FallocateMode)
+    case commit
+    case sync(reportingTo: UInt64?)
+
+    public var kind: MetadataCallKind {
+        switch self {
+        case .lookup: .lookup
+        case .attributes: .attributes
+        case .setAttributes: .setAttributes
+        case .createNode: .createNode
+        case .readlink: .readlink
+        case .link: .link
+        case .unlink: .unlink
+        case .rmdir: .rmdir
+        case .rename: .rename
+        case .readdir: .readdir
+        case .setXattr: .setXattr
+        case .getXattr: .getXattr
+        case .listXattrs: .listXattrs
+        case .removeXattr: .removeXattr
+        case .statistics: .statistics
+        case .opened: .opened
+        case .released: .released
+        case .mapping: .mapping
+        case .prepareWrite: .prepareWrite
+        case .completeWrite: .completeWrite
+        case .fallocate: .fallocate
+        case .commit: .commit
+        case .sync: .sync
+        }
+    }
+
+    /// Runs the call on `service` (on the node that owns the metadata).
+    func perform(on service: any MetadataService) throws(Errno) -> MetadataResult {
+        switch self {
+        case .lookup(let parent, let name):
+            return .attributes(try service.lookup(parent: parent, name: name))
+        case .attributes(let ino):
+            return .attributes(try service.attributes(ino))
+        case .setAttributes(let ino, let changes):
+            return .attributes(try service.setAttributes(ino, changes))
+        case .createNode(let parent, let name, let mode, let rdev, let symlinkTarget, let caller):
+            return .attributes(try service.createNode(parent: parent, name: name, mode: mode, rdev: rdev,
+                                                      symlinkTarget: symlinkTarget, caller: caller))
+        case .readlink(let ino):
+            return .bytes(try service.readlink(ino))
+        case .link(let ino, let newParent, let newName):
+            return .attributes(try service.link(ino, newParent: newParent, newName: newName))
+        case .unlink(let parent, let name):
+            try service.unlink(parent: parent, name: name)
+        case .rmdir(let parent, let name):
+            try service.rmdir(parent: parent, name: name)
+        case .rename(let parent, let name, let newParent, let newName, let mode):
+            try service.rename(parent: parent, name: name, newParent: newParent, newName: newName, mode: mode)
+        case .readdir(let ino, let cookie, let limit, let plus):
+            return .entries(try service.readdir(ino, after: cookie, limit: limit, plus: plus))
+        case .setXattr(let ino, let name, let value, let create, let replace):
+            try service.setXattr(ino, name: name, value: value, create: create, replace: replace)
+        case .getXattr(let ino, let name):
+            return .bytes(try service.getXattr(ino, name: name))
+        case .listXattrs(let ino):
+            return .names(try service.listXattrs(ino))
+        case .removeXattr(let ino, let name):
+            try service.removeXattr(ino, name: name)
+        case .statistics:
+            return .statistics(try service.statistics())
+        case .opened(let ino):
+            return .handle(try service.opened(ino))
+        case .released(let ino, let handle):
+            try service.released(ino, handle: handle)
+        case .mapping(let ino, let range):
+            let (size, segments) = try service.mapping(ino, range)
+            return .mapping(size: size, segments: segments)
+        case .prepareWrite(let ino, let range):
+            return .segments(try service.prepareWrite(ino, range))
+        case .completeWrite(let ino, let filled, let end):
+            try service.completeWrite(ino, filled: filled, end: end)
+        case .fallocate(let ino, let range, let mode):
+            try service.fallocate(ino, range, mode: mode)
+        case .commit:
+            try service.commit()
+        case .sync(let handle):
+            try service.sync(reportingTo: handle)
+        }
+        return .done
+    }
+}
+
+/// Which call a message carries; the number is its code on the wire and must never change meaning.
+public enum MetadataCallKind: UInt16, Sendable, CaseIterable {
+    case lookup = 1
+    case attributes = 2
+    case setAttributes = 3
+    case createNode = 4
+    case readlink = 5
+    case link = 6
+    case unlink = 7
+    case rmdir = 8
+    case rename = 9
+    case readdir = 10
+    case setXattr = 11
+    case getXattr = 12
+    case listXattrs = 13
+    case removeXattr = 14
+    case statistics = 15
+    case opened = 16
+    case released = 17
+    case mapping = 18
+    case prepareWrite = 19
+    case completeWrite = 20
+    case fallocate = 21
+    case commit = 22
+    case sync = 23
+}
+
+/// What a call answers when it succeeds; which case is fixed by the call's kind.
+public enum MetadataResult: Sendable, Equatable {
+    case done
+    case attributes(InodeAttributes)
+    case bytes([UInt8])
+    case names([[UInt8]])
+    case entries([DirectoryEntry])
+    case statistics(VolumeStatistics)
+    case handle(UInt64)
+    case mapping(size: UInt64, segments: [FileSegment])
+    case segments([FileSegment])
+}
+
+/// Names one request across the cluster: the node that sent it and that node's sequence number. A reply
+/// carries its request's id; a server that remembers each node's latest results (for exactly-once retries
+/// after a failover) keys them by it.
+public struct MetadataRequestID: Sendable, Hashable, CustomStringConvertible {
+    public var node: UInt32
+    public var sequence: UInt64
+
+    public init(node: UInt32, sequence: UInt64) {
+        self.node = node
+        self.sequence = sequence
+    }
+
+    public var description: String { "\(node):\(sequence)" }
+}

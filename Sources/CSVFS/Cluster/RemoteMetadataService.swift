@@ -1,0 +1,157 @@
+/// The metadata service of a node that does not own the metadata: every call is encoded, sent through the
+/// channel to the node that does, and its reply decoded. Errors come back as the errno the owner answered;
+/// a reply that does not decode is EPROTO, a reply that does not come in time ETIMEDOUT.
+public final class RemoteMetadataService: MetadataService {
+    private let channel: any MetadataChannel
+    /// This node's id, the first half of every request id.
+    public let node: UInt32
+    /// How long a call waits for its reply.
+    public let timeout: Duration
+    private let lastSequence = Locked<UInt64>(0)
+    private let counts = Locked(MetadataCallCounts())
+
+    public init(channel: any MetadataChannel, node: UInt32, timeout: Duration = .seconds(60)) {
+        self.channel = channel
+        self.node = node
+        self.timeout = timeout
+    }
+
+    /// The RPCs sent so far.
+    public var counters: MetadataCallCounts { counts.withLock { $0 } }
+
+    private func send(_ call: MetadataCall) throws(Errno) -> MetadataResult {
+        let id = MetadataRequestID(node: node, sequence: lastSequence.withLock { $0 += 1; return $0 })
+        let kind = call.kind
+        let request = MetadataWire.encodeRequest(id: id, call)
+        let reply: [UInt8]
+        do throws(Errno) {
+            reply = try channel.exchange(request, deadline: .now + timeout)
+        } catch {
+            counts.withLock { $0.record(kind, sent: request.count, received: 0, failed: true) }
+            throw error
+        }
+        let decoded = Result { () throws(Errno) -> MetadataResult in try MetadataWire.decodeReply(reply, id: id, kind: kind) }
+        let malformed = if case .failure(.protocolError) = decoded { true } else { false }
+        counts.withLock { $0.record(kind, sent: request.count, received: reply.count, failed: malformed) }
+        return try decoded.get()
+    }
+
+    public func lookup(parent: UInt64, name: [UInt8]) throws(Errno) -> InodeAttributes {
+        try attributes(of: send(.lookup(parent: parent, name: name)))
+    }
+
+    public func attributes(_ ino: UInt64) throws(Errno) -> InodeAttributes {
+        try attributes(of: send(.attributes(ino: ino)))
+    }
+
+    public func setAttributes(_ ino: UInt64, _ changes: AttributeChanges) throws(Errno) -> InodeAttributes {
+        try attributes(of: send(.setAttributes(ino: ino, changes: changes)))
+    }
+
+    public func createNode(parent: UInt64, name: [UInt8], mode: UInt32, rdev: UInt64, symlinkTarget: [UInt8]?,
+                           caller: Caller) throws(Errno) -> InodeAttributes {
+        try attributes(of: send(.createNode(parent: parent, name: name, mode: mode, rdev: rdev,
+                                            symlinkTarget: symlinkTarget, caller: caller)))
+    }
+
+    public func readlink(_ ino: UInt64) throws(Errno) -> [UInt8] {
+        try bytes(of: send(.readlink(ino: ino)))
+    }
+
+    public func link(_ ino: UInt64, newParent: UInt64, newName: [UInt8]) throws(Errno) -> InodeAttributes {
+        try attributes(of: send(.link(ino: ino, newParent: newParent, newName: newName)))
+    }
+
+    public func unlink(parent: UInt64, name: [UInt8]) throws(Errno) {
+        try done(send(.unlink(parent: parent, name: name)))
+    }
+
+    public func rmdir(parent: UInt64, name: [UInt8]) throws(Errno) {
+        try done(send(.rmdir(parent: parent, name: name)))
+    }
+
+    public func rename(parent: UInt64, name: [UInt8], newParent: UInt64, newName: [UInt8], mode: RenameMode) throws(Errno) {
+        try done(send(.rename(parent: parent, name: name, newParent: newParent, newName: newName, mode: mode)))
+    }
+
+    public func readdir(_ ino: UInt64, after cookie: Int64, limit: Int, plus: Bool) throws(Errno) -> [DirectoryEntry] {
+        guard case .entries(let entries) = try send(.readdir(ino: ino, cookie: cookie, limit: limit, plus: plus)) else {
+            throw .protocolError
+        }
+        return entries
+    }
+
+    public func setXattr(_ ino: UInt64, name: [UInt8], value: [UInt8], create: Bool, replace: Bool) throws(Errno) {
+        try done(send(.setXattr(ino: ino, name: name, value: value, create: create, replace: replace)))
+    }
+
+    public func getXattr(_ ino: UInt64, name: [UInt8]) throws(Errno) -> [UInt8] {
+        try bytes(of: send(.getXattr(ino: ino, name: name)))
+    }
+
+    public func listXattrs(_ ino: UInt64) throws(Errno) -> [[UInt8]] {
+        guard case .names(let names) = try send(.listXattrs(ino: ino)) else { throw .protocolError }
+        return names
+    }
+
+    public func removeXattr(_ ino: UInt64, name: [UInt8]) throws(Errno) {
+        try done(send(.removeXattr(ino: ino, name: name)))
+    }
+
+    public func statistics() throws(Errno) -> VolumeStatistics {
+        guard case .statistics(let statistics) = try send(.statistics) else { throw .protocolError }
+        return statistics
+    }
+
+    public func opened(_ ino: UInt64) throws(Errno) -> UInt64 {
+        guard case .handle(let handle) = try send(.opened(ino: ino)) else { throw .protocolError }
+        return handle
+    }
+
+    public func released(_ ino: UInt64, handle: UInt64) throws(Errno) {
+        try done(send(.released(ino: ino, handle: handle)))
+    }
+
+    public func mapping(_ ino: UInt64, _ range: Range<Int64>) throws(Errno) -> (size: UInt64, segments: [FileSegment]) {
+        guard case .mapping(let size, let segments) = try send(.mapping(ino: ino, range: range)) else { throw .protocolError }
+        return (size, segments)
+    }
+
+    public func prepareWrite(_ ino: UInt64, _ range: Range<Int64>) throws(Errno) -> [FileSegment] {
+        guard case .segments(let segments) = try send(.prepareWrite(ino: ino, range: range)) else { throw .protocolError }
+        return segments
+    }
+
+    public func completeWrite(_ ino: UInt64, filled: [Range<Int64>], end: Int64) throws(Errno) {
+        try done(send(.completeWrite(ino: ino, filled: filled, end: end)))
+    }
+
+    public func fallocate(_ ino: UInt64, _ range: Range<Int64>, mode: FallocateMode) throws(Errno) {
+        try done(send(.fallocate(ino: ino, range: range, mode: mode)))
+    }
+
+    public func commit() throws(Errno) {
+        try done(send(.commit))
+    }
+
+    public func sync(reportingTo handle: UInt64?) throws(Errno) {
+        try done(send(.sync(reportingTo: handle)))
+    }
+
+    // The decoder picks the result's case from the call's kind, so a mismatch here cannot come off the wire;
+    // the checks only keep the switch total.
+
+    private func attributes(of result: MetadataResult) throws(Errno) -> InodeAttributes {
+        guard case .attributes(let attributes) = result else { throw .protocolError }
+        return attributes
+    }
+
+    private func bytes(of result: MetadataResult) throws(Errno) -> [UInt8] {
+        guard case .bytes(let bytes) = result else { throw .protocolError }
+        return bytes
+    }
+
+    private func done(_ result: MetadataResult) throws(Errno) {
+        guard case .done = result else { throw .protocolError }
+    }
+}
