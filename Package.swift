@@ -59,7 +59,9 @@ let package = Package(
         .target(name: "TestSupport", path: "Tests/TestSupport"),
         .testTarget(name: "CSVFSTests", dependencies: ["CSVFS", "TestSupport"], path: "Tests/CSVFSTests"),
         .testTarget(name: "CSVFSUnitTests", dependencies: ["CSVFS", "CSQLite", "TestSupport"], path: "Tests/CSVFSUnitTests"),
-        .testTarget(name: "VHDFormatTests", dependencies: ["VHDFormat", "TestSupport"], path: "Tests/VHDFormatTests"),
+        // The fuzz target's input decoder and exercise, so the corpus replay test runs the same code.
+        .target(name: "VHDFormatExercise", dependencies: ["VHDFormat"], path: "fuzz/Sources/VHDFormatExercise"),
+        .testTarget(name: "VHDFormatTests", dependencies: ["VHDFormat", "VHDFormatExercise", "TestSupport"], path: "Tests/VHDFormatTests"),
         .testTarget(name: "LockManagerTests",
                     dependencies: ["LockManager", "TestSupport", .product(name: "NIOCore", package: "swift-nio"),
                                    .product(name: "NIOPosix", package: "swift-nio")],

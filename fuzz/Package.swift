@@ -9,7 +9,8 @@ let package = Package(
     name: "VHDFormatFuzz",
     targets: [
         .target(name: "VHDFormat", path: "Sources/VHDFormat", swiftSettings: fuzzFlags),
-        .executableTarget(name: "vhd-fuzz", dependencies: ["VHDFormat"], path: "Sources/vhd-fuzz",
+        .target(name: "VHDFormatExercise", dependencies: ["VHDFormat"], path: "Sources/VHDFormatExercise", swiftSettings: fuzzFlags),
+        .executableTarget(name: "vhd-fuzz", dependencies: ["VHDFormatExercise"], path: "Sources/vhd-fuzz",
                           swiftSettings: fuzzFlags + [.unsafeFlags(["-parse-as-library"])],
                           linkerSettings: [.unsafeFlags(["-sanitize=fuzzer,address"])]),
     ]
