@@ -10,17 +10,24 @@ public final class ImageExercise {
     private let input: [UInt8]
     private let directory: String
     private var failures: [String] = []
+    private var refusals: [String] = []
+
+    public struct Outcome: Sendable {
+        /// Errors other than VHDError, and data that read back wrong: each is a defect.
+        public var failures: [String]
+        /// Steps the image refused with a VHDError, with the error: expected of damaged images only.
+        public var refusals: [String]
+    }
     private var imagePath: String { directory + "/image" }
 
     /// Largest disk whose whole allocation map is walked and whose chain gets a parent (keeps inputs fast).
     static let walkedDiskSize: UInt64 = 256 << 20
 
-    /// Runs every step on `input` in `directory` (emptied before and after); returns the failures, empty when every
-    /// step worked or refused with a VHDError.
-    public static func run(_ input: [UInt8], in directory: String) -> [String] {
+    /// Runs every step on `input` in `directory` (emptied before and after).
+    public static func run(_ input: [UInt8], in directory: String) -> Outcome {
         let exercise = ImageExercise(input: input, directory: directory)
         exercise.runAll()
-        return exercise.failures
+        return Outcome(failures: exercise.failures, refusals: exercise.refusals)
     }
 
     private init(input: [UInt8], directory: String) {
@@ -48,7 +55,8 @@ public final class ImageExercise {
     private func attempt<T>(_ step: String, _ body: () throws -> T) -> T? {
         do {
             return try body()
-        } catch is VHDError {
+        } catch let error as VHDError {
+            refusals.append("\(step): \(error)")
             return nil
         } catch {
             fail("\(step): \(type(of: error)): \(error)")

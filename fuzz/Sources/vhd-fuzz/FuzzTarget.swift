@@ -16,7 +16,7 @@ private let scratchDirectory: String = {
 /// Any failure other than a VHDError (or data read back wrong) is a finding: abort so libFuzzer saves the input.
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzOneInput(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
-    let failures = ImageExercise.run(Array(UnsafeBufferPointer(start: data, count: size)), in: scratchDirectory)
+    let failures = ImageExercise.run(Array(UnsafeBufferPointer(start: data, count: size)), in: scratchDirectory).failures
     if !failures.isEmpty {
         print("vhd-fuzz: " + failures.joined(separator: "\nvhd-fuzz: "))
         abort()
