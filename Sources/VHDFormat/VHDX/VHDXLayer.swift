@@ -265,8 +265,9 @@ final class VHDXLayer: ImageLayer {
         if metadata.leaveBlocksAllocated { return true }
         var expected: UInt64?
         for block in 0..<dataBlockCount {
-            let entry = bat[block + block / chunkRatio]
-            guard entry & 7 == 6 else { return false }
+            let entry = bat[payloadIndex(block)]
+            // A bad entry (opened leniently, for check) may point anywhere: offset + blockSize could overflow.
+            guard entry & 7 == 6, !badBATEntries.contains(payloadIndex(block)) else { return false }
             let offset = Self.fileOffset(entry)
             if let expected, offset != expected { return false }
             expected = offset + blockSize
