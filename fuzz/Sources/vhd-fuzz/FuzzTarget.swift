@@ -18,7 +18,9 @@ private let scratchDirectory: String = {
 public func fuzzOneInput(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     let failures = ImageExercise.run(Array(UnsafeBufferPointer(start: data, count: size)), in: scratchDirectory).failures
     if !failures.isEmpty {
+        // abort() does not flush stdout.
         print("vhd-fuzz: " + failures.joined(separator: "\nvhd-fuzz: "))
+        fflush(nil)
         abort()
     }
     return 0
