@@ -28,11 +28,11 @@ import Testing
         try ImageFile(path: path, writable: true).truncate(to: size)
     }
 
-    /// Opens and reads everything; returns the error, which must be a VHDError.
+    /// Opens (parents included) and reads everything up to 64 MiB; returns the error, which must be a VHDError.
     static func openError(_ path: String) -> VHDError? {
         do {
             let disk = try VirtualDisk.open(path)
-            _ = try disk.read(at: 0, count: Int(disk.virtualSize))
+            _ = try disk.read(at: 0, count: Int(min(disk.virtualSize, 64 << 20)))
             return nil
         } catch let error as VHDError {
             return error
