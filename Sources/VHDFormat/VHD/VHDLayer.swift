@@ -18,7 +18,7 @@ final class VHDLayer: ImageLayer {
     let parentLink: ParentLink?
     /// Problems found while opening leniently (`strict: false`), for check and repair.
     private(set) var problems: [String] = []
-    private(set) var badBATEntries: [Int] = []
+    private(set) var badBATEntries = Set<Int>()
 
     private var nextBlockOffset: UInt64
     private var dirtyBATEntries = Set<Int>()
@@ -103,12 +103,13 @@ final class VHDLayer: ImageLayer {
         let placements = bat.enumerated().compactMap { index, entry -> BlockPlacementChecker.Placement? in
             entry == Self.unallocated ? nil : .init(index: index, start: UInt64(entry) * 512, length: blockLength)
         }
-        let batProblems = checker.problems(of: placements, tableName: "VHD BAT")
-        if strict, let first = batProblems.first {
-            throw VHDError.corrupt(path: path, problem: first.message)
+        var bad = BadTableEntries(tableName: "VHD BAT")
+        checker.check(placements, tableName: "VHD BAT", into: &bad)
+        if strict, let first = bad.first {
+            throw VHDError.corrupt(path: path, problem: first)
         }
-        problems += batProblems.map { VHDError.corrupt(path: path, problem: $0.message).description }
-        let badEntries = batProblems.map(\.index)
+        problems += bad.allMessages.map { VHDError.corrupt(path: path, problem: $0).description }
+        let badEntries = bad.indices
         badBATEntries = badEntries
         let lastBlockEnd = try placements.filter { !badEntries.contains($0.index) }
             .map { try math.sum($0.start, $0.length, "VHD BAT entry \($0.index) end") }.max() ?? 0
@@ -243,7 +244,7 @@ final class VHDLayer: ImageLayer {
         nextBlockOffset = blockStart + bitmapSize + blockSize
         try file.write(at: nextBlockOffset, bytes: footer.encoded())
         bat[block] = UInt32(blockStart / 512)
-        badBATEntries.removeAll { $0 == block }
+        badBATEntries.remove(block)
         dirtyBATEntries.insert(block)
         cachedBitmap = (block, bitmap, !hasParent)
         return blockStart

@@ -118,12 +118,12 @@ final class VHDXLayer: ImageLayer {
 
         // Every allocated payload and bitmap block must lie inside the file, clear of metadata and of each other.
         var placements: [BlockPlacementChecker.Placement] = []
-        var stateProblems: [(Int, String)] = []
+        var bad = BadTableEntries(tableName: "VHDX BAT")
         for block in 0..<dataBlockCount {
             let index = block + block / chunkRatio
             let rawState = bat[index] & 7
             guard let state = BlockState(rawValue: rawState), state != .partiallyPresent || metadata.hasParent else {
-                stateProblems.append((index, "VHDX BAT entry \(index) has invalid payload state \(rawState)"))
+                bad.add(index, "VHDX BAT entry \(index) has invalid payload state \(rawState)")
                 continue
             }
             if state == .fullyPresent || state == .partiallyPresent {
@@ -134,7 +134,7 @@ final class VHDXLayer: ImageLayer {
             if state == .partiallyPresent {
                 let bitmapIndex = (block / chunkRatio) * (chunkRatio + 1) + chunkRatio
                 if bitmapIndex >= bat.count || bat[bitmapIndex] & 7 != 6 {
-                    stateProblems.append((index, "VHDX BAT entry \(index) is partially present but its sector bitmap block is not"))
+                    bad.add(index, "VHDX BAT entry \(index) is partially present but its sector bitmap block is not")
                 }
             }
         }
@@ -142,32 +142,31 @@ final class VHDXLayer: ImageLayer {
             if metadata.hasParent, bat[chunk] & 7 == 6 {
                 placements.append(.init(index: chunk, start: Self.fileOffset(bat[chunk]), length: Self.mebibyte))
             } else if bat[chunk] & 7 != 6 || !metadata.hasParent {
-                stateProblems.append((chunk, "VHDX BAT entry \(chunk) has sector bitmap state \(bat[chunk] & 7) in a disk without a parent"))
+                bad.add(chunk, "VHDX BAT entry \(chunk) has sector bitmap state \(bat[chunk] & 7) in a disk without a parent")
             }
         }
         let checker = BlockPlacementChecker(
             reserved: [("VHDX headers", 0..<Self.mebibyte), ("VHDX log", logRange),
                        ("VHDX metadata region", metadataRange), ("VHDX BAT region", batRange)],
             fileSize: fileSize)
-        let placementProblems = checker.problems(of: placements, tableName: "VHDX BAT")
-        var allProblems = stateProblems.map { (index: $0.0, message: $0.1) } + placementProblems
+        checker.check(placements, tableName: "VHDX BAT", into: &bad)
         // A partially present block reads its sectors through its chunk's bitmap block: a bad bitmap entry
         // makes the payload entry bad too.
-        let badIndices = Set(allProblems.map(\.index))
+        let badIndices = bad.indices
         if metadata.hasParent {
             for block in 0..<dataBlockCount where bat[block + block / chunkRatio] & 7 == BlockState.partiallyPresent.rawValue {
                 let bitmapIndex = (block / chunkRatio) * (chunkRatio + 1) + chunkRatio
                 let index = block + block / chunkRatio
                 if badIndices.contains(bitmapIndex), !badIndices.contains(index) {
-                    allProblems.append((index, "VHDX BAT entry \(index) is partially present but its sector bitmap entry \(bitmapIndex) is bad"))
+                    bad.add(index, "VHDX BAT entry \(index) is partially present but its sector bitmap entry \(bitmapIndex) is bad")
                 }
             }
         }
-        if strict, let first = allProblems.first {
-            throw VHDError.corrupt(path: path, problem: first.message)
+        if strict, let first = bad.first {
+            throw VHDError.corrupt(path: path, problem: first)
         }
-        problems += allProblems.map { VHDError.corrupt(path: path, problem: $0.message).description }
-        let badEntries = Set(allProblems.map(\.index))
+        problems += bad.allMessages.map { VHDError.corrupt(path: path, problem: $0).description }
+        let badEntries = bad.indices
         badBATEntries = badEntries
         // Only entries found good lie inside the file; the others may point anywhere.
         let lastEnd = try placements.filter { !badEntries.contains($0.index) }
