@@ -74,7 +74,9 @@ let package = Package(
         .testTarget(name: "PrimitivesTests", dependencies: ["Primitives"], path: "Tests/PrimitivesTests"),
         .testTarget(name: "CSVFSTests", dependencies: ["CSVFS", "Primitives", "TestSupport"], path: "Tests/CSVFSTests"),
         .testTarget(name: "CSVFSUnitTests", dependencies: ["CSVFS", "CSQLite", "TestSupport"], path: "Tests/CSVFSUnitTests"),
-        .testTarget(name: "VHDFormatTests", dependencies: ["VHDFormat", "TestSupport"], path: "Tests/VHDFormatTests"),
+        // The fuzz target's input decoder and exercise, so the corpus replay test runs the same code.
+        .target(name: "VHDFormatExercise", dependencies: ["VHDFormat"], path: "fuzz/Sources/VHDFormatExercise"),
+        .testTarget(name: "VHDFormatTests", dependencies: ["VHDFormat", "VHDFormatExercise", "TestSupport"], path: "Tests/VHDFormatTests"),
         .testTarget(name: "LockManagerTests",
                     // CSVFS for the local backend on a formatted LUN (CoordinationRangeTests); run in their own
                     // process (CI: --filter LockManagerTests) so the election tasks are not starved.

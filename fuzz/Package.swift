@@ -11,7 +11,8 @@ let package = Package(
         .target(name: "CPrimitives", path: "Sources/CPrimitives", cSettings: [.define("_GNU_SOURCE")]),
         .target(name: "Primitives", dependencies: ["CPrimitives"], path: "Sources/Primitives", swiftSettings: fuzzFlags),
         .target(name: "VHDFormat", dependencies: ["Primitives"], path: "Sources/VHDFormat", swiftSettings: fuzzFlags),
-        .executableTarget(name: "vhd-fuzz", dependencies: ["VHDFormat"], path: "Sources/vhd-fuzz",
+        .target(name: "VHDFormatExercise", dependencies: ["VHDFormat"], path: "Sources/VHDFormatExercise", swiftSettings: fuzzFlags),
+        .executableTarget(name: "vhd-fuzz", dependencies: ["VHDFormatExercise"], path: "Sources/vhd-fuzz",
                           swiftSettings: fuzzFlags + [.unsafeFlags(["-parse-as-library"])],
                           linkerSettings: [.unsafeFlags(["-sanitize=fuzzer,address"])]),
     ]

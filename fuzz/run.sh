@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Fuzzes the VHD/VHDX parsers with libFuzzer. Usage: bash fuzz/run.sh [seconds]   (default 60)
+# Fuzzes the VHD/VHDX library with libFuzzer. Usage: bash fuzz/run.sh [seconds] [seed]   (default 60, seed 0 = random)
 set -euo pipefail
 cd "$(dirname "$0")"
 swift build -c release --scratch-path .build >/dev/null
 export SWIFT_BACKTRACE=enable=no
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/vhd-fuzz-corpus.XXXXXX")
-trap 'rm -rf "$WORK"; rm -f /dev/shm/vhd-fuzz-*.img' EXIT
-# New inputs go to a scratch corpus; the committed seeds stay as they are.
-.build/release/vhd-fuzz -max_total_time="${1:-60}" -max_len=65536 -timeout=10 -rss_limit_mb=2048 \
-    -artifact_prefix=./ "$WORK" corpus
+export VHD_FUZZ_SCRATCH=$(mktemp -d /dev/shm/vhd-fuzz-scratch.XXXXXX)
+trap 'rm -rf "$WORK" "$VHD_FUZZ_SCRATCH"' EXIT
+# New inputs go to a scratch corpus; the committed seeds stay as they are. -timeout=30: on a loaded
+# machine (load 20 on 2 cores) an input that takes 1 s alone once took 14 s.
+.build/release/vhd-fuzz -max_total_time="${1:-60}" -seed="${2:-0}" -max_len=65536 -timeout=30 -rss_limit_mb=2048 \
+    -print_final_stats=1 -artifact_prefix=./ "$WORK" corpus

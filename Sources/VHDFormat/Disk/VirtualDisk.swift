@@ -98,6 +98,7 @@ public final class VirtualDisk {
 
     /// The source of the bytes at `offset`, for at most `limit` bytes, looking from image `depth` down.
     public func resolve(at offset: UInt64, limit: UInt64, fromDepth depth: Int = 0) throws -> (length: UInt64, source: Source) {
+        guard offset < virtualSize else { throw VHDError.outOfRange(offset: offset, length: limit, size: virtualSize) }
         var length = min(limit, virtualSize - offset)
         for index in depth..<layers.count {
             let layer = layers[index]
@@ -118,6 +119,8 @@ public final class VirtualDisk {
     }
 
     public func read(at offset: UInt64, count: Int) throws -> [UInt8] {
+        guard count >= 0 else { throw VHDError.invalidArgument("read of \(count) bytes") }
+        try checkRange(offset, UInt64(count))
         var bytes = [UInt8](repeating: 0, count: count)
         try bytes.withUnsafeMutableBytes { try read(at: offset, into: $0) }
         return bytes

@@ -4,7 +4,7 @@ struct FieldOutOfBounds: Error {}
 
 extension Array where Element == UInt8 {
     func littleEndian<T: FixedWidthInteger>(_: T.Type, at offset: Int) throws -> T {
-        guard offset >= 0, offset + MemoryLayout<T>.size <= count else { throw FieldOutOfBounds() }
+        guard offset >= 0, offset <= count - MemoryLayout<T>.size else { throw FieldOutOfBounds() }
         var value: T = 0
         for index in (0..<MemoryLayout<T>.size).reversed() {
             value = (value << 8) | T(self[offset + index])
@@ -13,7 +13,7 @@ extension Array where Element == UInt8 {
     }
 
     func bigEndian<T: FixedWidthInteger>(_: T.Type, at offset: Int) throws -> T {
-        guard offset >= 0, offset + MemoryLayout<T>.size <= count else { throw FieldOutOfBounds() }
+        guard offset >= 0, offset <= count - MemoryLayout<T>.size else { throw FieldOutOfBounds() }
         var value: T = 0
         for index in 0..<MemoryLayout<T>.size {
             value = (value << 8) | T(self[offset + index])
@@ -22,7 +22,8 @@ extension Array where Element == UInt8 {
     }
 
     func bytes(at offset: Int, count length: Int) throws -> [UInt8] {
-        guard offset >= 0, length >= 0, offset + length <= count else { throw FieldOutOfBounds() }
+        // Compared by subtraction: offsets come from the file and `offset + length` could overflow.
+        guard offset >= 0, length >= 0, offset <= count, length <= count - offset else { throw FieldOutOfBounds() }
         return Array(self[offset..<(offset + length)])
     }
 

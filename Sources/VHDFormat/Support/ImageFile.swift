@@ -33,11 +33,20 @@ final class ImageFile {
 
     func setOverlay(_ overlay: LogOverlay) { self.overlay = overlay }
 
+    /// pread and pwrite take a signed offset: a position past 2^63, which only a damaged image names,
+    /// is refused instead of trapping in the conversion.
+    private func fileOffset(_ offset: UInt64, count: Int, what: String) throws -> off_t {
+        let range = try CheckedImageMath(path: path).range(what, offset: offset, length: UInt64(count),
+                                                           within: UInt64(off_t.max), of: "largest possible file")
+        return off_t(range.lowerBound)
+    }
+
     /// Reads exactly `buffer.count` bytes; a short read means the file ends inside a structure.
     func read(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer, what: String) throws {
+        let start = try fileOffset(offset, count: buffer.count, what: what)
         var done = 0
         while done < buffer.count {
-            let n = pread(descriptor, buffer.baseAddress! + done, buffer.count - done, off_t(offset) + off_t(done))
+            let n = pread(descriptor, buffer.baseAddress! + done, buffer.count - done, start + off_t(done))
             if n < 0 {
                 if errno == EINTR { continue }
                 throw VHDError.io(path: path, operation: "read", errno: errno)
@@ -67,9 +76,10 @@ final class ImageFile {
 
     func write(at offset: UInt64, from buffer: UnsafeRawBufferPointer) throws {
         guard writable else { throw VHDError.readOnly(path: path) }
+        let start = try fileOffset(offset, count: buffer.count, what: "write")
         var done = 0
         while done < buffer.count {
-            let n = pwrite(descriptor, buffer.baseAddress! + done, buffer.count - done, off_t(offset) + off_t(done))
+            let n = pwrite(descriptor, buffer.baseAddress! + done, buffer.count - done, start + off_t(done))
             if n < 0 {
                 if errno == EINTR { continue }
                 throw VHDError.io(path: path, operation: "write", errno: errno)
@@ -86,10 +96,12 @@ final class ImageFile {
     /// and need not be read at all. Without hole support the whole range counts as data.
     func dataRuns(at offset: UInt64, length: UInt64) -> [(offset: UInt64, length: UInt64)] {
         // A replayed log may have put bytes into a hole: only the file alone can be trusted here.
-        guard overlay.isEmpty else { return [(offset, length)] }
+        // Past the largest file offset lseek cannot say; reading there fails with a clear error instead.
+        guard overlay.isEmpty, let end = try? CheckedImageMath(path: path).range(
+            "data", offset: offset, length: length, within: UInt64(off_t.max), of: "largest possible file").upperBound
+        else { return [(offset, length)] }
         let seekData: Int32 = 3, seekHole: Int32 = 4  // SEEK_DATA, SEEK_HOLE (Linux, FreeBSD, macOS)
         var runs: [(offset: UInt64, length: UInt64)] = []
-        let end = offset + length
         var position = offset
         while position < end {
             let data = lseek(descriptor, off_t(position), seekData)
@@ -108,7 +120,8 @@ final class ImageFile {
     }
 
     func truncate(to size: UInt64) throws {
-        guard ftruncate(descriptor, off_t(size)) == 0 else {
+        let length = try fileOffset(size, count: 0, what: "new file size")
+        guard ftruncate(descriptor, length) == 0 else {
             throw VHDError.io(path: path, operation: "truncate", errno: errno)
         }
     }

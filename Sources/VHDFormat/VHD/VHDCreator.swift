@@ -12,10 +12,10 @@ enum VHDCreator {
     }
 
     static func create(file: ImageFile, options: DiskCreator.Options, size requested: UInt64, parent: DiskFacts?) throws {
-        let size = requested.roundedUp(toMultipleOf: 512)
-        guard size <= maximumSize else {
+        guard requested <= maximumSize else {
             throw VHDError.invalidArgument("a VHD holds at most 2040 GiB; \(requested) bytes asked")
         }
+        let size = requested.roundedUp(toMultipleOf: 512)
         if let parent, parent.format != .vhd {
             throw VHDError.invalidArgument("a VHD's parent must be a VHD, not \(parent.format.rawValue)")
         }

@@ -18,7 +18,7 @@ final class VHDLayer: ImageLayer {
     let parentLink: ParentLink?
     /// Problems found while opening leniently (`strict: false`), for check and repair.
     private(set) var problems: [String] = []
-    private(set) var badBATEntries: [Int] = []
+    private(set) var badBATEntries = Set<Int>()
 
     private var nextBlockOffset: UInt64
     private var dirtyBATEntries = Set<Int>()
@@ -30,6 +30,7 @@ final class VHDLayer: ImageLayer {
     init(file: ImageFile, strict: Bool = true) throws {
         self.file = file
         let path = file.path
+        let math = CheckedImageMath(path: path)
         let fileSize = try file.size()
         guard fileSize >= UInt64(VHDFooter.size) else {
             throw VHDError.truncated(path: path, what: "VHD footer", needed: UInt64(VHDFooter.size), fileSize: fileSize)
@@ -68,68 +69,67 @@ final class VHDLayer: ImageLayer {
             virtualSize = footer.virtualSize
             parentLink = nil
             nextBlockOffset = dataEnd
-            guard virtualSize <= dataEnd else {
-                throw VHDError.truncated(path: path, what: "fixed VHD data of \(virtualSize) bytes plus footer",
-                                         needed: virtualSize + 512, fileSize: fileSize)
-            }
+            _ = try math.rangeInFile("fixed VHD data of \(virtualSize) bytes plus footer", offset: 0,
+                                     length: try math.sum(virtualSize, footerLength, "fixed VHD size plus footer"), fileSize: fileSize)
             self.problems = problems
             return
         }
 
-        let headerEnd = footer.dataOffset.addingReportingOverflow(UInt64(VHDDynamicHeader.size))
-        guard !headerEnd.overflow, headerEnd.partialValue <= fileSize else {
-            throw VHDError.truncated(path: path, what: "VHD dynamic header at \(footer.dataOffset)",
-                                     needed: headerEnd.overflow ? UInt64.max : headerEnd.partialValue, fileSize: fileSize)
-        }
+        let headerRange = try math.rangeInFile("VHD dynamic header at \(footer.dataOffset) (footer data offset)", offset: footer.dataOffset,
+                                               length: UInt64(VHDDynamicHeader.size), fileSize: fileSize)
         let header = try VHDDynamicHeader(parsing: try file.read(at: footer.dataOffset, count: VHDDynamicHeader.size,
                                                                  what: "VHD dynamic header"), path: path)
         dynamicHeader = header
+        // VHDDynamicHeader bounds the block size (a power of two, 512 B to 256 MiB).
         blockSize = UInt64(header.blockSize)
-        bitmapSize = (blockSize / 512 / 8).roundedUp(toMultipleOf: 512)
+        bitmapSize = try math.alignedUp(blockSize / 512 / 8, to: 512, "VHD block bitmap size")
         virtualSize = footer.virtualSize
-        let batBytes = UInt64(header.maxTableEntries) * 4
-        let batEnd = header.tableOffset.addingReportingOverflow(batBytes)
-        guard !batEnd.overflow, batEnd.partialValue <= fileSize else {
-            throw VHDError.truncated(path: path, what: "VHD BAT of \(header.maxTableEntries) entries at \(header.tableOffset)",
-                                     needed: batEnd.overflow ? UInt64.max : batEnd.partialValue, fileSize: fileSize)
-        }
-        guard UInt64(header.maxTableEntries) * blockSize >= virtualSize else {
+        let batBytes = try math.product(UInt64(header.maxTableEntries), 4, "VHD BAT length (max table entries)")
+        let batRange = try math.rangeInFile("VHD BAT of \(header.maxTableEntries) entries at \(header.tableOffset)",
+                                            offset: header.tableOffset, length: batBytes, fileSize: fileSize)
+        guard try math.product(UInt64(header.maxTableEntries), blockSize, "VHD BAT coverage") >= virtualSize else {
             throw VHDError.corrupt(path: path, problem: "VHD BAT has \(header.maxTableEntries) entries of \(blockSize) bytes, too few for a disk of \(virtualSize) bytes")
         }
-        let rawBAT = try file.read(at: header.tableOffset, count: Int(batBytes), what: "VHD BAT")
+        let rawBAT = try file.read(at: header.tableOffset, count: try math.count(batBytes, atMost: CheckedImageMath.maximumTableBytes, "VHD BAT length"),
+                                   what: "VHD BAT")
         bat = stride(from: 0, to: rawBAT.count, by: 4).map {
             UInt32(rawBAT[$0]) << 24 | UInt32(rawBAT[$0 + 1]) << 16 | UInt32(rawBAT[$0 + 2]) << 8 | UInt32(rawBAT[$0 + 3])
         }
 
         let checker = BlockPlacementChecker(
-            reserved: [("footer copy", 0..<512),
-                       ("dynamic header", footer.dataOffset..<headerEnd.partialValue),
-                       ("BAT", header.tableOffset..<batEnd.partialValue)],
+            reserved: [("footer copy", 0..<512), ("dynamic header", headerRange), ("BAT", batRange)],
             fileSize: dataEnd)
         let blockLength = bitmapSize + blockSize
         let placements = bat.enumerated().compactMap { index, entry -> BlockPlacementChecker.Placement? in
             entry == Self.unallocated ? nil : .init(index: index, start: UInt64(entry) * 512, length: blockLength)
         }
-        let batProblems = checker.problems(of: placements, tableName: "VHD BAT")
-        if strict, let first = batProblems.first {
-            throw VHDError.corrupt(path: path, problem: first.message)
+        var bad = BadTableEntries(tableName: "VHD BAT")
+        checker.check(placements, tableName: "VHD BAT", into: &bad)
+        if strict, let first = bad.first {
+            throw VHDError.corrupt(path: path, problem: first)
         }
-        problems += batProblems.map(\.message)
-        let badEntries = batProblems.map(\.index)
+        problems += bad.allMessages.map { VHDError.corrupt(path: path, problem: $0).description }
+        let badEntries = bad.indices
         badBATEntries = badEntries
-        let lastBlockEnd = placements.filter { !badEntries.contains($0.index) }.map { $0.start + $0.length }.max() ?? 0
-        nextBlockOffset = max(dataEnd, lastBlockEnd, batEnd.partialValue).roundedUp(toMultipleOf: 512)
+        let lastBlockEnd = try placements.filter { !badEntries.contains($0.index) }
+            .map { try math.sum($0.start, $0.length, "VHD BAT entry \($0.index) end") }.max() ?? 0
+        nextBlockOffset = try math.alignedUp(max(dataEnd, lastBlockEnd, batRange.upperBound), to: 512, "VHD end of data")
 
         var link: ParentLink?
         if footer.diskType == .differencing {
             var locators: [ParentLocator] = []
             for locator in header.locators where locator.isUsed {
-                let end = locator.dataOffset.addingReportingOverflow(UInt64(locator.dataLength))
-                guard locator.dataLength <= 65536, !end.overflow, end.partialValue <= fileSize else {
-                    problems.append("parent locator \(locator.code) at \(locator.dataOffset) (\(locator.dataLength) bytes) lies outside the file")
+                let data: [UInt8]
+                do {
+                    _ = try math.rangeInFile("parent locator \(locator.code)", offset: locator.dataOffset,
+                                             length: UInt64(locator.dataLength), fileSize: fileSize)
+                    data = try file.read(at: locator.dataOffset, count: try math.count(UInt64(locator.dataLength), atMost: 65536,
+                                                                                       "parent locator \(locator.code) length"),
+                                         what: "parent locator")
+                } catch let error as VHDError {
+                    problems.append(error.description)
                     continue
                 }
-                let data = try file.read(at: locator.dataOffset, count: Int(locator.dataLength), what: "parent locator")
                 switch locator.code {
                 case "W2ku", "W2ru":
                     locators.append(ParentLocator(kind: locator.code, path: UTF16Text.decode(data, bigEndian: false)))
@@ -244,7 +244,7 @@ final class VHDLayer: ImageLayer {
         nextBlockOffset = blockStart + bitmapSize + blockSize
         try file.write(at: nextBlockOffset, bytes: footer.encoded())
         bat[block] = UInt32(blockStart / 512)
-        badBATEntries.removeAll { $0 == block }
+        badBATEntries.remove(block)
         dirtyBATEntries.insert(block)
         cachedBitmap = (block, bitmap, !hasParent)
         return blockStart

@@ -52,20 +52,21 @@ final class VHDXLayer: ImageLayer {
         creator = UTF16Text.decode(Array(identifier[8...]), bigEndian: false)
         (header, headerSlot) = try VHDXHeader.readCurrent(from: file, problems: &problems)
 
+        let math = CheckedImageMath(path: path)
         let physicalSize = try file.size()
+        // The log lies inside the file even when empty: writes go through it, and blocks must not overlap it.
+        let logRange = try math.rangeInFile("VHDX log (header log offset and length)", offset: header.logOffset,
+                                            length: UInt64(header.logLength), fileSize: physicalSize)
         var replayed = false
         if !header.logGuid.isZero {
-            let logEnd = header.logOffset + UInt64(header.logLength)
-            guard logEnd <= physicalSize else {
-                throw VHDError.truncated(path: path, what: "VHDX log at \(header.logOffset)", needed: logEnd, fileSize: physicalSize)
-            }
             guard header.logLength <= VHDXLogReplay.maximumLogLength else {
                 throw VHDError.corrupt(path: path, problem: "VHDX log of \(header.logLength) bytes is larger than any writer makes (at most \(VHDXLogReplay.maximumLogLength))")
             }
-            let log = try file.read(at: header.logOffset, count: Int(header.logLength), what: "VHDX log")
+            let log = try file.read(at: header.logOffset, count: try math.count(UInt64(header.logLength), atMost: physicalSize, "VHDX log length"),
+                                    what: "VHDX log")
             let sequence = VHDXLogReplay.activeSequence(log: log, logGuid: header.logGuid)
             if let head = sequence.head {
-                try Self.replay(sequence.entries, head: head, into: file, header: header, physicalSize: physicalSize)
+                try Self.replay(sequence.entries, head: head, into: file, logRange: logRange, physicalSize: physicalSize)
                 replayed = true
             }
             if file.writable {
@@ -85,53 +86,55 @@ final class VHDXLayer: ImageLayer {
         guard let metadataRegion = regions.entry(VHDXRegionTable.metadataGuid) else {
             throw VHDError.corrupt(path: path, problem: "VHDX region table has no metadata region")
         }
-        for (name, region) in [("BAT", batRegion), ("metadata", metadataRegion)] {
-            let end = region.fileOffset.addingReportingOverflow(UInt64(region.length))
-            guard !end.overflow, end.partialValue <= fileSize else {
-                throw VHDError.truncated(path: path, what: "VHDX \(name) region at \(region.fileOffset)",
-                                         needed: end.overflow ? UInt64.max : end.partialValue, fileSize: fileSize)
-            }
-        }
+        let batRange = try math.rangeInFile("VHDX BAT region at \(batRegion.fileOffset)", offset: batRegion.fileOffset,
+                                            length: UInt64(batRegion.length), fileSize: fileSize)
+        let metadataRange = try math.rangeInFile("VHDX metadata region at \(metadataRegion.fileOffset)", offset: metadataRegion.fileOffset,
+                                                 length: UInt64(metadataRegion.length), fileSize: fileSize)
         guard metadataRegion.length <= 64 << 20 else {
             throw VHDError.corrupt(path: path, problem: "VHDX metadata region of \(metadataRegion.length) bytes is absurdly large")
         }
-        metadata = try VHDXMetadata(parsing: try file.read(at: metadataRegion.fileOffset, count: Int(metadataRegion.length),
-                                                           what: "VHDX metadata region"), path: path)
+        metadata = try VHDXMetadata(parsing: try file.read(at: metadataRegion.fileOffset, count: try math.count(
+            UInt64(metadataRegion.length), atMost: fileSize, "VHDX metadata region length"), what: "VHDX metadata region"), path: path)
+        // VHDXMetadata bounds these (block size 1-256 MiB, sectors 512 or 4096, size up to 64 TiB), so the
+        // derived counts below are small; they are still computed checked, as everything from the file is.
         blockSize = UInt64(metadata.blockSize)
         sectorSize = UInt64(metadata.logicalSectorSize)
         virtualSize = metadata.virtualSize
-        chunkRatio = Int((UInt64(1) << 23) * sectorSize / blockSize)
-        dataBlockCount = Int((virtualSize + blockSize - 1) / blockSize)
-        let entryCount = metadata.hasParent
-            ? (dataBlockCount + chunkRatio - 1) / chunkRatio * (chunkRatio + 1)
-            : dataBlockCount + (dataBlockCount - 1) / chunkRatio
+        chunkRatio = try math.count(try math.product(1 << 23, sectorSize, "VHDX chunk ratio") / blockSize,
+                                    atMost: 1 << 23, "VHDX chunk ratio")
+        dataBlockCount = try math.count(try math.alignedUp(virtualSize, to: blockSize, "VHDX virtual size") / blockSize,
+                                        atMost: VHDXMetadata.maximumVirtualSize >> 20, "VHDX data block count")
+        let chunkCount = (dataBlockCount + chunkRatio - 1) / chunkRatio
+        let entryCount = metadata.hasParent ? chunkCount * (chunkRatio + 1) : dataBlockCount + (dataBlockCount - 1) / chunkRatio
         guard UInt64(entryCount) * 8 <= UInt64(batRegion.length) else {
             throw VHDError.corrupt(path: path, problem: "VHDX BAT region of \(batRegion.length) bytes cannot hold the \(entryCount) entries a \(virtualSize)-byte disk needs")
         }
         batOffset = batRegion.fileOffset
-        let rawBAT = try file.read(at: batOffset, count: entryCount * 8, what: "VHDX BAT")
+        let rawBAT = try file.read(at: batOffset, count: try math.count(UInt64(entryCount) * 8, atMost: CheckedImageMath.maximumTableBytes, "VHDX BAT length"),
+                                   what: "VHDX BAT")
         bat = rawBAT.withUnsafeBytes { raw in
             (0..<entryCount).map { UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: $0 * 8, as: UInt64.self)) }
         }
 
         // Every allocated payload and bitmap block must lie inside the file, clear of metadata and of each other.
         var placements: [BlockPlacementChecker.Placement] = []
-        var stateProblems: [(Int, String)] = []
+        var bad = BadTableEntries(tableName: "VHDX BAT")
         for block in 0..<dataBlockCount {
             let index = block + block / chunkRatio
             let rawState = bat[index] & 7
             guard let state = BlockState(rawValue: rawState), state != .partiallyPresent || metadata.hasParent else {
-                stateProblems.append((index, "VHDX BAT entry \(index) has invalid payload state \(rawState)"))
+                bad.add(index, "VHDX BAT entry \(index) has invalid payload state \(rawState)")
                 continue
             }
             if state == .fullyPresent || state == .partiallyPresent {
-                let length = min(blockSize, virtualSize - UInt64(block) * blockSize)
+                let blockStart = UInt64(block) * blockSize  // block < dataBlockCount: inside the disk
+                let length = min(blockSize, try math.difference(virtualSize, blockStart, "VHDX last block length"))
                 placements.append(.init(index: index, start: Self.fileOffset(bat[index]), length: length))
             }
             if state == .partiallyPresent {
                 let bitmapIndex = (block / chunkRatio) * (chunkRatio + 1) + chunkRatio
                 if bitmapIndex >= bat.count || bat[bitmapIndex] & 7 != 6 {
-                    stateProblems.append((index, "VHDX BAT entry \(index) is partially present but its sector bitmap block is not"))
+                    bad.add(index, "VHDX BAT entry \(index) is partially present but its sector bitmap block is not")
                 }
             }
         }
@@ -139,32 +142,43 @@ final class VHDXLayer: ImageLayer {
             if metadata.hasParent, bat[chunk] & 7 == 6 {
                 placements.append(.init(index: chunk, start: Self.fileOffset(bat[chunk]), length: Self.mebibyte))
             } else if bat[chunk] & 7 != 6 || !metadata.hasParent {
-                stateProblems.append((chunk, "VHDX BAT entry \(chunk) has sector bitmap state \(bat[chunk] & 7) in a disk without a parent"))
+                bad.add(chunk, "VHDX BAT entry \(chunk) has sector bitmap state \(bat[chunk] & 7) in a disk without a parent")
             }
         }
         let checker = BlockPlacementChecker(
-            reserved: [("VHDX headers", 0..<Self.mebibyte),
-                       ("VHDX log", header.logOffset..<header.logOffset + UInt64(header.logLength)),
-                       ("VHDX metadata region", metadataRegion.fileOffset..<metadataRegion.fileOffset + UInt64(metadataRegion.length)),
-                       ("VHDX BAT region", batRegion.fileOffset..<batRegion.fileOffset + UInt64(batRegion.length))],
+            reserved: [("VHDX headers", 0..<Self.mebibyte), ("VHDX log", logRange),
+                       ("VHDX metadata region", metadataRange), ("VHDX BAT region", batRange)],
             fileSize: fileSize)
-        let placementProblems = checker.problems(of: placements, tableName: "VHDX BAT")
-        let allProblems = stateProblems.map { (index: $0.0, message: $0.1) } + placementProblems
-        if strict, let first = allProblems.first {
-            throw VHDError.corrupt(path: path, problem: first.message)
+        checker.check(placements, tableName: "VHDX BAT", into: &bad)
+        // A partially present block reads its sectors through its chunk's bitmap block: a bad bitmap entry
+        // makes the payload entry bad too.
+        let badIndices = bad.indices
+        if metadata.hasParent {
+            for block in 0..<dataBlockCount where bat[block + block / chunkRatio] & 7 == BlockState.partiallyPresent.rawValue {
+                let bitmapIndex = (block / chunkRatio) * (chunkRatio + 1) + chunkRatio
+                let index = block + block / chunkRatio
+                if badIndices.contains(bitmapIndex), !badIndices.contains(index) {
+                    bad.add(index, "VHDX BAT entry \(index) is partially present but its sector bitmap entry \(bitmapIndex) is bad")
+                }
+            }
         }
-        problems += allProblems.map(\.message)
-        badBATEntries = Set(allProblems.map(\.index))
-        let lastEnd = placements.map { $0.start + $0.length }.max() ?? 0
-        nextFreeOffset = max(fileSize, lastEnd, header.logOffset + UInt64(header.logLength),
-                             batRegion.fileOffset + UInt64(batRegion.length),
-                             metadataRegion.fileOffset + UInt64(metadataRegion.length)).roundedUp(toMultipleOf: Self.mebibyte)
+        if strict, let first = bad.first {
+            throw VHDError.corrupt(path: path, problem: first)
+        }
+        problems += bad.allMessages.map { VHDError.corrupt(path: path, problem: $0).description }
+        let badEntries = bad.indices
+        badBATEntries = badEntries
+        // Only entries found good lie inside the file; the others may point anywhere.
+        let lastEnd = try placements.filter { !badEntries.contains($0.index) }
+            .map { try math.sum($0.start, $0.length, "VHDX BAT entry \($0.index) end") }.max() ?? 0
+        nextFreeOffset = try math.alignedUp(max(fileSize, lastEnd, logRange.upperBound, batRange.upperBound, metadataRange.upperBound),
+                                            to: Self.mebibyte, "VHDX end of file")
         self.problems = problems
     }
 
     /// Applies a log sequence to the file (read-write) or to an in-memory overlay (read-only).
     private static func replay(_ entries: [VHDXLogEntry], head: VHDXLogEntry, into file: ImageFile,
-                               header: VHDXHeader, physicalSize: UInt64) throws {
+                               logRange: Range<UInt64>, physicalSize: UInt64) throws {
         let path = file.path
         guard head.flushedFileOffset <= physicalSize else {
             throw VHDError.corrupt(path: path, problem: "VHDX log says the file held \(head.flushedFileOffset) bytes but it has \(physicalSize)")
@@ -172,8 +186,8 @@ final class VHDXLayer: ImageLayer {
         guard head.lastFileOffset <= VHDXMetadata.maximumVirtualSize * 2 else {
             throw VHDError.corrupt(path: path, problem: "VHDX log claims an absurd file size \(head.lastFileOffset)")
         }
-        let logRange = header.logOffset..<header.logOffset + UInt64(header.logLength)
         let limit = max(physicalSize, head.lastFileOffset)
+        let math = CheckedImageMath(path: path)
         var overlay = LogOverlay()
         for entry in entries {
             for descriptor in entry.descriptors {
@@ -181,9 +195,9 @@ final class VHDXLayer: ImageLayer {
                 case let .data(fileOffset, page): (fileOffset, UInt64(page.count))
                 case let .zero(fileOffset, zeroLength): (fileOffset, zeroLength)
                 }
-                let end = offset.addingReportingOverflow(length)
-                guard offset >= VHDXLayer.mebibyte, !end.overflow, end.partialValue <= limit,
-                      !logRange.overlaps(offset..<end.partialValue) else {
+                let target = try math.range("VHDX log entry \(entry.sequenceNumber) descriptor", offset: offset, length: length,
+                                            within: limit, of: "file the log describes")
+                guard offset >= VHDXLayer.mebibyte, !logRange.overlaps(target) else {
                     throw VHDError.corrupt(path: path, problem: "VHDX log entry \(entry.sequenceNumber) writes \(length) bytes at \(offset), outside the file's metadata and data")
                 }
                 switch descriptor {
@@ -217,7 +231,7 @@ final class VHDXLayer: ImageLayer {
     private static func writeHeader(_ new: VHDXHeader, after current: VHDXHeader, slot: Int,
                                     to file: ImageFile) throws -> (VHDXHeader, Int) {
         var next = new
-        next.sequenceNumber = current.sequenceNumber + 1
+        next.sequenceNumber = try CheckedImageMath(path: file.path).sum(current.sequenceNumber, 1, "VHDX header sequence number")
         let target = 1 - slot
         try file.write(at: VHDXHeader.offsets[target], bytes: next.encoded())
         try file.sync()
@@ -250,8 +264,9 @@ final class VHDXLayer: ImageLayer {
         if metadata.leaveBlocksAllocated { return true }
         var expected: UInt64?
         for block in 0..<dataBlockCount {
-            let entry = bat[block + block / chunkRatio]
-            guard entry & 7 == 6 else { return false }
+            let entry = bat[payloadIndex(block)]
+            // A bad entry (opened leniently, for check) may point anywhere: offset + blockSize could overflow.
+            guard entry & 7 == 6, !badBATEntries.contains(payloadIndex(block)) else { return false }
             let offset = Self.fileOffset(entry)
             if let expected, offset != expected { return false }
             expected = offset + blockSize
@@ -297,7 +312,8 @@ final class VHDXLayer: ImageLayer {
         let bitmapEntry = bat[chunk * (chunkRatio + 1) + chunkRatio]
         let sectorsPerBlock = Int(blockSize / sectorSize)
         let start = (block % chunkRatio) * sectorsPerBlock / 8
-        let bytes = try readThroughPendingPages(at: Self.fileOffset(bitmapEntry) + UInt64(start), count: sectorsPerBlock / 8)
+        let bitmapOffset = try CheckedImageMath(path: file.path).sum(Self.fileOffset(bitmapEntry), UInt64(start), "VHDX sector bitmap of block \(block)")
+        let bytes = try readThroughPendingPages(at: bitmapOffset, count: sectorsPerBlock / 8)
         cachedBitmap = (block, bytes)
         return bytes
     }

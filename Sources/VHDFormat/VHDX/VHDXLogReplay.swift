@@ -37,7 +37,8 @@ enum VHDXLogReplay {
             var chain: [VHDXLogEntry] = []
             while let entry = entries[position], chain.count <= entries.count, steps < maximumWalkSteps {
                 steps += 1
-                if let previous = chain.last, entry.sequenceNumber != previous.sequenceNumber + 1 { break }
+                // Parsed entries have sequence numbers above 0, so this cannot wrap (previous + 1 could).
+                if let previous = chain.last, entry.sequenceNumber - 1 != previous.sequenceNumber { break }
                 chain.append(entry)
                 if position == headPosition { return Sequence(entries: chain) }
                 position = (position + entry.encodedLength) % logLength

@@ -64,7 +64,8 @@ struct VHDXMetadata: Equatable {
             guard length == 0 || (offset >= 65536 && offset + length <= region.count) else {
                 throw corrupt("item \(guid.mixedEndianString) at \(offset) (\(length) bytes) lies outside the region")
             }
-            items[guid] = try region.bytes(at: offset, count: length)
+            // An empty item's offset means nothing (and may lie anywhere): it is not read.
+            items[guid] = length == 0 ? [] : try region.bytes(at: offset, count: length)
         }
         func item(_ guid: GUID, _ name: String, size: Int) throws -> [UInt8] {
             guard let bytes = items[guid] else { throw corrupt("missing \(name)") }
