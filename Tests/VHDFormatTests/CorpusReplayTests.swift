@@ -54,8 +54,8 @@ import VHDFormatExercise
         let report = try DiskChecker.check(image)
         #expect(report.problems.contains { $0.contains("corrupt: VHDX BAT entry 42 points to 18446744073708503040") }, "\(report.problems)")
         let result = try VhdtoolCommandTests.run(["check", image])
-        #expect(result.status == 2, "\(result.output)\(result.error)")
-        #expect(result.output.contains("corrupt: VHDX BAT entry"))
-        #expect(!result.error.contains("Fatal") && !result.error.contains("runtime failure"))
+        #expect(result.status == 2, "\(result.stdout)\(result.stderr)")
+        #expect(result.stdout.contains("corrupt: VHDX BAT entry"))
+        #expect(!result.stderr.contains("Fatal") && !result.stderr.contains("runtime failure"))
     }
 }
