@@ -91,9 +91,9 @@ public final class DataPath: Sendable {
             locks.unlockShared(ino)
             return done(.failure(error))
         }
-        // Its own buffer, not the pool's: it lives until the completion, on another thread.
-        let buffer = AlignedBuffer(capacity: plan.bufferSize)
-        let locks = locks
+        // Borrowed from the pool until the completion, which runs on the reaper thread.
+        let buffer = pool.borrow(minimumCapacity: plan.bufferSize)
+        let (locks, pool) = (locks, pool)
         engine.start(plan.transfers(into: buffer.pointer)) { error in
             locks.unlockShared(ino)
             if let error {
@@ -101,6 +101,7 @@ public final class DataPath: Sendable {
             } else {
                 done(.success(plan.requested(in: buffer.pointer)))
             }
+            pool.giveBack(buffer)
         }
     }
 

@@ -10,11 +10,19 @@ public final class AlignedBufferPool: Sendable {
     }
 
     public func withBuffer<R, E: Error>(minimumCapacity: Int, _ body: (AlignedBuffer) throws(E) -> R) throws(E) -> R {
-        guard minimumCapacity <= bufferSize else {
-            return try body(AlignedBuffer(capacity: (minimumCapacity + 4095) & ~4095))
-        }
-        let buffer = free.withLock { $0.popLast() } ?? AlignedBuffer(capacity: bufferSize)
-        defer { free.withLock { if $0.count < keep { $0.append(buffer) } } }
+        let buffer = borrow(minimumCapacity: minimumCapacity)
+        defer { giveBack(buffer) }
         return try body(buffer)
+    }
+
+    /// A buffer for work that ends on another thread (an asynchronous read); `giveBack` it when done.
+    public func borrow(minimumCapacity: Int) -> AlignedBuffer {
+        guard minimumCapacity <= bufferSize else { return AlignedBuffer(capacity: (minimumCapacity + 4095) & ~4095) }
+        return free.withLock { $0.popLast() } ?? AlignedBuffer(capacity: bufferSize)
+    }
+
+    public func giveBack(_ buffer: AlignedBuffer) {
+        guard buffer.capacity == bufferSize else { return }
+        free.withLock { if $0.count < keep { $0.append(buffer) } }
     }
 }
