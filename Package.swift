@@ -7,6 +7,7 @@ let package = Package(
     products: [
         .library(name: "CSVFS", targets: ["CSVFS"]),
         .library(name: "VHDFormat", targets: ["VHDFormat"]),
+        .library(name: "ClusterTransport", targets: ["ClusterTransport"]),
         .library(name: "LockManager", targets: ["LockManager"]),
         .executable(name: "csvfs", targets: ["csvfs"]),
         .executable(name: "vhdtool", targets: ["vhdtool"]),
@@ -29,8 +30,19 @@ let package = Package(
         .target(name: "CSVFSSystem", path: "Sources/CSVFSSystem", cSettings: [.define("_GNU_SOURCE")]),
 
         .target(name: "VHDFormat", path: "Sources/VHDFormat"),
+        // Framing, the authenticated and integrity-protected connection, requests and deadlines,
+        // shared by the DLM and the metadata RPC; knows nothing of either.
+        .target(name: "ClusterTransport",
+                dependencies: [
+                    .product(name: "NIOCore", package: "swift-nio"),
+                    .product(name: "NIOPosix", package: "swift-nio"),
+                    .product(name: "Crypto", package: "swift-crypto"),
+                    .product(name: "Logging", package: "swift-log"),
+                ],
+                path: "Sources/ClusterTransport"),
         .target(name: "LockManager",
                 dependencies: [
+                    "ClusterTransport",
                     .product(name: "NIOCore", package: "swift-nio"),
                     .product(name: "NIOPosix", package: "swift-nio"),
                     .product(name: "Crypto", package: "swift-crypto"),
@@ -52,7 +64,8 @@ let package = Package(
                           dependencies: ["VHDFormat", .product(name: "ArgumentParser", package: "swift-argument-parser")],
                           path: "tools/vhdtool"),
         .executableTarget(name: "dlmtool",
-                          dependencies: ["LockManager", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                          dependencies: ["LockManager", "ClusterTransport", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                                         .product(name: "Crypto", package: "swift-crypto"), .product(name: "NIOCore", package: "swift-nio"),
                                          .product(name: "NIOPosix", package: "swift-nio"),
                                          .product(name: "Logging", package: "swift-log")],
                           path: "tools/dlmtool"),
@@ -63,8 +76,13 @@ let package = Package(
         .testTarget(name: "CSVFSUnitTests", dependencies: ["CSVFS", "CSQLite", "TestSupport"], path: "Tests/CSVFSUnitTests"),
         .testTarget(name: "VHDFormatTests", dependencies: ["VHDFormat", "TestSupport"], path: "Tests/VHDFormatTests"),
         .testTarget(name: "LockManagerTests",
-                    dependencies: ["LockManager", "TestSupport", .product(name: "NIOCore", package: "swift-nio"),
+                    dependencies: ["LockManager", "ClusterTransport", "TestSupport", .product(name: "NIOCore", package: "swift-nio"),
                                    .product(name: "NIOPosix", package: "swift-nio")],
                     path: "Tests/LockManagerTests"),
+        .testTarget(name: "ClusterTransportTests",
+                    dependencies: ["ClusterTransport", "TestSupport", .product(name: "NIOCore", package: "swift-nio"),
+                                   .product(name: "NIOPosix", package: "swift-nio"), .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                                   .product(name: "Crypto", package: "swift-crypto")],
+                    path: "Tests/ClusterTransportTests"),
     ]
 )

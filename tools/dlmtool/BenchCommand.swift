@@ -3,6 +3,7 @@ import Foundation
 #if canImport(FoundationNetworking)
 import FoundationNetworking
 #endif
+import ClusterTransport
 import LockManager
 import NIOPosix
 import Logging
@@ -44,6 +45,7 @@ struct BenchCommand: AsyncParsableCommand {
             throw ValidationError("the bench's own node became the master; the figures would not cross processes")
         }
         print("master: node 1, pid \(master.processIdentifier), 127.0.0.1:\(masterPort); clients: node 2, pid \(getpid()), over TCP")
+        print(try FrameCost.measure())
         let cycle: @Sendable (Int) async throws -> Void = { i in
             let (h, _) = try await me.client.lock("bench-\(i)", mode: .ex, timeout: .seconds(10))
             try await me.client.unlock(h)
