@@ -37,10 +37,7 @@ final class EchoService: TransportService {
             connection.respond(to: message, with: out)
         case .big:
             let n = Int(p.readInteger(as: UInt32.self) ?? 0)
-            var out = ByteBuffer()
-            out.reserveCapacity(n)
-            for i in 0..<n { out.writeInteger(UInt8(truncatingIfNeeded: i &* 7)) }
-            connection.respond(to: message, with: out)
+            connection.respond(to: message, with: ByteBuffer(bytes: pattern(n)))
         case .slow:
             let millis = Int64(p.readInteger(as: UInt32.self) ?? 0)
             let rest = p
@@ -48,6 +45,14 @@ final class EchoService: TransportService {
                 connection.respond(to: message, with: rest)
             }
         }
+    }
+}
+
+/// `n` bytes of a pattern whose every byte depends on its offset.
+func pattern(_ n: Int) -> [UInt8] {
+    [UInt8](unsafeUninitializedCapacity: n) { buffer, count in
+        for i in 0..<n { buffer[i] = UInt8(truncatingIfNeeded: i &* 7 &+ i >> 8) }
+        count = n
     }
 }
 

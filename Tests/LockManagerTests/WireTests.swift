@@ -94,6 +94,23 @@ import Testing
         }
     }
 
+    /// A node with a wrong secret, or of another volume, gets no lock: its calls fail with
+    /// `.unauthenticated`, and the master logged why (the secret; the other volume is refused by
+    /// the node itself on the master's hello).
+    @Test(.timeLimit(.minutes(1))) func aClientWithAWrongSecretOrOfAnotherVolumeGetsNoLock() async throws {
+        try await MasterFixture.with(count: 1) { f in
+            let file = f.dir.appendingPathComponent("lun").path
+            for (secret, volume) in [(ClusterSecret("wrong"), ""), (f.secret, "another-volume")] {
+                let c = LockClient(coordination: try LocalCoordination(path: file, node: 9), secret: secret, volume: volume, group: f.group)
+                c.start()
+                await #expect(throws: LockError.unauthenticated) { try await c.lock("x", mode: .ex, timeout: .seconds(5)) }
+                await c.stop()
+            }
+            #expect(try await f.nodes[0].hostedMaster!.recentRefusals().contains { $0.hasSuffix("authentication failed: wrong cluster secret") })
+            #expect(!(try await f.nodes[0].client.listing().contains("owner 9.")))
+        }
+    }
+
     @Test(.timeLimit(.minutes(1))) func clientsOverTCPGetTheFullLockSemantics() async throws {
         try await MasterFixture.with(count: 2) { f in
         let a = f.nodes[0].client, b = f.nodes[1].client
