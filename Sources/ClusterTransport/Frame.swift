@@ -53,7 +53,7 @@ public struct Frame: Sendable {
             let tag = out.withUnsafeReadableBytes { all in
                 protection!.seal(UnsafeRawBufferPointer(rebasing: all[(start - out.readerIndex)...]))
             }
-            out.writeBytes(tag)
+            tag.withUnsafeBytes { _ = out.writeBytes($0) }
         }
     }
 

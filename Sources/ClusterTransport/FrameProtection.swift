@@ -7,14 +7,16 @@ import Foundation
 /// reordered or dropped on the way fails the next check.
 public struct FrameProtection {
     public static let tagSize = 32
-    private let key: SymmetricKey
+    /// The HMAC with the key already absorbed, copied for each frame (HMAC is a value type), so a
+    /// frame does not pay for the key schedule.
+    private let keyed: HMAC<SHA256>
     /// The sequence number of the next frame in this direction.
     public private(set) var sequence: UInt64 = 0
 
-    public init(key: SymmetricKey) { self.key = key }
+    public init(key: SymmetricKey) { keyed = HMAC<SHA256>(key: key) }
 
     /// The tag of the next frame, whose bytes (length to payload) are `frame`.
-    mutating func seal(_ frame: UnsafeRawBufferPointer) -> [UInt8] {
+    mutating func seal(_ frame: UnsafeRawBufferPointer) -> HMAC<SHA256>.MAC {
         let tag = mac(frame)
         sequence += 1
         return tag
@@ -22,16 +24,18 @@ public struct FrameProtection {
 
     /// True if `tag` is the next frame's tag; only then is the frame counted.
     mutating func verify(_ frame: UnsafeRawBufferPointer, tag: UnsafeRawBufferPointer) -> Bool {
-        let expected = mac(frame)
-        guard ClusterSecret.equal(expected, Array(tag)) else { return false }
-        sequence += 1
-        return true
+        let valid = mac(frame).withUnsafeBytes { expected in
+            // Constant time, so timing does not leak the expected tag.
+            expected.count == tag.count && zip(expected, tag).reduce(UInt8(0)) { $0 | ($1.0 ^ $1.1) } == 0
+        }
+        if valid { sequence += 1 }
+        return valid
     }
 
-    private func mac(_ frame: UnsafeRawBufferPointer) -> [UInt8] {
-        var hmac = HMAC<SHA256>(key: key)
+    private func mac(_ frame: UnsafeRawBufferPointer) -> HMAC<SHA256>.MAC {
+        var hmac = keyed
         withUnsafeBytes(of: sequence.bigEndian) { hmac.update(data: $0) }
         hmac.update(data: frame)
-        return Array(hmac.finalize())
+        return hmac.finalize()
     }
 }

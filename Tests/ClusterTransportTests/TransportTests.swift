@@ -180,3 +180,23 @@ import Testing
         await s.stop()
     }
 }
+
+@Suite struct FrameProtectionTests {
+    /// Each tag is HMAC-SHA256 under the key of the frame's sequence number and bytes, computed
+    /// afresh (the per-frame copy of the keyed state must not carry one frame into the next).
+    @Test func tagsAreTheHMACOfTheSequenceNumberAndTheFrame() throws {
+        let key = SymmetricKey(size: .bits256)
+        var protection: FrameProtection? = FrameProtection(key: key)
+        for seq in UInt64(0)..<5 {
+            var out = ByteBuffer()
+            try Frame(service: ServiceID(rawValue: 1), kind: .oneWay, requestID: seq, payload: ByteBuffer(bytes: [UInt8(seq), 9]))
+                .encode(into: &out, protection: &protection)
+            let bytes = Array(out.readableBytesView)
+            let body = bytes.dropLast(FrameProtection.tagSize)
+            var signed = withUnsafeBytes(of: seq.bigEndian, Array.init)
+            signed += body
+            #expect(Array(bytes.suffix(FrameProtection.tagSize)) == Array(HMAC<SHA256>.authenticationCode(for: signed, using: key)))
+        }
+        #expect(protection!.sequence == 5)
+    }
+}

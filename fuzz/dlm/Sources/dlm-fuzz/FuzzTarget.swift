@@ -7,7 +7,7 @@ import DLMWire
 import NIOCore
 
 /// The key the tagged seeds are sealed with, so the fuzzer starts from frames whose tags pass.
-private let fuzzKey = SymmetricKey(data: [UInt8](repeating: 0x11, count: 32))
+private func fuzzKey() -> SymmetricKey { SymmetricKey(data: [UInt8](repeating: 0x11, count: 32)) }
 
 /// The input is a byte stream as a peer would send it: frames are cut from it with the transport's
 /// frame decoder, under both bounds (before and after authentication) and with tags checked, until
@@ -16,7 +16,7 @@ private let fuzzKey = SymmetricKey(data: [UInt8](repeating: 0x11, count: 32))
 /// must encode again (within every length limit) to what decodes to the same.
 private func exercise(_ input: ByteBuffer, maxFrame: Int, tagged: Bool) {
     var buffer = input
-    var protection: FrameProtection? = tagged ? FrameProtection(key: fuzzKey) : nil
+    var protection: FrameProtection? = tagged ? FrameProtection(key: fuzzKey()) : nil
     while true {
         let frame: Frame?
         do { frame = try Frame.next(from: &buffer, maxFrame: maxFrame, protection: &protection) } catch { return }
@@ -38,7 +38,7 @@ private func exercise(_ input: ByteBuffer, maxFrame: Int, tagged: Bool) {
 /// A decoded frame encodes again, tagged or not, to one whole frame with the same fields.
 private func checkFrame(_ frame: Frame) {
     for tagged in [false, true] {
-        var send: FrameProtection? = tagged ? FrameProtection(key: fuzzKey) : nil
+        var send: FrameProtection? = tagged ? FrameProtection(key: fuzzKey()) : nil
         var receive = send
         var out = ByteBuffer()
         do {
@@ -91,7 +91,7 @@ private let controlSamples: [ControlMessage] = [
 /// control message, all of them in one stream, and the DLM ones in a stream tagged with `fuzzKey`.
 private func writeSeeds(to directory: String) -> CInt {
     var all: [UInt8] = [], tagged: [UInt8] = []
-    var plain: FrameProtection?, sealed: FrameProtection? = FrameProtection(key: fuzzKey)
+    var plain: FrameProtection?, sealed: FrameProtection? = FrameProtection(key: fuzzKey())
     var payloads: [(String, ServiceID, FrameKind, ByteBuffer)] = []
     do {
         for (i, m) in WireMessage.samples.enumerated() { payloads.append(("sample-\(i)", .lockManager, .oneWay, try m.encoded())) }
