@@ -80,12 +80,12 @@ public func fuzzOneInput(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
 }
 
 /// The handshake's messages, one of each.
-private let controlSamples: [ControlMessage] = [
+private func controlSamples() -> [ControlMessage] { [
     .hello(server: PeerIdentity(node: 1, volume: "vol-é"), nonce: Array(repeating: 7, count: 32)),
     .auth(client: PeerIdentity(node: 3, volume: ""), nonce: Array(repeating: 1, count: 32), proof: Array(repeating: 2, count: 32)),
     .welcome(proof: Array(repeating: 3, count: 32)),
     .refusal(Refusal(.authentication, "authentication failed: wrong cluster secret")),
-]
+] }
 
 /// Writes the seed corpus: a frame of every DLM message type (`WireMessage.samples`) and of every
 /// control message, all of them in one stream, and the DLM ones in a stream tagged with `fuzzKey`.
@@ -95,7 +95,7 @@ private func writeSeeds(to directory: String) -> CInt {
     var payloads: [(String, ServiceID, FrameKind, ByteBuffer)] = []
     do {
         for (i, m) in WireMessage.samples.enumerated() { payloads.append(("sample-\(i)", .lockManager, .oneWay, try m.encoded())) }
-        for (i, m) in controlSamples.enumerated() { payloads.append(("control-\(i)", ServiceID(rawValue: 0), .control, try m.encode())) }
+        for (i, m) in controlSamples().enumerated() { payloads.append(("control-\(i)", ServiceID(rawValue: 0), .control, try m.encode())) }
     } catch {
         print("cannot encode a sample: \(error)")
         return 1
