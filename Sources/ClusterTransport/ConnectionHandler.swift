@@ -49,6 +49,16 @@ final class ConnectionHandler: ChannelInboundHandler {
         self.services = services
     }
 
+    /// The pipeline of every transport connection: the frame codec, then this.
+    static func install(on ch: Channel, role: Role, secret: ClusterSecret, identity: PeerIdentity,
+                        handshakeTimeoutMillis: Int64, services: [ServiceID: any TransportService]) throws {
+        let codec = FrameCodec()
+        try ch.pipeline.syncOperations.addHandler(codec)
+        try ch.pipeline.syncOperations.addHandler(
+            ConnectionHandler(role: role, codec: codec, secret: secret, identity: identity,
+                              handshakeTimeoutMillis: handshakeTimeoutMillis, services: services))
+    }
+
     private var context: ChannelHandlerContext?
 
     func handlerAdded(context: ChannelHandlerContext) { self.context = context }

@@ -27,11 +27,8 @@ public final class TransportServer: Sendable {
             .childChannelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: Transport.maxFrameBeforeAuth))
             .childChannelInitializer { ch in
                 ch.eventLoop.makeCompletedFuture {
-                    let codec = FrameCodec()
-                    try ch.pipeline.syncOperations.addHandler(codec)
-                    try ch.pipeline.syncOperations.addHandler(
-                        ConnectionHandler(role: .server(admission), codec: codec, secret: secret, identity: identity,
-                                          handshakeTimeoutMillis: limits.handshakeTimeoutMillis, services: makeServices()))
+                    try ConnectionHandler.install(on: ch, role: .server(admission), secret: secret, identity: identity,
+                                                  handshakeTimeoutMillis: limits.handshakeTimeoutMillis, services: makeServices())
                 }
             }
             .bind(host: host, port: port).get()
@@ -63,11 +60,8 @@ public enum TransportClient {
                 .connectTimeout(connectTimeout)
                 .channelInitializer { ch in
                     ch.eventLoop.makeCompletedFuture {
-                        let codec = FrameCodec()
-                        try ch.pipeline.syncOperations.addHandler(codec)
-                        try ch.pipeline.syncOperations.addHandler(
-                            ConnectionHandler(role: .client(established), codec: codec, secret: secret, identity: identity,
-                                              handshakeTimeoutMillis: handshakeTimeoutMillis, services: makeServices()))
+                        try ConnectionHandler.install(on: ch, role: .client(established), secret: secret, identity: identity,
+                                                      handshakeTimeoutMillis: handshakeTimeoutMillis, services: makeServices())
                     }
                 }
                 .connect(host: host, port: port).get()
