@@ -7,6 +7,7 @@ let package = Package(
     products: [
         .library(name: "CSVFS", targets: ["CSVFS"]),
         .library(name: "VHDFormat", targets: ["VHDFormat"]),
+        .library(name: "ClusterTransport", targets: ["ClusterTransport"]),
         .library(name: "LockManager", targets: ["LockManager"]),
         .executable(name: "csvfs", targets: ["csvfs"]),
         .executable(name: "vhdtool", targets: ["vhdtool"]),
@@ -36,9 +37,19 @@ let package = Package(
         .target(name: "Primitives", dependencies: ["CPrimitives"], path: "Sources/Primitives"),
 
         .target(name: "VHDFormat", dependencies: ["Primitives"], path: "Sources/VHDFormat"),
+        // Framing, the authenticated and integrity-protected connection, requests and deadlines,
+        // shared by the DLM and the metadata RPC; knows nothing of either.
+        .target(name: "ClusterTransport",
+                dependencies: [
+                    .product(name: "NIOCore", package: "swift-nio"),
+                    .product(name: "NIOPosix", package: "swift-nio"),
+                    .product(name: "Crypto", package: "swift-crypto"),
+                    .product(name: "Logging", package: "swift-log"),
+                ],
+                path: "Sources/ClusterTransport"),
         .target(name: "LockManager",
                 dependencies: [
-                    "Primitives",
+                    "Primitives", "ClusterTransport",
                     .product(name: "NIOCore", package: "swift-nio"),
                     .product(name: "NIOPosix", package: "swift-nio"),
                     .product(name: "Crypto", package: "swift-crypto"),
@@ -60,8 +71,9 @@ let package = Package(
                           dependencies: ["VHDFormat", .product(name: "ArgumentParser", package: "swift-argument-parser")],
                           path: "tools/vhdtool"),
         .executableTarget(name: "dlmtool",
-                          dependencies: ["LockManager", "ClusterTestSupport", "TestSupport",
+                          dependencies: ["LockManager", "ClusterTransport", "ClusterTestSupport", "TestSupport",
                                          .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                                         .product(name: "Crypto", package: "swift-crypto"), .product(name: "NIOCore", package: "swift-nio"),
                                          .product(name: "NIOPosix", package: "swift-nio"),
                                          .product(name: "Logging", package: "swift-log")],
                           path: "tools/dlmtool"),
@@ -80,8 +92,13 @@ let package = Package(
         .testTarget(name: "LockManagerTests",
                     // CSVFS for the local backend on a formatted LUN (CoordinationRangeTests); run in their own
                     // process (CI: --filter LockManagerTests) so the election tasks are not starved.
-                    dependencies: ["LockManager", "CSVFS", "TestSupport", "ClusterTestSupport", .product(name: "NIOCore", package: "swift-nio"),
+                    dependencies: ["LockManager", "ClusterTransport", "CSVFS", "TestSupport", "ClusterTestSupport", .product(name: "NIOCore", package: "swift-nio"),
                                    .product(name: "NIOPosix", package: "swift-nio")],
                     path: "Tests/LockManagerTests"),
+        .testTarget(name: "ClusterTransportTests",
+                    dependencies: ["ClusterTransport", "TestSupport", .product(name: "NIOCore", package: "swift-nio"),
+                                   .product(name: "NIOPosix", package: "swift-nio"), .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                                   .product(name: "Crypto", package: "swift-crypto")],
+                    path: "Tests/ClusterTransportTests"),
     ]
 )

@@ -1,3 +1,4 @@
+import ClusterTransport
 import NIOCore
 import NIOPosix
 import Logging
@@ -10,23 +11,27 @@ public final class DLMNode: Sendable {
     private let host: String
     private let port: Int
     private let secret: ClusterSecret
+    private let volume: String
     private let group: EventLoopGroup
     private let logger: Logger
     private let limits: MasterLimits
     private let master = Locked<LockMaster?>(nil)
     private let watcher = Locked<Task<Void, Never>?>(nil)
 
-    public init(coordination: any CoordinationBackend, secret: ClusterSecret, host: String = "127.0.0.1",
+    /// `volume` is the volume's id: with the secret it is what a node proves to join (a node of
+    /// another volume is refused even with the right secret).
+    public init(coordination: any CoordinationBackend, secret: ClusterSecret, volume: String = "", host: String = "127.0.0.1",
                 port: Int = LockMaster.defaultPort, group: EventLoopGroup, limits: MasterLimits = MasterLimits(),
                 logger: Logger = Logger(label: "dlm.node")) {
         self.limits = limits
         self.coordination = coordination
         self.secret = secret
+        self.volume = volume
         self.host = host
         self.port = port
         self.group = group
         self.logger = logger
-        client = LockClient(coordination: coordination, secret: secret, group: group, logger: logger)
+        client = LockClient(coordination: coordination, secret: secret, volume: volume, group: group, logger: logger)
     }
 
     public var address: String { "\(host):\(port)" }
@@ -50,7 +55,7 @@ public final class DLMNode: Sendable {
         if let mine, current?.epoch != mine.epoch {
             await current?.stop()
             do {
-                let m = try await LockMaster(host: host, port: port, epoch: mine.epoch, secret: secret,
+                let m = try await LockMaster(host: host, port: port, epoch: mine.epoch, secret: secret, volume: volume,
                                              coordination: coordination, group: group, limits: limits, logger: logger)
                 master.withLock { $0 = m }
                 logger.info("node \(coordination.node) is lock master, epoch \(mine.epoch)")
@@ -65,6 +70,9 @@ public final class DLMNode: Sendable {
     }
 
     public var isMaster: Bool { master.withLock { $0 != nil } }
+
+    /// The master this node hosts, if it is the master now.
+    public var hostedMaster: LockMaster? { master.withLock { $0 } }
 
     public func stop() async {
         watcher.withLock { $0 }?.cancel()

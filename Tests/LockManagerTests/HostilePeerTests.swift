@@ -1,3 +1,4 @@
+import ClusterTransport
 import Foundation
 import NIOCore
 import Testing
@@ -10,12 +11,12 @@ import TestSupport
 @Suite(.serialized) struct HostilePeerTests {
     @Test(.timeLimit(.minutes(1))) func aPeerThatNeverFinishesItsHandshakeIsDroppedAtTheDeadline() async throws {
         var limits = MasterLimits()
-        limits.handshakeTimeoutMillis = 300
+        limits.connections.handshakeTimeoutMillis = 300
         try await MasterFixture.with(count: 1, limits: limits) { f in
             let silent = try RawPeer(port: f.masterPort)
             let start = monotonicNow()
-            guard case .hello? = silent.receive() else { throw ModelFailure("no hello") }
-            #expect(silent.receive() == .failure("handshake not completed within 300 ms"))
+            guard silent.receive() == .hello else { throw ModelFailure("no hello") }
+            #expect(silent.receive() == .refused("handshake not completed within 300 ms"))
             #expect(silent.receive() == nil)
             let waited = Double(monotonicNow() - start) / 1e9
             // Not before the deadline; and (liveness, generously) not much after it.
@@ -25,15 +26,15 @@ import TestSupport
             let epoch = try good.authenticate(node: 7, secret: f.secret)
             try await Task.sleep(nanoseconds: 500_000_000)
             try good.send(.request(LockID(node: 7, serial: 1), process: 0, resource: "r", mode: .ex, flags: [], timeoutMillis: 0, epoch: epoch))
-            #expect(good.receive() == .granted(LockID(node: 7, serial: 1), mode: .ex, valueBlock: .empty))
+            #expect(good.receive() == .lock(.granted(LockID(node: 7, serial: 1), mode: .ex, valueBlock: .empty)))
         }
     }
 
     @Test(.timeLimit(.minutes(1))) func connectionsBeyondTheCapsAreRefusedWhileANodeKeepsGettingLocks() async throws {
         var limits = MasterLimits()
-        limits.maxConnectionsPerAddress = 4
-        limits.maxConnections = 12
-        limits.handshakeTimeoutMillis = 30_000
+        limits.connections.maxConnectionsPerAddress = 4
+        limits.connections.maxConnections = 12
+        limits.connections.handshakeTimeoutMillis = 30_000
         try await MasterFixture.with(count: 2, limits: limits) { f in
             // Two connections from 127.0.0.1 already: the nodes' own clients.
             let legit = f.nodes[1].client
@@ -43,34 +44,34 @@ import TestSupport
                     try await legit.unlock(h)
                 }
             }
-            func flood(from source: String, count: Int) throws -> (accepted: [RawPeer], refusals: [WireMessage?]) {
-                var accepted: [RawPeer] = [], refusals: [WireMessage?] = []
+            func flood(from source: String, count: Int) throws -> (accepted: [RawPeer], refusals: [RawPeer.Inbound?]) {
+                var accepted: [RawPeer] = [], refusals: [RawPeer.Inbound?] = []
                 for _ in 0..<count {
                     let p = try RawPeer(port: f.masterPort, source: source)
                     let first = p.receive()
-                    if case .hello? = first { accepted.append(p) } else { refusals.append(first); #expect(p.receive() == nil) }
+                    if first == .hello { accepted.append(p) } else { refusals.append(first); #expect(p.receive() == nil) }
                 }
                 return (accepted, refusals)
             }
             // Per address: 4 from 127.0.0.2, the other 6 refused.
             let a = try flood(from: "127.0.0.2", count: 10)
             #expect(a.accepted.count == 4)
-            #expect(a.refusals.count == 6 && a.refusals.allSatisfy { $0 == .failure("too many connections from 127.0.0.2 (limit 4)") })
+            #expect(a.refusals.count == 6 && a.refusals.allSatisfy { $0 == .refused("too many connections from 127.0.0.2 (limit 4)") })
             // In all: 2 + 4 + 4 from 127.0.0.3 + 2 from 127.0.0.4 = 12. Beyond that a newcomer takes
             // the place of the oldest connection that has not authenticated, so a flood cannot keep
             // a node from (re)connecting.
             let b = try flood(from: "127.0.0.3", count: 4)
             let c = try flood(from: "127.0.0.4", count: 4)
             #expect(b.accepted.count == 4 && c.accepted.count == 4)
-            let dropped = "dropped: the lock master has 12 connections and this one had not authenticated"
+            let dropped = "dropped: the server has 12 connections and this one had not authenticated"
             for p in a.accepted.prefix(2) {
-                #expect(p.receive() == .failure(dropped))
+                #expect(p.receive() == .refused(dropped))
                 #expect(p.receive() == nil)
             }
             let newcomer = try RawPeer(port: f.masterPort)
             let epoch = try newcomer.authenticate(node: 20, secret: f.secret)
             try newcomer.send(.request(LockID(node: 20, serial: 1), process: 0, resource: "newcomer", mode: .ex, flags: [], timeoutMillis: 0, epoch: epoch))
-            #expect(newcomer.receive() == .granted(LockID(node: 20, serial: 1), mode: .ex, valueBlock: .empty))
+            #expect(newcomer.receive() == .lock(.granted(LockID(node: 20, serial: 1), mode: .ex, valueBlock: .empty)))
             // The legitimate node was served throughout, and still is.
             try await traffic.value
             let (h, _) = try await legit.lock("after-flood", mode: .ex, timeout: .seconds(5))
@@ -87,7 +88,7 @@ import TestSupport
             // (the master sees the closed connections' EOF at once on loopback; allow it a moment)
             try await Task.sleep(nanoseconds: 300_000_000)
             let late = try RawPeer(port: f.masterPort, source: "127.0.0.9")
-            #expect(late.receive() == .failure("too many connections to the lock master (limit 12)"))
+            #expect(late.receive() == .refused("too many connections (limit 12)"))
             #expect(late.receive() == nil)
             #expect(nodes.allSatisfy { $0.isOpen } && newcomer.isOpen)
         }
@@ -109,19 +110,19 @@ import TestSupport
         try await eventually("the master to accept") { (try? RawPeer(port: port)) != nil }
         let pid = c.nodes[1]!.pid
         let before = try ResidentMemory.bytes(of: pid)
-        var header: [UInt8] = [0, 1, 0, 0, 1, 16]   // a 65,536-byte frame: version 1, type 16...
+        var header: [UInt8] = [0, 1, 0, 0, 1, 1, 1, 0]   // a 65,536-byte frame: version 1, lock service, one-way...
         header += Array(repeating: 0xAB, count: 32 * 1024)   // ...and half its body
         var peers: [RawPeer] = []
         for _ in 0..<300 {
             let p = try RawPeer(port: port)
-            guard case .hello? = p.receive() else { throw ModelFailure("no hello") }
+            guard p.receive() == .hello else { throw ModelFailure("no hello") }
             p.sendRaw(header)
             peers.append(p)
         }
         // Each is told why and closed, without waiting for the rest of its frame.
         for p in peers {
             let answer = p.receive()
-            #expect(answer == .failure("frame length 65536 out of range (2...\(WireFormat.maxFrameBeforeAuth))"))
+            #expect(answer == .refused("frame length 65536 out of range (16...\(Transport.maxFrameBeforeAuth))"))
             #expect(p.receive() == nil)
             if answer == nil { break }   // one silent master is enough to know (each wait is 5 s)
         }
@@ -131,8 +132,8 @@ import TestSupport
         var held: [RawPeer] = []
         for _ in 0..<300 {
             let p = try RawPeer(port: port)
-            guard case .hello? = p.receive() else { throw ModelFailure("no hello") }
-            p.sendRaw([0, 0, 0, 200, 1, 2] + Array(repeating: 0, count: 100))   // 106 of a 204-byte frame
+            guard p.receive() == .hello else { throw ModelFailure("no hello") }
+            p.sendRaw([0, 0, 0, 200, 1, 0, 0, 0] + Array(repeating: 0, count: 100))   // 108 of a 204-byte frame
             held.append(p)
         }
         try await Task.sleep(nanoseconds: 300_000_000)
@@ -150,50 +151,63 @@ import TestSupport
             let epoch = try bystander.authenticate(node: 8, secret: f.secret)
             let held = LockID(node: 8, serial: 1)
             try bystander.send(.request(held, process: 0, resource: "bystander", mode: .ex, flags: [], timeoutMillis: 0, epoch: epoch))
-            #expect(bystander.receive() == .granted(held, mode: .ex, valueBlock: .empty))
+            #expect(bystander.receive() == .lock(.granted(held, mode: .ex, valueBlock: .empty)))
 
-            var frames: [(String, [UInt8])] = []
-            func frame(_ body: [UInt8]) -> [UInt8] { withUnsafeBytes(of: UInt32(body.count).bigEndian, Array.init) + body }
-            /// A frame body of protocol version 1: the type and payload come from `fill`.
+            // Lock messages that do not decode, each in a frame that does (tagged, once authenticated).
+            var messages: [(String, [UInt8])] = []
+            /// A message of version `WireFormat.version`: the type and fields come from `fill`.
             func body(_ fill: (inout ByteBuffer) -> Void) -> [UInt8] {
                 var b = ByteBuffer(bytes: [WireFormat.version])
                 fill(&b)
                 return Array(b.readableBytesView)
             }
             for m in WireMessage.samples {
-                var b = ByteBuffer()
-                try m.encode(into: &b)
-                let body = Array(b.readableBytesView.dropFirst(4))
-                frames.append(("\(m.type) truncated", frame(Array(body.dropLast()))))
-                frames.append(("\(m.type) with a trailing byte", frame(body + [0])))
-                frames.append(("\(m.type) in version 2", frame([2] + body.dropFirst())))
+                let body = Array(try m.encoded().readableBytesView)
+                messages.append(("\(m.type) truncated", Array(body.dropLast())))
+                messages.append(("\(m.type) with a trailing byte", body + [0]))
+                messages.append(("\(m.type) in version 9", [9] + body.dropFirst()))
             }
-            frames += [
-                ("length 0", [0, 0, 0, 0]), ("length 1", [0, 0, 0, 1, 1]), ("length 2^32-1", [0xFF, 0xFF, 0xFF, 0xFF, 1, 2]),
-                ("unknown type", frame([1, 99])),
-                ("invalid UTF-8 name", frame(body { b in
+            messages += [
+                ("empty message", []), ("unknown type", body { $0.writeInteger(UInt8(99)) }),
+                ("invalid UTF-8 name", body { b in
                     b.writeInteger(UInt8(10)); b.writeLockID(LockID(node: 8, serial: 2)); b.writeInteger(UInt32(0))
                     b.writeInteger(UInt16(2)); b.writeBytes([0xC3, 0x28])
                     b.writeInteger(UInt8(5)); b.writeInteger(UInt8(0)); b.writeInteger(UInt32(0)); b.writeInteger(UInt64(1))
-                })),
-                ("bad mode", frame(body { b in b.writeInteger(UInt8(22)); b.writeLockID(LockID(node: 8, serial: 2)); b.writeInteger(UInt8(9)) })),
-                ("bad error code", frame(body { b in b.writeInteger(UInt8(21)); b.writeLockID(LockID(node: 8, serial: 2)); b.writeInteger(UInt8(77)) })),
-                ("oversized value block", frame(body { b in
+                }),
+                ("bad mode", body { b in b.writeInteger(UInt8(22)); b.writeLockID(LockID(node: 8, serial: 2)); b.writeInteger(UInt8(9)) }),
+                ("bad error code", body { b in b.writeInteger(UInt8(21)); b.writeLockID(LockID(node: 8, serial: 2)); b.writeInteger(UInt8(77)) }),
+                ("oversized value block", body { b in
                     b.writeInteger(UInt8(12)); b.writeLockID(LockID(node: 8, serial: 2)); b.writeInteger(UInt8(1))
                     b.writeInteger(UInt16(65)); b.writeBytes(Array(repeating: 0, count: 65)); b.writeInteger(UInt64(1))
-                })),
+                }),
+                ("an unexpected message (a grant, from a node)", Array(try WireMessage.granted(LockID(node: 8, serial: 3), mode: .ex, valueBlock: .empty).encoded().readableBytesView)),
             ]
-            for (i, (what, bytes)) in frames.enumerated() {
+            // Frames the transport refuses, whatever their payload.
+            func frame(_ body: [UInt8]) -> [UInt8] { withUnsafeBytes(of: UInt32(body.count).bigEndian, Array.init) + body }
+            let header: [UInt8] = [1, 1, 1, 0] + Array(repeating: 0, count: 12)
+            let frames: [(String, [UInt8])] = [
+                ("length 0", [0, 0, 0, 0]), ("length 1", [0, 0, 0, 1, 1]), ("length 2^32-1", [0xFF, 0xFF, 0xFF, 0xFF, 1, 2]),
+                ("a short header", frame([1, 1, 1, 0])),
+                ("version 2", frame([2] + header.dropFirst() + Array(repeating: 0, count: 40))),
+                ("unknown kind", frame([1, 1, 9, 0] + header.dropFirst(4) + Array(repeating: 0, count: 40))),
+                ("flags set", frame([1, 1, 1, 7] + header.dropFirst(4) + Array(repeating: 0, count: 40))),
+                ("a bad tag", frame(header + [WireFormat.version, 16] + Array(repeating: 0xEE, count: 32))),
+            ]
+            for (i, (what, bytes)) in (messages.map { ($0.0, Optional($0.1)) } + frames.map { ($0.0, nil as [UInt8]?) }).enumerated() {
                 for authenticated in [false, true] {
                     let p = try RawPeer(port: f.masterPort)
                     if authenticated {
                         _ = try p.authenticate(node: 100 + UInt32(i), secret: f.secret)
                     } else {
-                        guard case .hello? = p.receive() else { throw ModelFailure("no hello") }
+                        guard p.receive() == .hello else { throw ModelFailure("no hello") }
                     }
-                    p.sendRaw(bytes)
-                    guard case .failure? = p.receive() else {
-                        Issue.record("\(what) (authenticated: \(authenticated)) got no failure")
+                    if let bytes {
+                        p.sendFrame(ByteBuffer(bytes: bytes))
+                    } else {
+                        p.sendRaw(frames.first { $0.0 == what }!.1)
+                    }
+                    guard case .refused? = p.receive() else {
+                        Issue.record("\(what) (authenticated: \(authenticated)) got no refusal")
                         continue
                     }
                     #expect(p.receive() == nil, "\(what) (authenticated: \(authenticated)): the connection stayed open")
@@ -202,7 +216,7 @@ import TestSupport
             // The bystander still holds its lock and is served on its connection.
             #expect(try await f.nodes[0].client.listing().contains("granted 8:1 owner 8.0 EX"))
             try bystander.send(.unlock(held, valueBlock: nil, epoch: epoch))
-            #expect(bystander.receive() == .released(held))
+            #expect(bystander.receive() == .lock(.released(held)))
             let (h, _) = try await f.nodes[0].client.lock("bystander", mode: .ex, timeout: .seconds(5))
             #expect(f.nodes[0].client.isHeld(h))
         }
@@ -218,7 +232,7 @@ import TestSupport
             let epoch = try stranger.authenticate(node: 9, secret: f.secret)   // authenticated, never a member
             let id = LockID(node: 9, serial: 1)
             try stranger.send(.request(id, process: 0, resource: "orphan", mode: .ex, flags: [], timeoutMillis: 0, epoch: epoch))
-            #expect(stranger.receive() == .granted(id, mode: .ex, valueBlock: .empty))
+            #expect(stranger.receive() == .lock(.granted(id, mode: .ex, valueBlock: .empty)))
             stranger.close()
             let gone = monotonicNow()
             let (h, _) = try await f.nodes[0].client.lock("orphan", mode: .ex, timeout: .seconds(20))
@@ -256,13 +270,12 @@ import TestSupport
             let epoch = try raw.authenticate(node: 9, secret: f.secret)
             var b = ByteBuffer()
             let name = Array(repeating: UInt8(ascii: "x"), count: 1500)
-            b.writeInteger(UInt32(2 + 12 + 4 + 2 + name.count + 1 + 1 + 4 + 8))
-            b.writeInteger(UInt8(1)); b.writeInteger(UInt8(10))
+            b.writeInteger(WireFormat.version); b.writeInteger(UInt8(10))
             b.writeInteger(UInt32(9)); b.writeInteger(UInt64(1)); b.writeInteger(UInt32(0))
             b.writeInteger(UInt16(name.count)); b.writeBytes(name)
             b.writeInteger(LockMode.ex.rawValue); b.writeInteger(UInt8(0)); b.writeInteger(UInt32(0)); b.writeInteger(epoch)
-            raw.sendRaw(Array(b.readableBytesView))
-            #expect(raw.receive() == .refused(LockID(node: 9, serial: 1), error: .limitReached("resource name of 1500 bytes (limit 1024)")))
+            raw.sendFrame(b)
+            #expect(raw.receive() == .lock(.refused(LockID(node: 9, serial: 1), error: .limitReached("resource name of 1500 bytes (limit 1024)"))))
             // The other node is not affected.
             let (h, _) = try await f.nodes[0].client.lock("l0", mode: .ex, timeout: .seconds(5))
             #expect(f.nodes[0].client.isHeld(h))
@@ -275,14 +288,14 @@ import TestSupport
             let peer = try RawPeer(port: f.masterPort)
             let epoch = try peer.authenticate(node: 30, secret: f.secret)
             let count = 100_000
-            var burst = ByteBuffer()
+            var burst: [UInt8] = []
             for i in 0..<count {
-                try WireMessage.request(LockID(node: 30, serial: UInt64(i)), process: 0, resource: "inode-" + String(String(i).reversed()).padding(toLength: 26, withPad: "0", startingAt: 0).reversed(),
-                                        mode: .pr, flags: [], timeoutMillis: 0, epoch: epoch).encode(into: &burst)
+                burst += peer.frameBytes(try WireMessage.request(LockID(node: 30, serial: UInt64(i)), process: 0, resource: "inode-" + String(String(i).reversed()).padding(toLength: 26, withPad: "0", startingAt: 0).reversed(),
+                                                                 mode: .pr, flags: [], timeoutMillis: 0, epoch: epoch).encoded())
             }
-            peer.sendRaw(Array(burst.readableBytesView))
+            peer.sendRaw(burst)
             for _ in 0..<count {
-                guard case .granted? = peer.receive() else { throw ModelFailure("a lock was not granted") }
+                guard case .lock(.granted)? = peer.receive() else { throw ModelFailure("a lock was not granted") }
             }
             let file = f.dir.appendingPathComponent("lun").path
             let (status, text) = try TestCluster.run(["list", "--backend", "local", "--file", file, "--secret", "s3cret", "--timeout", "60"])

@@ -1,3 +1,4 @@
+import ClusterTransport
 import Foundation
 import NIOPosix
 @testable import LockManager

@@ -1,11 +1,26 @@
+@testable import ClusterTransport
 import Foundation
 import NIOCore
 @testable import LockManager
 
-/// A raw TCP peer with a blocking socket and a receive timeout, to speak bad protocol on purpose.
+/// A raw TCP peer with a blocking socket and a receive timeout, to speak bad protocol on purpose:
+/// it frames lock messages on the cluster transport by hand (tagged once it has authenticated).
 final class RawPeer {
+    /// What the peer received: the server's hello, a refusal (then the connection closes), or a
+    /// lock message.
+    enum Inbound: Equatable {
+        case hello
+        case refused(String)
+        case lock(WireMessage)
+    }
+
     private(set) var fd: Int32
     var inbox = ByteBuffer()
+    private var serverNonce: [UInt8]?
+    private var serverIdentity: PeerIdentity?
+    private var inbound: FrameProtection?
+    private var outbound: FrameProtection?
+
     /// `source` is the local address to connect from (any of 127.0.0.0/8), so a test can be
     /// several peers as the master counts them, per address.
     init(port: Int, source: String = "127.0.0.1", receiveTimeout: Int = 5) throws {
@@ -35,7 +50,22 @@ final class RawPeer {
         if fd >= 0 { Glibc.close(fd) }
         fd = -1
     }
-    func send(_ m: WireMessage) throws { var b = ByteBuffer(); try m.encode(into: &b); sendRaw(Array(b.readableBytesView)) }
+
+    /// A lock message in a one-way frame of the lock service.
+    func send(_ m: WireMessage) throws { sendFrame(try m.encoded()) }
+
+    /// Any payload in a frame of `service` (tagged once authenticated).
+    func sendFrame(_ payload: ByteBuffer, service: ServiceID = .lockManager, kind: FrameKind = .oneWay) {
+        sendRaw(frameBytes(payload, service: service, kind: kind))
+    }
+
+    /// The bytes of a frame, counted as sent (its sequence number is used up).
+    func frameBytes(_ payload: ByteBuffer, service: ServiceID = .lockManager, kind: FrameKind = .oneWay) -> [UInt8] {
+        var b = ByteBuffer()
+        try! Frame(service: service, kind: kind, payload: payload).encode(into: &b, protection: &outbound)
+        return Array(b.readableBytesView)
+    }
+
     func sendRaw(_ bytes: [UInt8]) {
         bytes.withUnsafeBytes { p in
             var sent = 0
@@ -46,26 +76,52 @@ final class RawPeer {
             }
         }
     }
-    /// Next message, or nil at EOF / timeout.
-    func receive() -> WireMessage? {
+
+    /// The next frame, or nil at EOF, timeout or a frame that does not decode.
+    private func receiveFrame() -> Frame? {
         while true {
-            if let len: UInt32 = inbox.getInteger(at: inbox.readerIndex), inbox.readableBytes >= 4 + Int(len) {
-                inbox.moveReaderIndex(forwardBy: 4)
-                var body = inbox.readSlice(length: Int(len))!
-                return try? WireMessage.decode(&body)
+            do {
+                if let f = try Frame.next(from: &inbox, maxFrame: Transport.maxFrame, protection: &inbound) { return f }
+            } catch {
+                return nil
             }
-            var chunk = [UInt8](repeating: 0, count: 4096)
+            var chunk = [UInt8](repeating: 0, count: 65536)
             let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
             if n <= 0 { return nil }
             inbox.writeBytes(chunk[0..<n])
         }
     }
-    func authenticate(node: UInt32, secret: ClusterSecret) throws -> Epoch {
-        guard case .hello(let nonce)? = receive() else { throw ModelFailure("no hello") }
-        let cn = ClusterSecret.nonce()
-        try send(.auth(node: node, clientNonce: cn, mac: secret.clientProof(serverNonce: nonce, clientNonce: cn, node: node)))
-        guard case let .welcome(epoch, _, _)? = receive() else { throw ModelFailure("no welcome") }
+
+    /// Next message, or nil at EOF / timeout.
+    func receive() -> Inbound? {
+        guard let f = receiveFrame() else { return nil }
+        if f.kind == .control {
+            switch try? ControlMessage.decode(f.payload) {
+            case let .hello(server, nonce)?:
+                serverNonce = nonce
+                serverIdentity = server
+                return .hello
+            case .refusal(let r)?: return .refused(r.text)
+            default: return nil
+            }
+        }
+        return (try? WireMessage.decode(f.payload)).map { .lock($0) }
+    }
+
+    /// The transport handshake as a node would do it, then the master's welcome; returns its epoch.
+    func authenticate(node: UInt32, secret: ClusterSecret, volume: String = "") throws -> Epoch {
+        if serverNonce == nil { guard receive() == .hello else { throw ModelFailure("no hello") } }
+        let me = PeerIdentity(node: node, volume: volume)
+        let nonces = Nonces(server: serverNonce!, client: ClusterSecret.nonce())
+        sendFrame(try ControlMessage.auth(client: me, nonce: nonces.client,
+                                          proof: secret.clientProof(nonces, client: me, server: serverIdentity!)).encode(),
+                  service: .control, kind: .control)
+        guard let f = receiveFrame(), case .welcome(let proof)? = try? ControlMessage.decode(f.payload),
+              proof == secret.serverProof(nonces, client: me, server: serverIdentity!) else { throw ModelFailure("no welcome") }
+        let keys = secret.sessionKeys(nonces, client: me, server: serverIdentity!)
+        inbound = FrameProtection(key: keys.serverToClient)
+        outbound = FrameProtection(key: keys.clientToServer)
+        guard case .lock(.welcome(let epoch, _))? = receive() else { throw ModelFailure("no lock welcome") }
         return epoch
     }
 }
-

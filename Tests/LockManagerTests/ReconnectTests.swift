@@ -1,3 +1,4 @@
+import ClusterTransport
 import Foundation
 import NIOPosix
 import Testing

@@ -1,3 +1,4 @@
+import ClusterTransport
 import Foundation
 import NIOCore
 import NIOPosix
@@ -5,42 +6,29 @@ import Testing
 @testable import LockManager
 import TestSupport
 
-/// A "master" that authenticates properly and then never answers: the client's own deadline
-/// must end the caller's wait with a clear error instead of a hang.
-final class SilentMasterHandler: ChannelInboundHandler, Sendable {
-    typealias InboundIn = WireMessage
-    typealias OutboundOut = WireMessage
-    let secret: ClusterSecret
-    let nonce = ClusterSecret.nonce()
-    init(secret: ClusterSecret) { self.secret = secret }
-    func channelActive(context: ChannelHandlerContext) {
-        context.writeAndFlush(wrapOutboundOut(.hello(nonce: nonce)), promise: nil)
+/// A "master" that authenticates properly, welcomes, and then never answers: the client's own
+/// deadline must end the caller's wait with a clear error instead of a hang.
+final class SilentMasterService: TransportService {
+    func opened(_ connection: TransportConnection) {
+        connection.send(WireMessage.welcome(epoch: 1, recovering: false))
     }
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        guard case let .auth(node, cn, _) = unwrapInboundIn(data) else { return }   // swallow the rest
-        context.writeAndFlush(wrapOutboundOut(.welcome(epoch: 1, recovering: false,
-                                                       mac: secret.serverProof(serverNonce: nonce, clientNonce: cn, node: node))),
-                              promise: nil)
-    }
+    func received(_ message: InboundMessage, on connection: TransportConnection) {}   // swallow the rest
+    func closed(_ connection: TransportConnection, reason: TransportError?) {}
 }
 
 @Suite struct SilentMasterTests {
     @Test(.timeLimit(.minutes(1))) func requestsToASilentMasterTimeOutOnTheClient() async throws {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let secret = ClusterSecret("quiet")
-        let server = try await ServerBootstrap(group: group)
-            .childChannelInitializer { ch in
-                ch.eventLoop.makeCompletedFuture {
-                    try ch.pipeline.syncOperations.addHandler(WireCodec())
-                    try ch.pipeline.syncOperations.addHandler(SilentMasterHandler(secret: secret))
-                }
-            }
-            .bind(host: "127.0.0.1", port: 0).get()
+        let server = try await TransportServer(host: "127.0.0.1", port: 0, loop: group.next(), secret: secret,
+                                               identity: PeerIdentity(node: 1, volume: "")) {
+            [.lockManager: SilentMasterService()]
+        }
         let dir = try makeTemporaryDirectory("dlm-silent")
         let file = dir.appendingPathComponent("lun").path
         // The silent server is published as the leader's address.
         let fakeLeader = try LocalCoordination(path: file, region: .ownFile, node: 1)
-        try await fakeLeader.start(address: "127.0.0.1:\(server.localAddress!.port!)")
+        try await fakeLeader.start(address: "127.0.0.1:\(server.port)")
         try await eventually("the fake leader") { fakeLeader.ownLeadership() != nil }
         let client = LockClient(coordination: try LocalCoordination(path: file, region: .ownFile, node: 2), secret: secret, group: group)
         client.start()
@@ -50,7 +38,7 @@ final class SilentMasterHandler: ChannelInboundHandler, Sendable {
         #expect(monotonicNow() - started >= 2_000_000_000)
         await client.stop()
         await fakeLeader.stop()
-        try await server.close()
+        await server.stop()
         try await group.shutdownGracefully()
         try? FileManager.default.removeItem(at: dir)
     }

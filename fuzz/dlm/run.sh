@@ -7,5 +7,5 @@ export SWIFT_BACKTRACE=enable=no
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/dlm-fuzz-corpus.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 # New inputs go to a scratch corpus; the committed seeds stay as they are.
-.build/release/dlm-fuzz -max_total_time="${1:-60}" -max_len=70000 -timeout=10 -rss_limit_mb=2048 \
+.build/release/dlm-fuzz -max_total_time="${1:-60}" -max_len=140000 -timeout=10 -rss_limit_mb=2048 \
     -print_final_stats=1 -artifact_prefix=./ "$WORK" corpus

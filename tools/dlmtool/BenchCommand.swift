@@ -4,6 +4,7 @@ import Foundation
 import FoundationNetworking
 #endif
 import ClusterTestSupport
+import ClusterTransport
 import LockManager
 import NIOPosix
 import Logging
@@ -46,6 +47,7 @@ struct BenchCommand: AsyncParsableCommand {
             throw ValidationError("the bench's own node became the master; the figures would not cross processes")
         }
         print("master: node 1, pid \(master.pid), 127.0.0.1:\(masterPort); clients: node 2, pid \(getpid()), over TCP")
+        print(try FrameCost.measure())
         let cycle: @Sendable (Int) async throws -> Void = { i in
             let (h, _) = try await me.client.lock("bench-\(i)", mode: .ex, timeout: .seconds(10))
             try await me.client.unlock(h)

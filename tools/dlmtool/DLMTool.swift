@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import ClusterTransport
 import LockManager
 import NIOPosix
 

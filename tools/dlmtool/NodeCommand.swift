@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import ClusterTransport
 import LockManager
 import NIOPosix
 
@@ -11,9 +12,9 @@ struct NodeCommand: AsyncParsableCommand {
     @Option(help: "Node id (1...256 with the local backend).") var id: UInt32
     @Option(help: "TCP port of the lock master when this node is elected (default \(LockMaster.defaultPort), outside the ephemeral range).")
     var port: Int = LockMaster.defaultPort
-    @Option(help: "Master: milliseconds a peer has to authenticate.") var handshakeTimeoutMs: Int64 = MasterLimits().handshakeTimeoutMillis
-    @Option(help: "Master: open connections in all.") var maxConnections = MasterLimits().maxConnections
-    @Option(help: "Master: open connections per peer address.") var maxConnectionsPerAddress = MasterLimits().maxConnectionsPerAddress
+    @Option(help: "Master: milliseconds a peer has to authenticate.") var handshakeTimeoutMs: Int64 = ConnectionLimits().handshakeTimeoutMillis
+    @Option(help: "Master: open connections in all.") var maxConnections = ConnectionLimits().maxConnections
+    @Option(help: "Master: open connections per peer address.") var maxConnectionsPerAddress = ConnectionLimits().maxConnectionsPerAddress
     @Option(help: "Master: locks per node.") var maxLocksPerNode = MasterLimits().maxLocksPerNode
     @Option(help: "Master: milliseconds before the locks of a gone non-member are purged.") var orphanGraceMs: Int64 = MasterLimits().orphanGraceMillis
     @Option(help: "Workload: take EX on this resource in a loop.") var workload: String?
@@ -42,9 +43,9 @@ struct NodeCommand: AsyncParsableCommand {
         }
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         var limits = MasterLimits()
-        limits.handshakeTimeoutMillis = handshakeTimeoutMs
-        limits.maxConnections = maxConnections
-        limits.maxConnectionsPerAddress = maxConnectionsPerAddress
+        limits.connections.handshakeTimeoutMillis = handshakeTimeoutMs
+        limits.connections.maxConnections = maxConnections
+        limits.connections.maxConnectionsPerAddress = maxConnectionsPerAddress
         limits.maxLocksPerNode = maxLocksPerNode
         limits.orphanGraceMillis = orphanGraceMs
         let node = DLMNode(coordination: try backend.make(node: id), secret: try backend.clusterSecret(),

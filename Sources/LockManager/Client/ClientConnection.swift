@@ -1,3 +1,4 @@
+import ClusterTransport
 import NIOCore
 import NIOPosix
 
@@ -14,10 +15,15 @@ extension LockClient {
                 }
                 try await serve(leader)
                 backoff = 5_000_000
-            } catch LockError.unauthenticated {
-                // A wrong secret will not fix itself: fail what waits with a clear error.
-                logger.error("authentication with the lock master failed: check the cluster secret")
-                failAllWaiting(LockError.unauthenticated)
+            } catch let error as TransportError {
+                switch error {
+                case .authenticationFailed, .wrongVolume:
+                    // A wrong secret or volume will not fix itself: fail what waits with a clear error.
+                    logger.error("the lock master refused node \(node) or was refused: \(error)")
+                    failAllWaiting(LockError.unauthenticated)
+                default:
+                    logger.debug("connection to master failed: \(error)")
+                }
             } catch {
                 logger.debug("connection to master failed: \(error)")
             }
@@ -41,39 +47,31 @@ extension LockClient {
     private func serve(_ leader: Leadership) async throws {
         let parts = leader.address.split(separator: ":")
         guard parts.count == 2, let port = Int(parts[1]) else { throw LockError.protocolError("bad master address \(leader.address)") }
-        let handshake = eventLoop.makePromise(of: (Epoch, Bool).self)
+        let welcomed = eventLoop.makePromise(of: (Epoch, Bool).self)
         let closed = eventLoop.makePromise(of: Void.self)
-        let clientNonce = ClusterSecret.nonce()
-        let channel: Channel
+        let channel: TransportConnection
         do {
-            channel = try await ClientBootstrap(group: eventLoop)
-            .channelOption(.socketOption(.tcp_nodelay), value: 1)
-            .connectTimeout(.seconds(1))
-            .channelInitializer { [self] ch in
-                ch.eventLoop.makeCompletedFuture {
-                    try ch.pipeline.syncOperations.addHandler(WireCodec())
-                    try ch.pipeline.syncOperations.addHandler(ClientConnectionHandler(client: self, clientNonce: clientNonce,
-                                                                                     handshake: handshake, closed: closed))
-                }
+            channel = try await TransportClient.connect(host: String(parts[0]), port: port, loop: eventLoop, secret: secret,
+                                                        identity: PeerIdentity(node: node, volume: volume)) { [self] in
+                [.lockManager: ClientSession(client: self, welcomed: welcomed, closed: closed)]
             }
-            .connect(host: String(parts[0]), port: port).get()
         } catch {
             // No connection: complete the promises so none is left dangling.
-            handshake.fail(error)
+            welcomed.fail(error)
             closed.succeed(())
             throw error
         }
-        // Every wait has a limit: a master that does not complete the handshake is dropped.
-        let timeout = channel.eventLoop.scheduleTask(in: .seconds(2)) {
-            handshake.fail(LockError.protocolError("handshake timed out"))
+        // Every wait has a limit: a master that does not welcome us is dropped.
+        let timeout = eventLoop.scheduleTask(in: .seconds(2)) {
+            welcomed.fail(LockError.protocolError("the master sent no welcome"))
         }
         let welcome: (Epoch, Bool)
         do {
-            welcome = try await handshake.futureResult.get()
+            welcome = try await welcomed.futureResult.get()
             timeout.cancel()
         } catch {
             timeout.cancel()
-            channel.close(promise: nil)
+            channel.close()
             throw error
         }
         let epoch = welcome.0
@@ -108,10 +106,10 @@ extension LockClient {
             return msgs
         }
         guard !toSend.isEmpty else {
-            channel.close(promise: nil)
+            channel.close()
             throw LockError.staleEpoch(current: epoch)
         }
-        for m in toSend { channel.write(m, promise: nil) }
+        for m in toSend { channel.send(m, flush: false) }
         channel.flush()
         logger.info("node \(node) connected to master \(leader), epoch \(epoch)")
         try? await closed.futureResult.get()
@@ -119,58 +117,40 @@ extension LockClient {
     }
 }
 
-final class ClientConnectionHandler: ChannelInboundHandler {
-    typealias InboundIn = WireMessage
-    typealias OutboundOut = WireMessage
+/// The lock manager's service on the client's connection: the master's welcome first, then
+/// lock traffic for the client.
+final class ClientSession: TransportService {
     private let client: LockClient
-    private let clientNonce: [UInt8]
-    private let handshake: EventLoopPromise<(Epoch, Bool)>
-    private let closed: EventLoopPromise<Void>
-    private var serverNonce: [UInt8]?
-    private var welcomed = false
+    private let welcomed: EventLoopPromise<(Epoch, Bool)>
+    private let ended: EventLoopPromise<Void>
+    private var hasWelcome = false
 
-    init(client: LockClient, clientNonce: [UInt8], handshake: EventLoopPromise<(Epoch, Bool)>, closed: EventLoopPromise<Void>) {
+    init(client: LockClient, welcomed: EventLoopPromise<(Epoch, Bool)>, closed: EventLoopPromise<Void>) {
         self.client = client
-        self.clientNonce = clientNonce
-        self.handshake = handshake
-        self.closed = closed
+        self.welcomed = welcomed
+        ended = closed
     }
 
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let msg = unwrapInboundIn(data)
-        if welcomed { return client.received(msg) }
-        switch msg {
-        case .hello(let nonce):
-            serverNonce = nonce
-            let mac = client.secret.clientProof(serverNonce: nonce, clientNonce: clientNonce, node: client.node)
-            context.writeAndFlush(wrapOutboundOut(.auth(node: client.node, clientNonce: clientNonce, mac: mac)), promise: nil)
-        case let .welcome(epoch, recovering, mac):
-            // The master must prove it knows the secret too.
-            guard let sn = serverNonce,
-                  ClusterSecret.equal(mac, client.secret.serverProof(serverNonce: sn, clientNonce: clientNonce, node: client.node)) else {
-                handshake.fail(LockError.unauthenticated)
-                context.close(promise: nil)
-                return
-            }
-            welcomed = true
-            handshake.succeed((epoch, recovering))
-        case .failure(let text):
-            handshake.fail(text.contains("authentication") ? LockError.unauthenticated : LockError.protocolError(text))
-            context.close(promise: nil)
-        default:
-            handshake.fail(LockError.protocolError("unexpected message before welcome"))
-            context.close(promise: nil)
+    func opened(_ connection: TransportConnection) {}
+
+    func received(_ message: InboundMessage, on connection: TransportConnection) {
+        let msg: WireMessage
+        do {
+            msg = try WireMessage.decode(message.payload)
+        } catch {
+            return connection.close(Refusal(.protocolError, "\(error)"))
         }
+        if hasWelcome { return client.received(msg) }
+        guard case let .welcome(epoch, recovering) = msg else {
+            welcomed.fail(LockError.protocolError("unexpected message before welcome"))
+            return connection.close(Refusal(.protocolError, "unexpected message before welcome"))
+        }
+        hasWelcome = true
+        welcomed.succeed((epoch, recovering))
     }
 
-    func channelInactive(context: ChannelHandlerContext) {
-        handshake.fail(LockError.disconnected)
-        closed.succeed(())
-        context.fireChannelInactive()
-    }
-
-    func errorCaught(context: ChannelHandlerContext, error: Error) {
-        handshake.fail(error)
-        context.close(promise: nil)
+    func closed(_ connection: TransportConnection, reason: TransportError?) {
+        welcomed.fail(reason ?? LockError.disconnected)
+        ended.succeed(())
     }
 }

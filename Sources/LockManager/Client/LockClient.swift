@@ -1,3 +1,4 @@
+import ClusterTransport
 import NIOCore
 import NIOPosix
 import Logging
@@ -32,7 +33,7 @@ public final class LockClient: Sendable {
         var deadline: Instant?
     }
     struct State {
-        var channel: Channel?
+        var channel: TransportConnection?
         var epoch: Epoch?
         var serial: UInt64 = 0
         var held: [LockID: Held] = [:]
@@ -49,6 +50,8 @@ public final class LockClient: Sendable {
     public let node: UInt32
     let coordination: any CoordinationBackend
     let secret: ClusterSecret
+    /// The volume this node serves: a master of another volume is refused (and refuses us).
+    let volume: String
     let group: EventLoopGroup
     /// Every connection of this client lives on this one loop, so callers can run on it too.
     public let eventLoop: EventLoop
@@ -59,7 +62,7 @@ public final class LockClient: Sendable {
     let state = Locked(State())
     private let tasks = Locked<[Task<Void, Never>]>([])
 
-    public init(coordination: any CoordinationBackend, secret: ClusterSecret, group: EventLoopGroup,
+    public init(coordination: any CoordinationBackend, secret: ClusterSecret, volume: String = "", group: EventLoopGroup,
                 logger: Logger = Logger(label: "dlm.client")) {
         // Lock ids start at a random point, so a restarted node does not reuse the ids of its
         // previous incarnation if the master has not yet purged them.
@@ -67,6 +70,7 @@ public final class LockClient: Sendable {
         node = coordination.node
         self.coordination = coordination
         self.secret = secret
+        self.volume = volume
         self.group = group
         eventLoop = group.next()
         executor = EventLoopTaskExecutor(eventLoop)
@@ -87,7 +91,7 @@ public final class LockClient: Sendable {
     }
 
     public func stop() async {
-        let (ch, pend) = state.withLock { s -> (Channel?, [Pending]) in
+        let (ch, pend) = state.withLock { s -> (TransportConnection?, [Pending]) in
             s.stopped = true
             let p = Array(s.pending.values)
             s.pending = [:]
@@ -95,7 +99,8 @@ public final class LockClient: Sendable {
         }
         for p in pend { p.continuation.resume(throwing: LockError.disconnected) }
         for t in tasks.withLock({ $0 }) { t.cancel() }
-        try? await ch?.close()
+        ch?.close()
+        try? await ch?.channel.closeFuture.get()
     }
 
     /// How many authenticated sessions with a master this client has had (reconnects + 1).
@@ -162,7 +167,7 @@ public final class LockClient: Sendable {
     public func cancel(_ id: LockID) {
         let (ch, e) = state.withLock { ($0.channel, $0.epoch) }
         guard let ch, e != nil else { return }
-        ch.writeAndFlush(WireMessage.cancel(id), promise: nil)
+        ch.send(WireMessage.cancel(id))
     }
 
     /// The master's view of resources, queues and holders.
@@ -171,11 +176,11 @@ public final class LockClient: Sendable {
         let deadline = monotonicNow() + UInt64(timeout.components.seconds) * 1_000_000_000
         let ask = Task {
             try await withCheckedThrowingContinuation { (c: CheckedContinuation<String, Error>) in
-                let ch = state.withLock { s -> Channel? in
+                let ch = state.withLock { s -> TransportConnection? in
                     s.listings.append(c)
                     return s.channel
                 }
-                ch?.writeAndFlush(WireMessage.list, promise: nil)
+                ch?.send(WireMessage.list)
             }
         }
         // Every wait has a limit: a listing not answered in time fails.
@@ -237,7 +242,7 @@ public final class LockClient: Sendable {
 
     private func send(_ id: LockID, _ op: Op, deadline: Instant?) async throws -> ValueBlock {
         return try await withCheckedThrowingContinuation { c in
-            let result = state.withLock { s -> (Channel, Epoch)?? in
+            let result = state.withLock { s -> (TransportConnection, Epoch)?? in
                 if s.fenced { return .some(nil) }
                 if s.stopped { return .some(nil) }
                 if s.pending[id] != nil { return .some(nil) }
@@ -250,7 +255,7 @@ public final class LockClient: Sendable {
                 let err: LockError = state.withLock { $0.fenced } ? .fenced : (state.withLock { $0.stopped } ? .disconnected : .notGranted)
                 c.resume(throwing: err)
             case .some(.some(let (ch, e))):
-                ch.writeAndFlush(Self.wire(id, op, epoch: e), promise: nil)
+                ch.send(Self.wire(id, op, epoch: e))
             case .none:
                 break
             }
@@ -280,7 +285,7 @@ public final class LockClient: Sendable {
         guard let pend else { return }
         logger.warning("node \(node) fenced itself: lease lapsed")
         for p in pend { p.continuation.resume(throwing: LockError.fenced) }
-        if let ch = state.withLock({ $0.channel }) { ch.close(promise: nil) }
+        if let ch = state.withLock({ $0.channel }) { ch.close() }
     }
 
     public var isFenced: Bool { state.withLock { $0.fenced } }
@@ -310,7 +315,7 @@ public final class LockClient: Sendable {
             }
             c?.resume(returning: vb)
             if orphan, let (ch, e) = state.withLock({ s in s.channel.map { ($0, s.epoch ?? 0) } }) {
-                ch.writeAndFlush(WireMessage.unlock(id, valueBlock: nil, epoch: e), promise: nil)
+                ch.send(WireMessage.unlock(id, valueBlock: nil, epoch: e))
             }
         case let .released(id):
             let c = state.withLock { s in

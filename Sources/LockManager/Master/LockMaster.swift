@@ -1,9 +1,10 @@
+import ClusterTransport
 import NIOCore
 import NIOPosix
 import Logging
 
-/// The lock master: a TCP server (swift-nio) around the lock table, run by the elected node.
-/// All its state lives on a single event loop, so the table needs no locks.
+/// The lock master: the lock manager's service on a cluster transport server, run by the elected
+/// node, around the lock table. All its state lives on a single event loop, so the table needs no locks.
 public final class LockMaster: Sendable {
     /// The master's port unless told otherwise: below Linux's ephemeral range (32768-60999), so an
     /// outgoing connection of any process cannot take it before the master binds.
@@ -12,32 +13,24 @@ public final class LockMaster: Sendable {
     public let epoch: Epoch
     private let loop: EventLoop
     private let core: NIOLoopBound<MasterCore>
-    private let channel: Channel
+    private let server: TransportServer
     private let membershipTask: Task<Void, Never>
 
-    /// Binds `host:port` (port 0 picks one) and starts in recovery under `epoch`.
-    public init(host: String, port: Int, epoch: Epoch, secret: ClusterSecret, coordination: any CoordinationBackend,
-                group: EventLoopGroup, limits: MasterLimits = MasterLimits(),
+    /// Binds `host:port` (port 0 picks one) and starts in recovery under `epoch`. Only nodes that
+    /// prove `secret` for `volume` get in.
+    public init(host: String, port: Int, epoch: Epoch, secret: ClusterSecret, volume: String = "",
+                coordination: any CoordinationBackend, group: EventLoopGroup, limits: MasterLimits = MasterLimits(),
                 logger: Logger = Logger(label: "dlm.master")) async throws {
         let loop = group.next()
         self.loop = loop
         self.epoch = epoch
         let core = try await loop.submit { NIOLoopBound(MasterCore(loop: loop, epoch: epoch, coordination: coordination, limits: limits, logger: logger), eventLoop: loop) }.get()
         self.core = core
-        channel = try await ServerBootstrap(group: loop)
-            .serverChannelOption(.backlog, value: 256)
-            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
-            // Small reads until the peer has authenticated (the handler raises it after).
-            .childChannelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: WireFormat.maxFrameBeforeAuth))
-            .childChannelInitializer { ch in
-                ch.eventLoop.makeCompletedFuture {
-                    let codec = WireCodec(maxFrame: WireFormat.maxFrameBeforeAuth)
-                    try ch.pipeline.syncOperations.addHandler(codec)
-                    try ch.pipeline.syncOperations.addHandler(MasterConnectionHandler(core: core, secret: secret, codec: codec))
-                }
-            }
-            .bind(host: host, port: port).get()
+        server = try await TransportServer(host: host, port: port, loop: loop, secret: secret,
+                                           identity: PeerIdentity(node: coordination.node, volume: volume),
+                                           limits: limits.connections, logger: logger) {
+            [.lockManager: MasterSession(core: core.value)]
+        }
         // Membership drives both the end of recovery and the purge of fenced nodes.
         membershipTask = Task {
             while !Task.isCancelled {
@@ -49,15 +42,20 @@ public final class LockMaster: Sendable {
         }
     }
 
-    public var port: Int { channel.localAddress?.port ?? 0 }
+    public var port: Int { server.port }
 
     /// A text dump of resources, queues and holders.
     public func describe() async throws -> String {
         try await loop.submit { [core] in core.value.describe() }.get()
     }
 
+    /// The latest refusals of peers (address, kind, why).
+    public func recentRefusals() async throws -> [String] {
+        try await server.recentRefusals()
+    }
+
     public func stop() async {
         membershipTask.cancel()
-        try? await channel.close()
+        await server.stop()
     }
 }

@@ -1,3 +1,4 @@
+import ClusterTransport
 import NIOCore
 import Logging
 
@@ -10,7 +11,7 @@ final class MasterCore {
     let limits: MasterLimits
     var table: LockTable
     /// The authenticated connection of each node (one per node; a newer one replaces an older one).
-    var connections: [UInt32: Channel] = [:]
+    var connections: [UInt32: TransportConnection] = [:]
     /// Nodes that have re-sent their locks under the current epoch.
     var recovered: Set<UInt32> = []
     /// Locks a reconnecting node said it holds, until its `recoverDone` (same-epoch resync).
@@ -19,13 +20,8 @@ final class MasterCore {
     /// Nodes that disconnected while not members, and since when: their locks are purged once
     /// `limits.orphanGraceMillis` has passed (their fencing deadline), unless they come back.
     var orphanedSince: [UInt32: Instant] = [:]
-    /// Open connections, in all and per peer address.
-    private var connectionCount = 0
-    private var connectionsByAddress: [String: Int] = [:]
-    /// Admitted connections that have not authenticated yet, oldest first (at most `maxConnections`).
-    private var awaitingAuthentication: [Channel] = []
-    /// Refusals already logged, by kind and address: each is logged once (the memory is bounded).
-    private var loggedRefusals: Set<String> = []
+    /// Refusals of lock limits, logged once per node and address (the transport logs its own).
+    private var refusals: RefusalLog
     var tickTask: Scheduled<Void>?
     var tickAt: Instant?
     var recoveryStarted: Instant = monotonicNow()
@@ -33,77 +29,42 @@ final class MasterCore {
     /// Connections written to since the last flush. Replies are flushed once per read burst
     /// (`flush()` from the handler's channelReadComplete) and at the end of every other entry
     /// point: with many clients, one syscall carries several replies.
-    private var unflushed: [Channel] = []
+    private var unflushed: [TransportConnection] = []
 
     init(loop: EventLoop, epoch: Epoch, coordination: any CoordinationBackend, limits: MasterLimits, logger: Logger) {
         self.loop = loop
         self.coordination = coordination
         self.limits = limits
         self.logger = logger
+        refusals = RefusalLog(logger: logger)
         // A new master starts in recovery: nothing is granted until the survivors have re-sent.
         table = LockTable(epoch: epoch, recovering: true)
     }
 
     // MARK: Connections
 
-    /// Takes a connection slot for a new peer, or says why not. When all slots are taken, the
-    /// oldest connection that has not authenticated yet makes way (a flood of them cannot keep a
-    /// node from reconnecting, as every node does after a failover); only when every slot is an
-    /// authenticated node's is the newcomer refused.
-    func admit(address: String, channel: Channel) -> String? {
-        if connectionsByAddress[address, default: 0] >= limits.maxConnectionsPerAddress {
-            return "too many connections from \(address) (limit \(limits.maxConnectionsPerAddress))"
-        }
-        if connectionCount >= limits.maxConnections {
-            guard !awaitingAuthentication.isEmpty else {
-                return "too many connections to the lock master (limit \(limits.maxConnections))"
-            }
-            let oldest = awaitingAuthentication.removeFirst()
-            let why = "dropped: the lock master has \(limits.maxConnections) connections and this one had not authenticated"
-            logRefusal(kind: "connections", address: oldest.remoteAddress?.ipAddress ?? "unknown", why)
-            oldest.writeAndFlush(WireMessage.failure(why), promise: nil)
-            oldest.close(promise: nil)
-        }
-        connectionCount += 1
-        connectionsByAddress[address, default: 0] += 1
-        awaitingAuthentication.append(channel)
-        return nil
-    }
-
-    /// The connection authenticated, or closed.
-    func settled(_ channel: Channel) {
-        awaitingAuthentication.removeAll { $0 === channel }
-    }
-
-    func release(address: String, channel: Channel) {
-        settled(channel)
-        connectionCount -= 1
-        connectionsByAddress[address, default: 1] -= 1
-        if connectionsByAddress[address] == 0 { connectionsByAddress[address] = nil }
-    }
-
-    /// Logs a refusal the first time this kind is refused to this address.
     func logRefusal(kind: String, address: String, _ why: String) {
-        if loggedRefusals.count >= 4096 { loggedRefusals.removeAll() }
-        guard loggedRefusals.insert("\(kind) \(address)").inserted else { return }
-        logger.warning("refused \(address) (\(kind)): \(why); further refusals of this kind to this address are not logged")
+        refusals.note(kind: kind, address: address, why)
     }
 
-    func authenticated(node: UInt32, channel: Channel) {
-        settled(channel)
+    func authenticated(_ connection: TransportConnection) {
+        let node = connection.peer.node
         orphanedSince[node] = nil
-        if let old = connections[node], old !== channel { old.close(promise: nil) }
+        if let old = connections[node], old !== connection { old.close(Refusal(.closing, "node \(node) connected again")) }
         // Whatever the node had queued on an older connection is void; it re-sends. The
         // refusals are not delivered (no connection is registered yet): the node does not wait
         // for them, and they must not reach the new session before its welcome.
         connections[node] = nil
         cancelPending(of: node)
-        connections[node] = channel
+        // The first message of every session: the epoch, and whether recovery is on.
+        connections[node] = connection
+        send(.welcome(epoch: table.epoch, recovering: table.recovering), to: connection)
         flush()
     }
 
-    func disconnected(node: UInt32, channel: Channel) {
-        guard connections[node] === channel else { return }
+    func disconnected(_ connection: TransportConnection) {
+        let node = connection.peer.node
+        guard connections[node] === connection else { return }
         connections[node] = nil
         cancelPending(of: node)
         if !members.contains(node), table.usage(of: node).locks > 0 { orphanedSince[node] = monotonicNow() }
@@ -114,7 +75,8 @@ final class MasterCore {
         for id in table.queuedRequests(of: node) { dispatch(table.cancel(id)) }
     }
 
-    func handle(_ msg: WireMessage, from node: UInt32, channel: Channel) {
+    func handle(_ msg: WireMessage, from channel: TransportConnection) {
+        let node = channel.peer.node
         let now = monotonicNow()
         switch msg {
         case let .request(id, process, resource, mode, flags, t, epoch):
@@ -159,15 +121,15 @@ final class MasterCore {
             // In frames of whole lines: a listing of any size fits.
             for frame in WireMessage.listingFrames(describeLines()) { reply(channel, frame) }
         default:
-            channel.writeAndFlush(WireMessage.failure("unexpected message"), promise: nil)
-            channel.close(promise: nil)
+            logRefusal(kind: "error", address: channel.remoteAddress, "unexpected message \(msg.type)")
+            channel.close(Refusal(.protocolError, "unexpected message \(msg.type)"))
         }
         scheduleTick()
         // Flushed by the caller once the whole read burst is handled.
     }
 
     /// Why a new lock of `node` on `resource` would pass its limits, if it would.
-    private func overLimit(node: UInt32, resource: String, channel: Channel) -> LockError? {
+    private func overLimit(node: UInt32, resource: String, channel: TransportConnection) -> LockError? {
         let usage = table.usage(of: node)
         let why: String
         if resource.utf8.count > WireFormat.maxResourceName {
@@ -179,7 +141,7 @@ final class MasterCore {
         } else {
             return nil
         }
-        logRefusal(kind: "lock limit of node \(node)", address: channel.remoteAddress?.ipAddress ?? "unknown", why)
+        logRefusal(kind: "lock limit of node \(node)", address: channel.remoteAddress, why)
         return .limitReached(why)
     }
 
@@ -261,12 +223,12 @@ final class MasterCore {
         }
     }
 
-    private func reply(_ channel: Channel, _ msg: WireMessage) {
+    private func reply(_ channel: TransportConnection, _ msg: WireMessage) {
         send(msg, to: channel)
     }
 
-    private func send(_ msg: WireMessage, to ch: Channel) {
-        ch.write(msg, promise: nil)
+    private func send(_ msg: WireMessage, to ch: TransportConnection) {
+        ch.send(msg, flush: false)
         if !unflushed.contains(where: { $0 === ch }) { unflushed.append(ch) }
     }
 

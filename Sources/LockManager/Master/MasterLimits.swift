@@ -1,14 +1,12 @@
+import ClusterTransport
+
 /// What the lock master grants any one peer. Its port is reachable by anything on the cluster
 /// network, so every resource a peer can make it spend is bounded; each refusal is answered with
 /// a clear message and logged once with the peer's address.
 public struct MasterLimits: Sendable {
-    /// A peer must authenticate within this time after connecting, or it is dropped.
-    public var handshakeTimeoutMillis: Int64 = 3_000
-    /// Open connections in all (authenticated or not). When they are all taken, a newcomer takes the
-    /// place of the oldest connection still waiting to authenticate.
-    public var maxConnections = 1_024
-    /// Open connections from one IP address.
-    public var maxConnectionsPerAddress = 64
+    /// Before authentication: the handshake deadline and the connection caps, which the transport
+    /// enforces (`ConnectionLimits`).
+    public var connections = ConnectionLimits()
     /// Locks (held or waiting) of one node.
     public var maxLocksPerNode = 4_194_304
     /// Bytes of resource names of one node's locks.

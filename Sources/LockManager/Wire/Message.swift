@@ -1,11 +1,11 @@
 import NIOCore
 
-/// Messages between a node and the lock master. One message per frame.
+/// Messages between a node and the lock master: the lock manager's service on the cluster
+/// transport (`ServiceID.lockManager`), one message per one-way transport frame. The transport
+/// has authenticated the peer and checks every frame's integrity before a message is decoded.
 public enum WireMessage: Equatable, Sendable {
-    // Handshake: the server speaks first with a nonce; the client proves it knows the cluster secret.
-    case hello(nonce: [UInt8])
-    case auth(node: UInt32, clientNonce: [UInt8], mac: [UInt8])
-    case welcome(epoch: Epoch, recovering: Bool, mac: [UInt8])
+    /// The master's first message on a connection: its epoch, and whether it is recovering.
+    case welcome(epoch: Epoch, recovering: Bool)
 
     // Node -> master. Every lock operation names the epoch the node believes in.
     case request(LockID, process: UInt32, resource: String, mode: LockMode, flags: LockFlags, timeoutMillis: UInt32, epoch: Epoch)
@@ -30,14 +30,12 @@ public enum WireMessage: Equatable, Sendable {
     case failure(String)
 }
 
-/// Framing: u32 length (of what follows), u8 version, u8 type, payload. Big endian.
+/// A message is the payload of one transport frame: u8 version, u8 type, fields. Big endian.
 public enum WireFormat {
-    public static let version: UInt8 = 1
-    public static let maxFrame = 64 * 1024
-    /// The largest frame a peer may send before it has authenticated (an `auth` is 78 bytes): what
-    /// an unauthenticated connection can make the master buffer.
-    public static let maxFrameBeforeAuth = 256
-    /// Bytes of text per `listing` frame: a listing of any size goes in frames that fit.
+    public static let version: UInt8 = 2
+    /// The largest message (the transport's frames may be larger; the DLM needs no more).
+    public static let maxMessage = 64 * 1024
+    /// Bytes of text per `listing` message: a listing of any size goes in messages that fit.
     public static let listingChunk = 32 * 1024
     /// Longest resource name, in UTF-8 bytes.
     public static let maxResourceName = 1024
@@ -55,8 +53,6 @@ public enum WireFormat {
 extension WireMessage {
     var type: UInt8 {
         switch self {
-        case .hello: 1
-        case .auth: 2
         case .welcome: 3
         case .request: 10
         case .convert: 11
@@ -75,17 +71,21 @@ extension WireMessage {
         }
     }
 
-    /// Encodes one frame. Every length is checked before it is written: a field longer than its
-    /// u16 length, or a frame over `WireFormat.maxFrame`, throws `EncodeError` (nothing traps).
+    /// The message as a transport payload.
+    public func encoded() throws -> ByteBuffer {
+        var b = ByteBuffer()
+        try encode(into: &b)
+        return b
+    }
+
+    /// Appends the message. Every length is checked before it is written: a field longer than its
+    /// u16 length, or a message over `WireFormat.maxMessage`, throws `EncodeError` (nothing traps).
     public func encode(into buf: inout ByteBuffer) throws {
         let start = buf.writerIndex
-        buf.writeInteger(UInt32(0))
         buf.writeInteger(WireFormat.version)
         buf.writeInteger(type)
         switch self {
-        case .hello(let n): try buf.writeBytesWithLength(n)
-        case let .auth(node, cn, mac): buf.writeInteger(node); try buf.writeBytesWithLength(cn); try buf.writeBytesWithLength(mac)
-        case let .welcome(e, r, mac): buf.writeInteger(e); buf.writeInteger(UInt8(r ? 1 : 0)); try buf.writeBytesWithLength(mac)
+        case let .welcome(e, r): buf.writeInteger(e); buf.writeInteger(UInt8(r ? 1 : 0))
         case let .request(id, p, res, m, f, t, e):
             buf.writeLockID(id); buf.writeInteger(p); try buf.writeResourceName(res); buf.writeInteger(m.rawValue)
             buf.writeInteger(f.rawValue); buf.writeInteger(t); buf.writeInteger(e)
@@ -106,23 +106,22 @@ extension WireMessage {
         case let .listing(s, more): buf.writeInteger(UInt8(more ? 1 : 0)); try buf.writeBytesWithLength(Array(s.utf8))
         case .failure(let s): try buf.writeBytesWithLength(Array(s.utf8))
         }
-        let length = buf.writerIndex - start - 4
-        guard length <= WireFormat.maxFrame else {
+        let length = buf.writerIndex - start
+        guard length <= WireFormat.maxMessage else {
             buf.moveWriterIndex(to: start)
-            throw WireFormat.EncodeError(description: "message type \(type) of \(length) bytes exceeds the \(WireFormat.maxFrame)-byte frame limit")
+            throw WireFormat.EncodeError(description: "message type \(type) of \(length) bytes exceeds the \(WireFormat.maxMessage)-byte limit")
         }
-        buf.setInteger(UInt32(length), at: start)
     }
 
-    /// Decodes one frame body (after the length). Malformed input throws, never traps.
-    public static func decode(_ buf: inout ByteBuffer) throws -> WireMessage {
+    /// Decodes one message (a whole transport payload). Malformed input throws, never traps.
+    public static func decode(_ payload: ByteBuffer) throws -> WireMessage {
+        var buf = payload
+        guard buf.readableBytes <= WireFormat.maxMessage else { throw bad("message of \(buf.readableBytes) bytes (limit \(WireFormat.maxMessage))") }
         guard let version: UInt8 = buf.readInteger(), let type: UInt8 = buf.readInteger() else { throw bad("short frame") }
         guard version == WireFormat.version else { throw bad("unsupported protocol version \(version)") }
         let msg: WireMessage
         switch type {
-        case 1: msg = .hello(nonce: try buf.readBytesWithLength())
-        case 2: msg = .auth(node: try buf.need(), clientNonce: try buf.readBytesWithLength(), mac: try buf.readBytesWithLength())
-        case 3: msg = .welcome(epoch: try buf.need(), recovering: (try buf.need() as UInt8) != 0, mac: try buf.readBytesWithLength())
+        case 3: msg = .welcome(epoch: try buf.need(), recovering: (try buf.need() as UInt8) != 0)
         case 10:
             msg = .request(try buf.readLockID(), process: try buf.need(), resource: try buf.readString(), mode: try buf.readMode(),
                            flags: LockFlags(rawValue: try buf.need()), timeoutMillis: try buf.need(), epoch: try buf.need())

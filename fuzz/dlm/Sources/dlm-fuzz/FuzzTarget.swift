@@ -1,33 +1,70 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import ClusterTransport
+import Crypto
 import DLMWire
 import NIOCore
 
-/// The input is a byte stream as a peer would send it: frames are cut from it with the master's
-/// frame decoder, under both bounds (before and after authentication), until it ends or fails.
-/// Malformed input must throw, never trap; what decodes must encode again (within every length
-/// limit) to a frame that decodes to the same message.
-private func exercise(_ input: ByteBuffer, maxFrame: Int) {
+/// The key the tagged seeds are sealed with, so the fuzzer starts from frames whose tags pass.
+private func fuzzKey() -> SymmetricKey { SymmetricKey(data: [UInt8](repeating: 0x11, count: 32)) }
+
+/// The input is a byte stream as a peer would send it: frames are cut from it with the transport's
+/// frame decoder, under both bounds (before and after authentication) and with tags checked, until
+/// it ends or fails. Each frame's payload goes to the decoder of its service (the handshake's
+/// control messages, or the DLM's messages). Malformed input must throw, never trap; what decodes
+/// must encode again (within every length limit) to what decodes to the same.
+private func exercise(_ input: ByteBuffer, maxFrame: Int, tagged: Bool) {
     var buffer = input
+    var protection: FrameProtection? = tagged ? FrameProtection(key: fuzzKey()) : nil
     while true {
-        let message: WireMessage?
-        do { message = try WireCodec.nextMessage(&buffer, maxFrame: maxFrame) } catch { return }
-        guard let message else { return }
-        let again = roundTrip(message)
-        // Texts are cut to what the wire carries on the first encoding; after that, exact.
-        if roundTrip(again) != again { fatalError("\(again) does not survive encode+decode") }
+        let frame: Frame?
+        do { frame = try Frame.next(from: &buffer, maxFrame: maxFrame, protection: &protection) } catch { return }
+        guard let frame else { return }
+        checkFrame(frame)
+        if frame.kind == .control {
+            guard let m = try? ControlMessage.decode(frame.payload) else { continue }
+            let again = roundTrip(m)
+            if roundTrip(again) != again { fatalError("\(again) does not survive encode+decode") }
+        } else {
+            guard let m = try? WireMessage.decode(frame.payload) else { continue }
+            let again = roundTrip(m)
+            // Texts are cut to what the wire carries on the first encoding; after that, exact.
+            if roundTrip(again) != again { fatalError("\(again) does not survive encode+decode") }
+        }
+    }
+}
+
+/// A decoded frame encodes again, tagged or not, to one whole frame with the same fields.
+private func checkFrame(_ frame: Frame) {
+    for tagged in [false, true] {
+        var send: FrameProtection? = tagged ? FrameProtection(key: fuzzKey()) : nil
+        var receive = send
+        var out = ByteBuffer()
+        do {
+            try frame.encode(into: &out, protection: &send)
+            guard let back = try Frame.next(from: &out, maxFrame: Transport.maxFrame, protection: &receive), out.readableBytes == 0,
+                  back.service == frame.service, back.kind == frame.kind, back.requestID == frame.requestID,
+                  back.timeoutMillis == frame.timeoutMillis, back.payload == frame.payload else {
+                fatalError("a frame does not survive encode+decode (tagged: \(tagged))")
+            }
+        } catch {
+            fatalError("a decoded frame does not encode and decode again: \(error)")
+        }
     }
 }
 
 private func roundTrip(_ message: WireMessage) -> WireMessage {
-    var out = ByteBuffer()
     do {
-        try message.encode(into: &out)
-        guard let decoded = try WireCodec.nextMessage(&out), out.readableBytes == 0 else {
-            fatalError("\(message) encoded to a frame that is not one whole frame")
-        }
-        return decoded
+        return try WireMessage.decode(try message.encoded())
+    } catch {
+        fatalError("\(message), decoded from a frame, does not encode and decode again: \(error)")
+    }
+}
+
+private func roundTrip(_ message: ControlMessage) -> ControlMessage {
+    do {
+        return try ControlMessage.decode(try message.encode())
     } catch {
         fatalError("\(message), decoded from a frame, does not encode and decode again: \(error)")
     }
@@ -36,22 +73,45 @@ private func roundTrip(_ message: WireMessage) -> WireMessage {
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzOneInput(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     let input = ByteBuffer(bytes: UnsafeBufferPointer(start: data, count: size))
-    exercise(input, maxFrame: WireFormat.maxFrameBeforeAuth)
-    exercise(input, maxFrame: WireFormat.maxFrame)
+    exercise(input, maxFrame: Transport.maxFrameBeforeAuth, tagged: false)
+    exercise(input, maxFrame: Transport.maxFrame, tagged: false)
+    exercise(input, maxFrame: Transport.maxFrame, tagged: true)
     return 0
 }
 
-/// Writes the seed corpus: one frame of every message type (`WireMessage.samples`), and all of
-/// them in one stream.
+/// The handshake's messages, one of each.
+private func controlSamples() -> [ControlMessage] { [
+    .hello(server: PeerIdentity(node: 1, volume: "vol-é"), nonce: Array(repeating: 7, count: 32)),
+    .auth(client: PeerIdentity(node: 3, volume: ""), nonce: Array(repeating: 1, count: 32), proof: Array(repeating: 2, count: 32)),
+    .welcome(proof: Array(repeating: 3, count: 32)),
+    .refusal(Refusal(.authentication, "authentication failed: wrong cluster secret")),
+] }
+
+/// Writes the seed corpus: a frame of every DLM message type (`WireMessage.samples`) and of every
+/// control message, all of them in one stream, and the DLM ones in a stream tagged with `fuzzKey`.
 private func writeSeeds(to directory: String) -> CInt {
-    var all: [UInt8] = []
-    for (index, message) in WireMessage.samples.enumerated() {
-        var b = ByteBuffer()
-        do { try message.encode(into: &b) } catch { print("cannot encode sample \(index): \(error)"); return 1 }
+    var all: [UInt8] = [], tagged: [UInt8] = []
+    var plain: FrameProtection?, sealed: FrameProtection? = FrameProtection(key: fuzzKey())
+    var payloads: [(String, ServiceID, FrameKind, ByteBuffer)] = []
+    do {
+        for (i, m) in WireMessage.samples.enumerated() { payloads.append(("sample-\(i)", .lockManager, .oneWay, try m.encoded())) }
+        for (i, m) in controlSamples().enumerated() { payloads.append(("control-\(i)", ServiceID(rawValue: 0), .control, try m.encode())) }
+    } catch {
+        print("cannot encode a sample: \(error)")
+        return 1
+    }
+    for (name, service, kind, payload) in payloads {
+        var b = ByteBuffer(), t = ByteBuffer()
+        do {
+            try Frame(service: service, kind: kind, payload: payload).encode(into: &b, protection: &plain)
+            if kind != .control { try Frame(service: service, kind: kind, payload: payload).encode(into: &t, protection: &sealed) }
+        } catch { print("cannot frame \(name): \(error)"); return 1 }
         let bytes = Array(b.readableBytesView)
         all += bytes
-        guard write(bytes, to: "\(directory)/sample-\(index).frame") else { return 1 }
+        tagged += Array(t.readableBytesView)
+        guard write(bytes, to: "\(directory)/\(name).frame") else { return 1 }
     }
+    guard write(tagged, to: "\(directory)/all-samples.tagged") else { return 1 }
     return write(all, to: "\(directory)/all-samples.stream") ? 0 : 1
 }
 

@@ -1,0 +1,1 @@
+../../../../Sources/ClusterTransport/Frame.swift

@@ -1,1 +1,0 @@
-../../../../Sources/LockManager/Wire/FrameCodec.swift
