@@ -141,7 +141,8 @@ import Testing
                 try await request(c, .slow, [1], u32: 400, timeout: .milliseconds(100))
             }
             let waited = ContinuousClock.now - start
-            #expect(waited >= .milliseconds(100) && waited < .milliseconds(390), "timed out after \(waited)")
+            // Not before its deadline; that it fired before the reply came is the timedOut itself (the reply would have won).
+            #expect(waited >= .milliseconds(100), "timed out after \(waited)")
             #expect(try await c.droppedReplies() == 0)
             // The reply comes 300 ms later: dropped, and counted; the connection still serves.
             try await Task.sleep(nanoseconds: 600_000_000)
@@ -155,7 +156,8 @@ import Testing
     /// never authenticates is dropped at the deadline, and connections beyond the cap are refused.
     @Test(.timeLimit(.minutes(1))) func aPeerThatNeverAuthenticatesIsDroppedAndTheCapHolds() async throws {
         var limits = ConnectionLimits()
-        limits.handshakeTimeoutMillis = 300
+        // Long enough that the silent two still hold their slots when the third comes on a loaded machine.
+        limits.handshakeTimeoutMillis = 2_000
         limits.maxConnectionsPerAddress = 2
         let s = try await EchoServer(limits: limits)
         do {
@@ -168,8 +170,8 @@ import Testing
             }
             let start = ContinuousClock.now
             for ch in silent { try await ch.closeFuture.get() }
-            #expect(ContinuousClock.now - start < .seconds(5))
-            #expect(try await s.server.recentRefusals().contains { $0.hasSuffix("(handshake): handshake not completed within 300 ms") })
+            #expect(ContinuousClock.now - start < .seconds(15))
+            #expect(try await s.server.recentRefusals().contains { $0.hasSuffix("(handshake): handshake not completed within 2000 ms") })
             // Their slots are free again.
             let c = try await s.connect()
             #expect(try await request(c, .echo, [8]) == ByteBuffer(bytes: [1, 8]))
