@@ -115,11 +115,14 @@ final class CoordinationEventHub: Sendable {
     /// The backend stopped: a last change, then the end of every stream, with no other change in
     /// between. Later updates are ignored; later subscribers get the last state, then the end.
     func finish(_ last: (inout CoordinationView) -> Void) {
-        state.withLock { s in
+        let ended = state.withLock { s in
             _ = Self.apply(last, to: &s)
             s.finished = true
-            for c in s.subscribers.values { c.finish() }
-            s.subscribers = [:]
+            defer { s.subscribers = [:] }
+            return Array(s.subscribers.values)
         }
+        // Outside the lock: finishing runs each stream's onTermination, which takes the lock. No
+        // change can slip in between, `finished` already turns updates away.
+        for c in ended { c.finish() }
     }
 }
