@@ -121,14 +121,15 @@ public final class EtcdCoordination: CoordinationBackend {
     private var memberPrefix: String { "\(prefix)/members/" }
 
     private func startCampaign(lease id: Int64, address: String, from revision: Int64) {
-        let keepAlive = Task { [weak self] () -> Void in await self?.keepAliveLoop(lease: id) }
+        let keepAlive = Task { [weak self] () -> Void in await self?.keepAliveLoop(lease: id, address: address) }
         let watch = Task { [weak self] () -> Void in await self?.watchLoop(lease: id, address: address, from: revision) }
         state.withLock { $0.tasks = [keepAlive, watch] }
     }
 
     /// Renews the lease every TTL/4 and wakes at the lease's safe deadline, so the node fences
-    /// itself (and says so) at that moment, not at its next renewal.
-    private func keepAliveLoop(lease: Int64) async {
+    /// itself (and says so) at that moment, not at its next renewal. After each renewal it also
+    /// campaigns if the seat is still vacant (a campaign the watch triggered may have failed).
+    private func keepAliveLoop(lease: Int64, address: String) async {
         let period = UInt64(ttl) * 1_000_000_000 / 4
         var next: Instant = 0
         while !Task.isCancelled {
@@ -137,6 +138,7 @@ public final class EtcdCoordination: CoordinationBackend {
             if now >= next {
                 next = now + period
                 await keepAlive(lease: lease)
+                await campaignIfVacant(lease: lease, address: address)
                 continue
             }
             let wake = min(next, state.withLock { $0.validUntil })
@@ -163,18 +165,20 @@ public final class EtcdCoordination: CoordinationBackend {
         let r = try await call("v3/kv/range", ["key": Self.b64("\(prefix)/"), "range_end": Self.b64("\(prefix)0")])
         guard let revision = Self.int((r["header"] as? [String: Any])?["revision"]) else { throw CoordinationError("etcd range without a revision: \(r)") }
         var leader: Leadership?
+        var leaderLease: Int64 = 0
         var members = Set<UInt32>()
         for kv in (r["kvs"] as? [[String: Any]]) ?? [] {
             guard let key = Self.unb64(kv["key"]) else { continue }
             if key == leaderKey {
                 leader = Self.leadership(Self.unb64(kv["value"]) ?? "", epoch: Self.int(kv["create_revision"]) ?? 0)
+                leaderLease = Self.int(kv["lease"]) ?? 0
             } else if key.hasPrefix(memberPrefix), let n = UInt32(key.dropFirst(memberPrefix.count)) {
                 members.insert(n)
             }
         }
         state.withLock { s -> Void in
             hub.update { v in
-                observeLeader(leader, at: revision, &s, &v)
+                observeLeader(leader, lease: leaderLease, at: revision, &s, &v)
                 v.members = members
             }
         }
@@ -217,7 +221,8 @@ public final class EtcdCoordination: CoordinationBackend {
             hub.update { v in
                 for c in changes {
                     if c.key == leaderKey {
-                        observeLeader(c.deleted ? nil : Self.leadership(c.value, epoch: c.createRevision), at: c.modRevision, &s, &v)
+                        observeLeader(c.deleted ? nil : Self.leadership(c.value, epoch: c.createRevision), lease: c.deleted ? 0 : c.lease,
+                                      at: c.modRevision, &s, &v)
                     } else if c.key.hasPrefix(memberPrefix), let n = UInt32(c.key.dropFirst(memberPrefix.count)) {
                         if c.deleted { v.members.remove(n) } else { v.members.insert(n) }
                     }
@@ -228,13 +233,20 @@ public final class EtcdCoordination: CoordinationBackend {
 
     /// The leader key as of `revision`. Older news than what this node already knows (its own win is
     /// known from the transaction, before the watch brings it) is ignored; newer news that names
-    /// another leader, or none, ends this node's own leadership.
-    private func observeLeader(_ leader: Leadership?, at revision: Int64, _ s: inout State, _ v: inout CoordinationView) {
+    /// another leader, or none, ends this node's own leadership. A key on this node's lease is its
+    /// own win even if the transaction's answer was lost (a timeout after etcd applied it).
+    private func observeLeader(_ leader: Leadership?, lease: Int64, at revision: Int64, _ s: inout State, _ v: inout CoordinationView) {
         guard revision >= s.leaderRevision else { return }
         s.leaderRevision = revision
         if let mine = s.leadership, leader != mine {
             s.leadership = nil
             v.own = nil
+        }
+        // Inside the hub's update: the fence check must not publish (the deadline is re-checked by
+        // isFenced() soon anyway, which publishes).
+        if let leader, s.leadership == nil, lease != 0, lease == s.lease, !s.fenced, monotonicNow() < s.validUntil {
+            s.leadership = leader
+            v.own = leader
         }
         v.leader = leader
     }

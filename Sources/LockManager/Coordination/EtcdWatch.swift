@@ -9,6 +9,8 @@ struct EtcdKeyChange: Sendable, Hashable {
     var value: String
     var createRevision: Int64
     var modRevision: Int64
+    /// The lease the key is attached to (0: none).
+    var lease: Int64
     var deleted: Bool
 }
 
@@ -68,6 +70,7 @@ enum EtcdWatch {
             out.changes.append(EtcdKeyChange(key: key, value: EtcdCoordination.unb64(kv["value"]) ?? "",
                                              createRevision: EtcdCoordination.int(kv["create_revision"]) ?? 0,
                                              modRevision: EtcdCoordination.int(kv["mod_revision"]) ?? 0,
+                                             lease: EtcdCoordination.int(kv["lease"]) ?? 0,
                                              deleted: (e["type"] as? String) == "DELETE"))
         }
         return out
