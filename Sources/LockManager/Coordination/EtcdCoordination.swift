@@ -104,8 +104,9 @@ public final class EtcdCoordination: CoordinationBackend {
                     $0.address = address
                     $0.started = true
                 }
-                // The current leader and members first, so a subscriber starts from a full view.
-                let revision = try await loadSnapshot()
+                // The current leader and members first, so a subscriber starts from a full view
+                // (if etcd is slow to answer, the watch loop reads them before it watches).
+                let revision = try? await loadSnapshot()
                 startCampaign(lease: id, address: address, from: revision)
                 return
             }
@@ -120,7 +121,7 @@ public final class EtcdCoordination: CoordinationBackend {
     private var leaderKey: String { "\(prefix)/leader" }
     private var memberPrefix: String { "\(prefix)/members/" }
 
-    private func startCampaign(lease id: Int64, address: String, from revision: Int64) {
+    private func startCampaign(lease id: Int64, address: String, from revision: Int64?) {
         let keepAlive = Task { [weak self] () -> Void in await self?.keepAliveLoop(lease: id, address: address) }
         let watch = Task { [weak self] () -> Void in await self?.watchLoop(lease: id, address: address, from: revision) }
         state.withLock { $0.tasks = [keepAlive, watch] }
@@ -188,9 +189,9 @@ public final class EtcdCoordination: CoordinationBackend {
     /// Follows the leader key and the member keys with one watch on the volume's prefix; after a
     /// broken stream it resumes from the revision after the last one applied (or reads the keys
     /// afresh when etcd compacted that revision away). Campaigns whenever the leader key is absent.
-    private func watchLoop(lease: Int64, address: String, from start: Int64) async {
-        var revision = start
-        var needSnapshot = false
+    private func watchLoop(lease: Int64, address: String, from start: Int64?) async {
+        var revision = start ?? 0
+        var needSnapshot = start == nil
         while !Task.isCancelled {
             do {
                 if needSnapshot {
