@@ -40,17 +40,23 @@ import Testing
         return first
     }
 
+    /// Waits (30 s at most) until every node's log names the same leader.
+    static func awaitAgreedLeader(_ log: URL, nodes: [UInt32]) async throws -> (node: UInt32, epoch: Epoch) {
+        let deadline = Date().addingTimeInterval(30)
+        while Date() < deadline {
+            if let l = agreedLeader(log, nodes: nodes) { return l }
+            try await Task.sleep(nanoseconds: 20_000_000)
+        }
+        throw ModelFailure("timed out after 30 s waiting for nodes \(nodes) to log the same leader")
+    }
+
     /// SIGKILL of the leader: every survivor logs the new leader (one of them its win, under a
     /// higher epoch). Prints the delay from the kill to each survivor's event, beside a poller of
     /// `leader()` at the old code's polling interval in the same run.
     func leaderDeathReachesEverySurvivor(_ cluster: TestCluster, log: URL, probe: any CoordinationBackend,
                                          pollMillis: UInt64, label: String) async throws {
         let ids: [UInt32] = [1, 2, 3]
-        var old: (node: UInt32, epoch: Epoch)?
-        try await eventually("every node to log the same leader", timeout: 30) {
-            old = Self.agreedLeader(log, nodes: ids)
-            return old != nil
-        }
+        let old: (node: UInt32, epoch: Epoch)? = try await Self.awaitAgreedLeader(log, nodes: ids)
         let dead = old!.node
         let survivors = ids.filter { $0 != dead }
         let killedAt = monotonicNow()
@@ -117,11 +123,7 @@ import Testing
         let backend = ["--backend", "etcd", "--etcd", etcd.endpoint, "--volume", "cut", "--ttl", "2"]
         let ids: [UInt32] = [1, 2, 3]
         for id in ids { try cluster.start(node: id, backend: backend, workload: nil, extra: ["--events", log.path]) }
-        var old: (node: UInt32, epoch: Epoch)?
-        try await eventually("every node to log the same leader", timeout: 30) {
-            old = Self.agreedLeader(log, nodes: ids)
-            return old != nil
-        }
+        let old: (node: UInt32, epoch: Epoch)? = try await Self.awaitAgreedLeader(log, nodes: ids)
         let cut = old!.node
         let others = ids.filter { $0 != cut }
         let stoppedAt = monotonicNow()
