@@ -146,6 +146,33 @@ import Testing
                      Double(fencedAt - resumedAt) / 1e6, Double(resumedAt - stoppedAt) / 1e9))
     }
 
+    /// The watch's connection drops (a proxy between the node and etcd closes it); a member joins
+    /// and later leaves while the node reconnects: both changes still arrive, once each, in order.
+    @Test(.timeLimit(.minutes(1))) func etcdWatchResumesAfterItsConnectionDrops() async throws {
+        let etcd = try await EtcdServer()
+        defer { etcd.stop() }
+        let proxy = try await TCPProxy(target: etcd.endpoint)
+        // A long TTL keeps renewals (every 5 s) out of the moments the proxy drops connections.
+        let a = try EtcdCoordination(endpoint: proxy.endpoint, volume: "blip", node: 1, ttl: 20)
+        try await a.start(address: "127.0.0.1:1")
+        let seen = Locked<[CoordinationEvent]>([])
+        let stream = a.events()
+        let collector = Task { for await e in stream { seen.withLock { $0.append(e) } } }
+        try await eventually("node 1 to lead") { seen.current.contains { if case .gainedLeadership = $0 { true } else { false } } }
+        let before = seen.current.count
+        await proxy.dropConnections()
+        let b = try EtcdCoordination(endpoint: etcd.endpoint, volume: "blip", node: 2, ttl: 20)
+        try await b.start(address: "127.0.0.1:2")
+        try await eventually("node 1 to see node 2 join") { seen.current.contains(.membersChanged([1, 2])) }
+        await proxy.dropConnections()
+        await b.stop()
+        try await eventually("node 1 to see node 2 leave") { seen.current.last == .membersChanged([1]) }
+        #expect(Array(seen.current.dropFirst(before)) == [.membersChanged([1, 2]), .membersChanged([1])])
+        collector.cancel()
+        await a.stop()
+        await proxy.stop()
+    }
+
     /// A subscriber that joins late first receives the current state, then the changes.
     @Test(.timeLimit(.minutes(1))) func aLateSubscriberFirstReceivesTheCurrentState() async throws {
         let dir = try ProcessSupport.tempDirectory("dlm-events-late")
