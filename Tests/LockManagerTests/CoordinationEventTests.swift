@@ -40,6 +40,20 @@ import Testing
         return first
     }
 
+    /// Whether something accepts TCP connections on 127.0.0.1:port.
+    static func accepts(port: Int) -> Bool {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        addr.sin_port = UInt16(port).bigEndian
+        return withUnsafePointer(to: &addr) { p in
+            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
+        }
+    }
+
     /// Waits (30 s at most) until every node's log names the same leader.
     static func awaitAgreedLeader(_ log: URL, nodes: [UInt32]) async throws -> (node: UInt32, epoch: Epoch) {
         let deadline = Date().addingTimeInterval(30)
@@ -126,6 +140,8 @@ import Testing
         let old: (node: UInt32, epoch: Epoch)? = try await Self.awaitAgreedLeader(log, nodes: ids)
         let cut = old!.node
         let others = ids.filter { $0 != cut }
+        let masterPort = cluster.ports[cut]!
+        try await eventually("the leader's master to listen") { Self.accepts(port: masterPort) }
         let stoppedAt = monotonicNow()
         cluster.kill(cut, signal: SIGSTOP)
         try await eventually("the others to log a new leader", timeout: 30) {
@@ -141,6 +157,8 @@ import Testing
         #expect(mine.allSatisfy { $0.time >= resumedAt })
         #expect(mine.contains { Self.named($0.text, "lost")?.epoch == old!.epoch })
         #expect(!mine.contains { $0.text.hasPrefix("gained(") })
+        // Fenced, it hosts nothing: its master's port closes.
+        try await eventually("the fenced node's master to stop", timeout: 10) { !Self.accepts(port: masterPort) }
         let fencedAt = mine.first { $0.text == "fenced" }!.time
         print(String(format: "etcd cut: leader %u fenced %.1f ms after SIGCONT (stopped %.1f s)", cut,
                      Double(fencedAt - resumedAt) / 1e6, Double(resumedAt - stoppedAt) / 1e9))
