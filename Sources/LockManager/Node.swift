@@ -108,7 +108,10 @@ public final class DLMNode: Sendable {
     public var isMaster: Bool { master.withLock { $0 != nil } }
 
     public func stop() async {
-        watcher.withLock { $0 }?.cancel()
+        // Wait for the role task: a master it was starting is stopped before this returns.
+        let role = watcher.withLock { $0 }
+        role?.cancel()
+        await role?.value
         await client.stop()
         await master.withLock { $0 }?.stop()
         await coordination.stop()
