@@ -11,28 +11,6 @@ int csvfs_open_direct(const char *path, int flags) {
     return open(path, flags | O_DIRECT | O_CLOEXEC);
 }
 
-static struct flock csvfs_write_lock_range(int64_t start, int64_t length) {
-    struct flock lock;
-    memset(&lock, 0, sizeof lock);
-    lock.l_type = F_WRLCK;
-    lock.l_whence = SEEK_SET;
-    lock.l_start = start;
-    lock.l_len = length;
-    return lock;
-}
-
-int csvfs_ofd_try_write_lock(int fd, int64_t start, int64_t length) {
-    struct flock lock = csvfs_write_lock_range(start, length);
-    return fcntl(fd, F_OFD_SETLK, &lock);
-}
-
-int csvfs_ofd_test_write_lock(int fd, int64_t start, int64_t length, int *held_by_other) {
-    struct flock lock = csvfs_write_lock_range(start, length);
-    int result = fcntl(fd, F_OFD_GETLK, &lock);
-    if (result == 0) *held_by_other = (lock.l_type != F_UNLCK);
-    return result;
-}
-
 int64_t csvfs_block_device_size(int fd) {
     uint64_t size = 0;
     if (ioctl(fd, BLKGETSIZE64, &size) != 0) return -1;

@@ -2,6 +2,7 @@ import CSVFS
 import Foundation
 import Glibc
 import Testing
+import TestSupport
 
 /// The CLI: background mount, unmount both ways, info, and clear failures for bad LUNs and mountpoints.
 extension Mounted {

@@ -2,6 +2,7 @@ import CSVFS
 import Foundation
 import Glibc
 import Testing
+import TestSupport
 
 /// `mount.csvfs`, the helper mount(8) runs for `mount -t csvfs` and fstab lines: the csvfs binary under that
 /// name, taking mount(8)'s arguments and its generic options.

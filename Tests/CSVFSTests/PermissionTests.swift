@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import Testing
+import TestSupport
 
 /// default_permissions: the kernel checks modes for other users (allow_other lets them in at all).
 extension Mounted {

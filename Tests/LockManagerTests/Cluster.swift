@@ -1,17 +1,18 @@
 import Foundation
 import LockManager
+import TestSupport
 
 /// Helpers for multi-process tests: node processes of the real `dlmtool`, stopped by PID.
 final class TestCluster {
     let dir: URL
     let log: URL
     let secret = "test-secret-\(UInt32.random(in: 0...UInt32.max))"
-    var nodes: [UInt32: Process] = [:]
+    var nodes: [UInt32: ChildProcess] = [:]
     /// The master port each node was started with.
     var ports: [UInt32: Int] = [:]
 
     init(_ name: String) throws {
-        dir = try ProcessSupport.tempDirectory(name)
+        dir = try makeTemporaryDirectory(name)
         log = dir.appendingPathComponent("events.log")
         _ = FileManager.default.createFile(atPath: log.path, contents: nil)
     }
@@ -28,42 +29,31 @@ final class TestCluster {
 
     /// Runs `dlmtool` to its end (commands that end by themselves, with their own timeouts):
     /// its exit status and standard output.
-    static func run(_ arguments: [String]) throws -> (status: Int32, output: String) {
-        let p = Process()
-        p.executableURL = try dlmtool()
-        p.arguments = arguments
-        let out = Pipe()
-        p.standardOutput = out
-        p.standardError = FileHandle.nullDevice
-        try p.run()
-        let data = out.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return (p.terminationStatus, String(decoding: data, as: UTF8.self))
+    static func run(_ arguments: [String], timeout: TimeInterval = 120) throws -> (status: Int32, output: String) {
+        let result = try runProcess(try dlmtool().path, arguments, timeout: timeout)
+        return (result.status, result.stdout)
     }
 
     func start(node id: UInt32, backend: [String], workload: String? = "vhd", holdMs: Int = 3, extra: [String] = []) throws {
-        let p = Process()
-        p.executableURL = try TestCluster.dlmtool()
-        let port = try ProcessSupport.freePort()
+        let port = try freeLoopbackPort()
         ports[id] = port
         var args = ["node", "--id", "\(id)", "--port", "\(port)", "--exit-with-parent"] + backend + extra
         if let workload { args += ["--workload", workload, "--hold-ms", "\(holdMs)", "--log", log.path] }
-        p.arguments = args
-        p.environment = ["DLM_SECRET": secret]
-        p.standardOutput = FileHandle.nullDevice
-        let err = dir.appendingPathComponent("node\(id).err").path
-        _ = FileManager.default.createFile(atPath: err, contents: nil)
-        p.standardError = FileHandle(forWritingAtPath: err)
-        try p.run()
-        nodes[id] = p
+        nodes[id] = try ChildProcess(try TestCluster.dlmtool().path, args, environment: ["DLM_SECRET": secret], outputDirectory: dir)
     }
 
+    /// SIGKILL (reaped), SIGTERM (reaped, SIGKILL after 5 s), or any other signal as it is.
     func kill(_ id: UInt32, signal: Int32 = SIGKILL) {
-        if let p = nodes[id] { ProcessSupport.kill(p, signal: signal) }
+        guard let p = nodes[id] else { return }
+        switch signal {
+        case SIGKILL: p.kill()
+        case SIGTERM: p.stop()
+        default: p.signal(signal)
+        }
     }
 
     func stopAll() {
-        for p in nodes.values { ProcessSupport.kill(p) }
+        for p in nodes.values { p.kill() }
         nodes = [:]
     }
 

@@ -1,6 +1,8 @@
 import Foundation
 import Testing
 @testable import LockManager
+import TestSupport
+import ClusterTestSupport
 
 /// The coordination event streams, seen from real `dlmtool node` processes (`--events` log) on a
 /// real file and a real etcd.
@@ -108,7 +110,7 @@ import Testing
         for id: UInt32 in [1, 2, 3] {
             try cluster.start(node: id, backend: ["--backend", "local", "--file", file], workload: nil, extra: ["--events", log.path])
         }
-        let probe = try LocalCoordination(path: file, node: 99)
+        let probe = try LocalCoordination(path: file, region: .ownFile, node: 99)
         try await leaderDeathReachesEverySurvivor(cluster, log: log, probe: probe, pollMillis: 10, label: "local")
     }
 
@@ -177,16 +179,16 @@ import Testing
         let seen = Locked<[CoordinationEvent]>([])
         let stream = a.events()
         let collector = Task { for await e in stream { seen.withLock { $0.append(e) } } }
-        try await eventually("node 1 to lead") { seen.current.contains { if case .gainedLeadership = $0 { true } else { false } } }
-        let before = seen.current.count
+        try await eventually("node 1 to lead") { seen.withLock { $0 }.contains { if case .gainedLeadership = $0 { true } else { false } } }
+        let before = seen.withLock { $0 }.count
         await proxy.dropConnections()
         let b = try EtcdCoordination(endpoint: etcd.endpoint, volume: "blip", node: 2, ttl: 20)
         try await b.start(address: "127.0.0.1:2")
-        try await eventually("node 1 to see node 2 join") { seen.current.contains(.membersChanged([1, 2])) }
+        try await eventually("node 1 to see node 2 join") { seen.withLock { $0 }.contains(.membersChanged([1, 2])) }
         await proxy.dropConnections()
         await b.stop()
-        try await eventually("node 1 to see node 2 leave") { seen.current.last == .membersChanged([1]) }
-        #expect(Array(seen.current.dropFirst(before)) == [.membersChanged([1, 2]), .membersChanged([1])])
+        try await eventually("node 1 to see node 2 leave") { seen.withLock { $0 }.last == .membersChanged([1]) }
+        #expect(Array(seen.withLock { $0 }.dropFirst(before)) == [.membersChanged([1, 2]), .membersChanged([1])])
         collector.cancel()
         await a.stop()
         await proxy.stop()
@@ -194,10 +196,10 @@ import Testing
 
     /// A subscriber that joins late first receives the current state, then the changes.
     @Test(.timeLimit(.minutes(1))) func aLateSubscriberFirstReceivesTheCurrentState() async throws {
-        let dir = try ProcessSupport.tempDirectory("dlm-events-late")
+        let dir = try makeTemporaryDirectory("dlm-events-late")
         defer { try? FileManager.default.removeItem(at: dir) }
         let file = dir.appendingPathComponent("lun").path
-        let a = try LocalCoordination(path: file, node: 1), b = try LocalCoordination(path: file, node: 2)
+        let a = try LocalCoordination(path: file, region: .ownFile, node: 1), b = try LocalCoordination(path: file, region: .ownFile, node: 2)
         try await a.start(address: "127.0.0.1:1")
         try await eventually("node 1 to lead") { a.ownLeadership() != nil }
         try await b.start(address: "127.0.0.1:2")

@@ -2,6 +2,7 @@ import Foundation
 import NIOCore
 import Testing
 @testable import LockManager
+import TestSupport
 
 /// The master's port is reachable by anything on the cluster network: peers that never finish
 /// their handshake, open connections without end, send half frames or garbage, or hoard locks
@@ -102,11 +103,11 @@ import Testing
         let file = c.dir.appendingPathComponent("lun").path
         try c.start(node: 1, backend: ["--backend", "local", "--file", file], workload: nil,
                     extra: ["--max-connections", "2000", "--max-connections-per-address", "2000", "--handshake-timeout-ms", "60000"])
-        let probe = try LocalCoordination(path: file, node: 200)
+        let probe = try LocalCoordination(path: file, region: .ownFile, node: 200)
         try await eventually("node 1 to lead") { try await probe.leader()?.node == 1 }
         let port = c.ports[1]!
         try await eventually("the master to accept") { (try? RawPeer(port: port)) != nil }
-        let pid = c.nodes[1]!.processIdentifier
+        let pid = c.nodes[1]!.pid
         let before = try ResidentMemory.bytes(of: pid)
         var header: [UInt8] = [0, 1, 0, 0, 1, 16]   // a 65,536-byte frame: version 1, type 16...
         header += Array(repeating: 0xAB, count: 32 * 1024)   // ...and half its body

@@ -1,6 +1,7 @@
 import Foundation
 import NIOPosix
 @testable import LockManager
+import TestSupport
 
 /// A master on loopback with the local backend, for in-process tests.
 struct MasterFixture {
@@ -9,12 +10,12 @@ struct MasterFixture {
     let secret = ClusterSecret("s3cret")
     let nodes: [DLMNode]
     init(count: Int, limits: MasterLimits = MasterLimits()) async throws {
-        dir = try ProcessSupport.tempDirectory("dlm-wire")
+        dir = try makeTemporaryDirectory("dlm-wire")
         let file = dir.appendingPathComponent("lun").path
         var ns: [DLMNode] = []
         for id in 1...UInt32(count) {
-            let n = DLMNode(coordination: try LocalCoordination(path: file, node: id), secret: secret,
-                            port: try ProcessSupport.freePort(), group: group, limits: limits)
+            let n = DLMNode(coordination: try LocalCoordination(path: file, region: .ownFile, node: id), secret: secret,
+                            port: try freeLoopbackPort(), group: group, limits: limits)
             try await n.start()
             // Node 1 leads: start the others once it hosts the master.
             if id == 1 { try await eventually("node 1 to lead") { n.isMaster } }

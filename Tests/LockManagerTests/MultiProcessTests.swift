@@ -1,6 +1,8 @@
 import Foundation
 import Testing
 import LockManager
+import TestSupport
+import ClusterTestSupport
 
 /// Several `dlmtool node` processes over real TCP on loopback; the master is SIGKILLed in the
 /// middle of traffic. Serialized: they share two cores with each other.
@@ -52,7 +54,7 @@ import LockManager
         defer { c.stopAll() }
         let file = c.dir.appendingPathComponent("lun").path
         for id: UInt32 in 1...3 { try c.start(node: id, backend: ["--backend", "local", "--file", file]) }
-        let probe = try LocalCoordination(path: file, node: 200)
+        let probe = try LocalCoordination(path: file, region: .ownFile, node: 200)
         // The kernel drops a dead process's OFD locks at once: it is fenced the instant it dies.
         try await killMasterMidTraffic(cluster: c, notBefore: 0) { try await probe.leader() }
     }
@@ -108,12 +110,28 @@ import LockManager
         let file = c.dir.appendingPathComponent("lun").path
         try c.start(node: 1, backend: ["--backend", "local", "--file", file], workload: "vhd-a", holdMs: 60_000)
         try await eventually("node 1 to hold vhd-a") { c.events().contains { $0.kind == "ACQ" } }
-        let (status, text) = try TestCluster.run(["list", "--backend", "local", "--file", file, "--secret", c.secret])
-        #expect(status == 0)
-        #expect(text.contains("resource vhd-a"))
-        #expect(text.contains("granted 1:") && text.contains("owner 1.0 EX"))
+        let listing = try runProcess(try TestCluster.dlmtool().path, ["list", "--backend", "local", "--file", file, "--secret", c.secret], timeout: 30)
+        #expect(listing.status == 0, "\(listing.stderr)")
+        #expect(listing.stdout.contains("resource vhd-a"))
+        #expect(listing.stdout.contains("granted 1:") && listing.stdout.contains("owner 1.0 EX"))
         // A wrong secret gets nothing.
-        #expect(try TestCluster.run(["list", "--backend", "local", "--file", file, "--secret", "wrong"]).status != 0)
+        let refused = try runProcess(try TestCluster.dlmtool().path, ["list", "--backend", "local", "--file", file, "--secret", "wrong"], timeout: 30)
+        #expect(refused.status != 0)
+    }
+
+    /// `--region` that is not OFFSET+LENGTH, or too small for the backend, is refused with the reason.
+    @Test(.timeLimit(.minutes(1))) func dlmtoolRefusesABadRegion() throws {
+        let dir = try makeTemporaryDirectory("dlm-bad-region")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let file = dir.appendingPathComponent("lun").path
+        for (region, reason) in [("64K", "--region must be OFFSET+LENGTH"), ("0+100", "at least \(LocalCoordination.regionLength) bytes")] {
+            let result = try runProcess(try TestCluster.dlmtool().path,
+                                        ["node", "--id", "1", "--port", "\(try freeLoopbackPort())", "--backend", "local",
+                                         "--file", file, "--region", region, "--secret", "s"], timeout: 30)
+            #expect(result.status != 0)
+            #expect(result.stderr.contains(reason), "\(result.stderr)")
+        }
+        #expect(!FileManager.default.fileExists(atPath: file), "nothing was created")
     }
 }
 

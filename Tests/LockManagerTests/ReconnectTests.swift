@@ -2,6 +2,7 @@ import Foundation
 import NIOPosix
 import Testing
 @testable import LockManager
+import TestSupport
 
 /// A real backend whose leader address is replaced by a proxy's, so a test can cut one node's
 /// connection to the master without touching the master.
@@ -27,17 +28,17 @@ struct ProxiedCoordination: CoordinationBackend {
     /// holds, its queued request is queued once again, and it is served when its turn comes.
     @Test(.timeLimit(.minutes(1))) func aDroppedConnectionResyncsWithoutLosingOrDuplicatingLocks() async throws {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
-        let dir = try ProcessSupport.tempDirectory("dlm-reconnect")
+        let dir = try makeTemporaryDirectory("dlm-reconnect")
         let file = dir.appendingPathComponent("lun").path
         let secret = ClusterSecret("blip")
-        let one = DLMNode(coordination: try LocalCoordination(path: file, node: 1), secret: secret,
-                          port: try ProcessSupport.freePort(), group: group)
+        let one = DLMNode(coordination: try LocalCoordination(path: file, region: .ownFile, node: 1), secret: secret,
+                          port: try freeLoopbackPort(), group: group)
         try await one.start()
         try await eventually("node 1 to lead") { one.isMaster }
         let proxy = try await TCPProxy(target: "http://\(one.address)")
-        let twoCoordination = ProxiedCoordination(inner: try LocalCoordination(path: file, node: 2),
+        let twoCoordination = ProxiedCoordination(inner: try LocalCoordination(path: file, region: .ownFile, node: 2),
                                                   proxyAddress: String(proxy.endpoint.dropFirst("http://".count)))
-        let two = DLMNode(coordination: twoCoordination, secret: secret, port: try ProcessSupport.freePort(), group: group)
+        let two = DLMNode(coordination: twoCoordination, secret: secret, port: try freeLoopbackPort(), group: group)
         try await two.start()
         let a = one.client, b = two.client
         let (held, _) = try await b.lock("a", mode: .ex, timeout: .seconds(5))

@@ -1,6 +1,8 @@
 import Foundation
 import Testing
 import LockManager
+import TestSupport
+import ClusterTestSupport
 
 /// A node that dies while holding a lock and comes straight back under the same node id: its old
 /// locks go to others, not before the old incarnation's fencing deadline, and not never.
@@ -28,10 +30,10 @@ import LockManager
     }
 
     @Test(.timeLimit(.minutes(1))) func localBackend() async throws {
-        let dir = try ProcessSupport.tempDirectory("dlm-restart-local")
+        let dir = try makeTemporaryDirectory("dlm-restart-local")
         defer { try? FileManager.default.removeItem(at: dir) }
         let file = dir.appendingPathComponent("lun").path
-        let probe = try LocalCoordination(path: file, node: 200)
+        let probe = try LocalCoordination(path: file, region: .ownFile, node: 200)
         let ms = try await restartWhileHolding(backend: ["--backend", "local", "--file", file],
                                                leader: { try await probe.leader() }, members: { try await probe.members() })
         // The kernel dropped the dead process's OFD locks at once: it is fenced the instant it dies,

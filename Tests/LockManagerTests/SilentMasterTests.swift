@@ -3,6 +3,7 @@ import NIOCore
 import NIOPosix
 import Testing
 @testable import LockManager
+import TestSupport
 
 /// A "master" that authenticates properly and then never answers: the client's own deadline
 /// must end the caller's wait with a clear error instead of a hang.
@@ -35,13 +36,13 @@ final class SilentMasterHandler: ChannelInboundHandler, Sendable {
                 }
             }
             .bind(host: "127.0.0.1", port: 0).get()
-        let dir = try ProcessSupport.tempDirectory("dlm-silent")
+        let dir = try makeTemporaryDirectory("dlm-silent")
         let file = dir.appendingPathComponent("lun").path
         // The silent server is published as the leader's address.
-        let fakeLeader = try LocalCoordination(path: file, node: 1)
+        let fakeLeader = try LocalCoordination(path: file, region: .ownFile, node: 1)
         try await fakeLeader.start(address: "127.0.0.1:\(server.localAddress!.port!)")
         try await eventually("the fake leader") { fakeLeader.ownLeadership() != nil }
-        let client = LockClient(coordination: try LocalCoordination(path: file, node: 2), secret: secret, group: group)
+        let client = LockClient(coordination: try LocalCoordination(path: file, region: .ownFile, node: 2), secret: secret, group: group)
         client.start()
         let started = monotonicNow()
         await #expect(throws: LockError.timedOut) { try await client.lock("x", mode: .ex, timeout: .milliseconds(100)) }

@@ -3,6 +3,7 @@ import NIOCore
 import NIOPosix
 import Testing
 @testable import LockManager
+import TestSupport
 
 @Suite(.serialized) struct WireTests {
     @Test func framesRoundTrip() throws {
@@ -113,7 +114,7 @@ import Testing
         await #expect(throws: LockError.wouldBlock) { try await b.lock("disk", mode: .pr, flags: .noQueue) }
         // A queued request times out at the master, and the holder got a blocking callback.
         await #expect(throws: LockError.timedOut) { try await b.lock("disk", mode: .pr, timeout: .milliseconds(200)) }
-        #expect(blocked.current.contains(.pr))
+        #expect(blocked.withLock { $0 }.contains(.pr))
         // A waiter is granted when the holder down-converts, with the value block it wrote.
         async let waiter = b.lock("disk", mode: .pr, timeout: .seconds(5))
         try await eventually("the waiter to queue") { try await a.listing().contains("waiting") }

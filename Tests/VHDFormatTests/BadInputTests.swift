@@ -180,7 +180,7 @@ import Testing
         #expect(repaired.isClean, "\(repaired.problems)")
         #expect(Self.openError(pastEnd) == nil)
         let check = try ProcessRunner.run("qemu-img", ["check", "-f", "vhdx", pastEnd])
-        #expect(check.status == 0, "\(check.output)\(check.error)")
+        #expect(check.status == 0, "\(check.stdout)\(check.stderr)")
 
         let overlap = try Self.sample(.vhdx, in: directory, name: "overlap")
         try Self.setVHDXBATEntry(overlap, index: 3, try Self.vhdxBATEntry(overlap, index: 0))

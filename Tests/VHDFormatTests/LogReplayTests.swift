@@ -56,7 +56,7 @@ import Testing
         let copy = directory.file("qemu-repaired.vhdx")
         try FileManager.default.copyItem(atPath: image, toPath: copy)
         let repair = try ProcessRunner.run("qemu-img", ["check", "-r", "all", "-f", "vhdx", copy])
-        #expect(repair.status == 0, "\(repair.output)\(repair.error)")
+        #expect(repair.status == 0, "\(repair.stdout)\(repair.stderr)")
         let viaQemu = try Qemu.rawContents(copy, format: .vhdx, in: directory)
         #expect(FileCompare.firstDifference(viaQemu, ours) == nil)
     }
@@ -72,7 +72,7 @@ import Testing
         var problems: [String] = []
         #expect(try VHDXHeader.readCurrent(from: ImageFile(path: image, writable: false), problems: &problems).header.logGuid.isZero)
         let check = try ProcessRunner.run("qemu-img", ["check", "-f", "vhdx", image])
-        #expect(check.status == 0, "\(check.output)\(check.error)")
+        #expect(check.status == 0, "\(check.stdout)\(check.stderr)")
         #expect(FileCompare.firstDifference(try Qemu.rawContents(image, format: .vhdx, in: directory), model.bytes) == nil)
     }
 
@@ -86,7 +86,7 @@ import Testing
         let copy = directory.file("qemu-repaired.vhdx")
         try FileManager.default.copyItem(atPath: image, toPath: copy)
         let repair = try ProcessRunner.run("qemu-img", ["check", "-r", "all", "-f", "vhdx", copy])
-        #expect(repair.status == 0, "\(repair.output)\(repair.error)")
+        #expect(repair.status == 0, "\(repair.stdout)\(repair.stderr)")
         #expect(FileCompare.firstDifference(try Qemu.rawContents(copy, format: .vhdx, in: directory), old.bytes) == nil)
         #expect(try DiskChecker.check(image, repair: true).isClean)
         #expect(FileCompare.firstDifference(try FileCompare.flattened(image), old.bytes) == nil)

@@ -79,7 +79,7 @@ import Testing
         try disk.close()
         if testCase.format == .vhdx {
             let check = try ProcessRunner.run("qemu-img", ["check", "-f", "vhdx", image])
-            #expect(check.status == 0, "\(check.output)\(check.error)")
+            #expect(check.status == 0, "\(check.stdout)\(check.stderr)")
         }
         #expect(FileCompare.firstDifference(try Qemu.rawContents(image, format: testCase.format, in: directory), model.bytes) == nil)
     }

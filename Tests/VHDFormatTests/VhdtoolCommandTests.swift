@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import VHDFormat
+import TestSupport
 
 /// The vhdtool executable, built beside this test bundle, driven as an admin would.
 @Suite struct VhdtoolCommandTests {
@@ -17,13 +18,13 @@ import Testing
         let directory = try TestDirectory()
         let base = directory.file("base.vhdx"), child = directory.file("child.vhdx")
         var result = try Self.run(["create", "-f", "vhdx", "--block-size", "1M", base, "16M"])
-        #expect(result.status == 0, "\(result.error)")
+        #expect(result.status == 0, "\(result.stderr)")
         result = try Self.run(["create", "-f", "vhdx", "-b", base, child])
-        #expect(result.status == 0, "\(result.error)")
+        #expect(result.status == 0, "\(result.stderr)")
 
         result = try Self.run(["info", "--json", child])
-        #expect(result.status == 0, "\(result.error)")
-        let chain = try JSONDecoder().decode([DiskFacts].self, from: Data(result.output.utf8))
+        #expect(result.status == 0, "\(result.stderr)")
+        let chain = try JSONDecoder().decode([DiskFacts].self, from: Data(result.stdout.utf8))
         #expect(chain.map(\.type) == [.differencing, .dynamic])
         #expect(chain[0].virtualSize == 16 << 20 && chain[1].blockSize == 1 << 20)
         #expect(chain[0].parent?.identity == chain[1].identity)
@@ -36,19 +37,19 @@ import Testing
         #expect(FileManager.default.createFile(atPath: raw, contents: Data(wanted)))
         try FileManager.default.removeItem(atPath: child)
         result = try Self.run(["convert", "-p", "-f", "raw", "-O", "vhdx", "-B", base, raw, child])
-        #expect(result.status == 0, "\(result.error)")
-        #expect(result.error.contains("(100.0/100%)"))
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(result.stderr.contains("(100.0/100%)"))
 
         result = try Self.run(["map", "--json", child])
-        let ranges = try JSONDecoder().decode([MappedRange].self, from: Data(result.output.utf8))
+        let ranges = try JSONDecoder().decode([MappedRange].self, from: Data(result.stdout.utf8))
         #expect(ranges.contains { $0.depth == 0 && $0.offset <= 3 << 20 && $0.offset + $0.length >= (3 << 20) + 10000 })
         #expect(ranges.reduce(0) { $0 + $1.length } == 16 << 20)
 
         result = try Self.run(["merge", child])
-        #expect(result.status == 0 && result.output.contains("Image merged into"), "\(result.error)")
+        #expect(result.status == 0 && result.stdout.contains("Image merged into"), "\(result.stderr)")
         #expect(FileCompare.firstDifference(try FileCompare.flattened(base), wanted) == nil)
         result = try Self.run(["check", base])
-        #expect(result.status == 0 && result.output.contains("No errors were found"))
+        #expect(result.status == 0 && result.stdout.contains("No errors were found"))
     }
 
     @Test func checkExitCodesAndRepair() throws {
@@ -57,10 +58,10 @@ import Testing
         try BadInputTests.editVHD(image) { _, bat, _ in bat[5] = 0x00FF_0000 }
         var result = try Self.run(["check", image])
         #expect(result.status == 2)
-        #expect(result.output.contains("VHD BAT entry 5") && result.output.contains("past the end"))
+        #expect(result.stdout.contains("VHD BAT entry 5") && result.stdout.contains("past the end"))
         result = try Self.run(["check", "--repair", image])
-        #expect(result.status == 0, "\(result.output)")
-        #expect(result.output.contains("Repaired: unallocated 1 bad BAT entries"))
+        #expect(result.status == 0, "\(result.stdout)")
+        #expect(result.stdout.contains("Repaired: unallocated 1 bad BAT entries"))
     }
 
     @Test func badFilesGiveOneClearLineAndExitOne() throws {
@@ -69,16 +70,16 @@ import Testing
         #expect(FileManager.default.createFile(atPath: junk, contents: Data(repeating: 0x61, count: 5000)))
         var result = try Self.run(["info", junk])
         #expect(result.status == 1)
-        #expect(result.error.contains("not a VHD or VHDX image"))
+        #expect(result.stderr.contains("not a VHD or VHDX image"))
 
         let image = try BadInputTests.sample(.vhdx, in: directory)
         try BadInputTests.truncate(image, to: 300_000)
         result = try Self.run(["convert", "-O", "raw", image, directory.file("out.raw")])
         #expect(result.status == 1)
-        #expect(result.error.contains("truncated"))
+        #expect(result.stderr.contains("truncated"))
         #expect(!FileManager.default.fileExists(atPath: directory.file("out.raw")))
 
         result = try Self.run(["create", "-f", "vhd", directory.file("huge.vhd"), "3T"])
-        #expect(result.status == 1 && result.error.contains("at most 2040 GiB"))
+        #expect(result.status == 1 && result.stderr.contains("at most 2040 GiB"))
     }
 }

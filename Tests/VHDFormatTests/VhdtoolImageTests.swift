@@ -43,7 +43,7 @@ import Testing
 
         if testCase.format == .vhdx {
             let check = try ProcessRunner.run("qemu-img", ["check", "-f", "vhdx", image])
-            #expect(check.status == 0, "qemu-img check: \(check.output)\(check.error)")
+            #expect(check.status == 0, "qemu-img check: \(check.stdout)\(check.stderr)")
         }
         #expect(try DiskChecker.check(image).isClean)
         let viaQemu = try Qemu.rawContents(image, format: testCase.format, in: directory)

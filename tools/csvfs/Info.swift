@@ -20,6 +20,7 @@ struct Info: ParsableCommand {
                 block size:  \(superblock.blockSize)
                 metadata:    \(ByteSize.format(superblock.metadataLength)) at \(superblock.metadataOffset) (WAL \(ByteSize.format(superblock.walCapacity)))
                 data:        \(ByteSize.format(superblock.dataLength)) at \(superblock.dataOffset)
+                coordination: \(superblock.coordinationOffset)+\(superblock.coordinationLength) (dlmtool --region)
                 epoch:       \(superblock.epoch)
                 created:     \(created)
                 superblock:  \(copy == .primary ? "primary" : "backup (primary unreadable: run csvfs fsck --repair)")

@@ -3,9 +3,11 @@ import Foundation
 #if canImport(FoundationNetworking)
 import FoundationNetworking
 #endif
+import ClusterTestSupport
 import LockManager
 import NIOPosix
 import Logging
+import TestSupport
 
 /// Acquire+release latency and throughput of our DLM against etcd's own lock (`/v3/lock`), same
 /// machine, same run, same number of concurrent clients; then failover times.
@@ -21,7 +23,7 @@ struct BenchCommand: AsyncParsableCommand {
     var held: String = "0"
 
     func run() async throws {
-        let dir = try ProcessSupport.tempDirectory("dlm-bench")
+        let dir = try makeTemporaryDirectory("dlm-bench")
         defer { try? FileManager.default.removeItem(at: dir) }
         let secret = "bench-secret"
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
@@ -30,20 +32,20 @@ struct BenchCommand: AsyncParsableCommand {
 
         // Our DLM: master in a child process, clients in this one (real TCP on loopback).
         let file = dir.appendingPathComponent("lun").path
-        let masterPort = try ProcessSupport.freePort()
-        let master = try spawnNode(id: 1, port: masterPort, args: ["--backend", "local", "--file", file], secret: secret)
-        defer { ProcessSupport.kill(master) }
-        let probe = try LocalCoordination(path: file, node: 200)
+        let masterPort = try freeLoopbackPort()
+        let master = try spawnNode(id: 1, port: masterPort, args: ["--backend", "local", "--file", file], secret: secret, in: dir)
+        defer { master.kill() }
+        let probe = try LocalCoordination(path: file, region: .ownFile, node: 200)
         try await waitFor("node 1 to lead") { try await probe.leader() != nil }
-        let me = DLMNode(coordination: try LocalCoordination(path: file, node: 2), secret: ClusterSecret(secret),
-                         port: try ProcessSupport.freePort(), group: group, logger: logger)
+        let me = DLMNode(coordination: try LocalCoordination(path: file, region: .ownFile, node: 2), secret: ClusterSecret(secret),
+                         port: try freeLoopbackPort(), group: group, logger: logger)
         try await me.start()
         _ = try await me.client.listing()
         // Honest numbers: the master must be the other process, reached over TCP.
         guard !me.isMaster, try await probe.leader()?.node == 1 else {
             throw ValidationError("the bench's own node became the master; the figures would not cross processes")
         }
-        print("master: node 1, pid \(master.processIdentifier), 127.0.0.1:\(masterPort); clients: node 2, pid \(getpid()), over TCP")
+        print("master: node 1, pid \(master.pid), 127.0.0.1:\(masterPort); clients: node 2, pid \(getpid()), over TCP")
         let cycle: @Sendable (Int) async throws -> Void = { i in
             let (h, _) = try await me.client.lock("bench-\(i)", mode: .ex, timeout: .seconds(10))
             try await me.client.unlock(h)
@@ -56,11 +58,11 @@ struct BenchCommand: AsyncParsableCommand {
         if levels == [0] {
             dlm = try await measure(clients: clients, ops: ops, on: me.client.executor, cycle)
         } else {
-            let filler = DLMNode(coordination: try LocalCoordination(path: file, node: 3), secret: ClusterSecret(secret),
-                                 port: try ProcessSupport.freePort(), group: group, logger: logger)
+            let filler = DLMNode(coordination: try LocalCoordination(path: file, region: .ownFile, node: 3), secret: ClusterSecret(secret),
+                                 port: try freeLoopbackPort(), group: group, logger: logger)
             try await filler.start()
             defer { Task { await filler.stop() } }
-            let rows = try await HeldLocksBench(masterPID: master.processIdentifier, filler: filler.client).run(levels: levels) {
+            let rows = try await HeldLocksBench(masterPID: master.pid, filler: filler.client).run(levels: levels) {
                 try await measure(clients: clients, ops: ops, on: me.client.executor, cycle)
             }
             dlm = rows[0].stats
@@ -126,11 +128,11 @@ struct BenchCommand: AsyncParsableCommand {
 
     /// Kill the master process while this node takes and releases a lock in a loop; time from the
     /// SIGKILL to the first grant by the new master.
-    func failover(victim: Process, node: DLMNode, resource: String) async throws -> Double {
+    func failover(victim: ChildProcess, node: DLMNode, resource: String) async throws -> Double {
         let (h, _) = try await node.client.lock(resource, mode: .ex, timeout: .seconds(5))
         try await node.client.unlock(h)
         let killedAt = monotonicNow()
-        ProcessSupport.kill(victim)
+        victim.kill()
         let before = node.client.epoch
         let deadline = killedAt + 30_000_000_000
         while monotonicNow() < deadline {
@@ -148,30 +150,25 @@ struct BenchCommand: AsyncParsableCommand {
         var quiet = Logger(label: "dlm.bench")
         quiet.logLevel = .warning
         let volume = "failover"
-        let master = try spawnNode(id: 11, port: try ProcessSupport.freePort(),
-                                   args: ["--backend", "etcd", "--etcd", etcd.endpoint, "--volume", volume, "--ttl", "2"], secret: secret)
-        defer { ProcessSupport.kill(master) }
+        let master = try spawnNode(id: 11, port: try freeLoopbackPort(),
+                                   args: ["--backend", "etcd", "--etcd", etcd.endpoint, "--volume", volume, "--ttl", "2"], secret: secret,
+                                   in: etcd.dataDir)
+        defer { master.kill() }
         let probe = try EtcdCoordination(endpoint: etcd.endpoint, volume: volume, node: 200)
         try await waitFor("node 11 to lead") { try await probe.leader()?.node == 11 }
         let me = DLMNode(coordination: try EtcdCoordination(endpoint: etcd.endpoint, volume: volume, node: 12, ttl: 2),
-                         secret: ClusterSecret(secret), port: try ProcessSupport.freePort(), group: group, logger: quiet)
+                         secret: ClusterSecret(secret), port: try freeLoopbackPort(), group: group, logger: quiet)
         try await me.start()
         defer { Task { await me.stop() } }
         return try await failover(victim: master, node: me, resource: "failover-etcd")
     }
 
-    func spawnNode(id: Int, port: Int, args: [String], secret: String) throws -> Process {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: ProcessInfo.processInfo.arguments[0]).resolvingSymlinksInPath()
-        if !FileManager.default.isExecutableFile(atPath: p.executableURL!.path) {
-            p.executableURL = Bundle.main.executableURL
-        }
-        p.arguments = ["node", "--id", "\(id)", "--port", "\(port)", "--exit-with-parent"] + args
-        p.environment = ["DLM_SECRET": secret]
-        p.standardOutput = FileHandle.nullDevice
-        p.standardError = FileHandle.nullDevice
-        try p.run()
-        return p
+    /// A node process of this same dlmtool, its output in `directory`.
+    func spawnNode(id: Int, port: Int, args: [String], secret: String, in directory: URL) throws -> ChildProcess {
+        var executable = URL(fileURLWithPath: ProcessInfo.processInfo.arguments[0]).resolvingSymlinksInPath()
+        if !FileManager.default.isExecutableFile(atPath: executable.path), let main = Bundle.main.executableURL { executable = main }
+        return try ChildProcess(executable.path, ["node", "--id", "\(id)", "--port", "\(port)", "--exit-with-parent"] + args,
+                                environment: ["DLM_SECRET": secret], outputDirectory: directory)
     }
 
     func waitFor(_ what: String, timeout: Double = 15, _ cond: () async throws -> Bool) async throws {

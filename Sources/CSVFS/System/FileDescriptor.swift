@@ -2,6 +2,13 @@ import Glibc
 import CSVFSSystem
 
 /// A thin typed wrapper over an open file descriptor: positional I/O that never returns short counts.
+///
+/// Not swift-system's `FileDescriptor` (apple/swift-system 1.8.1 read for this), because the LUN needs
+/// what that one does not give: it is not `Sendable` (deliberately, upstream PR #112), and ours is shared
+/// by every FUSE worker through `LUNDevice`; its `open`/`pread`/`pwrite` throw untyped errors, ours throw
+/// `Errno` so a failure reaches the FUSE reply as an errno with no cast and no "unknown error" path; it
+/// has no `O_DIRECT` open (its options stop at `O_DIRECTORY`), no read that retries short counts at an
+/// offset, and no size for a block device (`BLKGETSIZE64`).
 public struct FileDescriptor: Sendable, Hashable {
     public let rawValue: Int32
 

@@ -1,5 +1,5 @@
-import CSVFSSystem
 import Glibc
+import Primitives
 
 /// The shared LUN: a block device, or an image file standing in for one.
 public struct LUNDevice: Sendable {
@@ -32,11 +32,13 @@ public struct LUNDevice: Sendable {
 
     /// Claims the LUN for this process; the kernel drops the claim the instant the process dies.
     public func claimExclusive() throws(VolumeError) {
-        if csvfs_ofd_try_write_lock(fd.rawValue, Self.inUseLockOffset, 1) != 0 {
-            let error = Errno.current
-            if error.code == EAGAIN || error.code == EACCES { throw .alreadyInUse }
-            throw .io("cannot lock \(path)", error)
+        let claimed: Bool
+        do {
+            claimed = try OFDLock.tryWriteLock(fd.rawValue, Self.inUseLockOffset..<(Self.inUseLockOffset + 1))
+        } catch {
+            throw .io("cannot lock \(path)", Errno(error.code))
         }
+        if !claimed { throw .alreadyInUse }
     }
 
     public func size() throws(VolumeError) -> Int64 {

@@ -3,11 +3,16 @@ import Foundation
 /// The volume's identity and geometry, kept at the start of the LUN and again at a fixed second place.
 public struct Superblock: Sendable, Equatable {
     public static let magic: [UInt8] = Array("CSVFS\u{0}SB".utf8)
-    public static let version: UInt32 = 1
+    /// 2: the coordination range is recorded.
+    public static let version: UInt32 = 2
     public static let size = 4096
     public static let primaryOffset: Int64 = 0
     public static let backupOffset: Int64 = 512 * 1024
     public static let blockSize: UInt32 = 4096
+    /// Where `csvfs format` reserves the coordination range (the cluster's `local` backend): in the zeroed
+    /// space after the mount claim (8 KiB) and before the backup superblock (512 KiB).
+    public static let defaultCoordinationOffset: Int64 = 64 * 1024
+    public static let defaultCoordinationLength: Int64 = 64 * 1024
 
     public var uuid: UUID
     public var volumeSize: Int64
@@ -17,6 +22,10 @@ public struct Superblock: Sendable, Equatable {
     public var walCapacity: Int64
     public var dataOffset: Int64
     public var dataLength: Int64
+    /// Bytes of the LUN that belong to the cluster's coordination backend (its OFD locks and leader
+    /// record); nothing of the filesystem lives there.
+    public var coordinationOffset: Int64
+    public var coordinationLength: Int64
     /// The epoch of the last coordinator that wrote the volume (the fencing token of the cluster).
     public var epoch: UInt64
     public var createdAt: UInt64
@@ -38,7 +47,8 @@ public struct Superblock: Sendable, Equatable {
         let dataLength = (volumeSize - dataOffset) / Int64(blockSize) * Int64(blockSize)
         return Superblock(uuid: UUID(), volumeSize: volumeSize, blockSize: blockSize,
                           metadataOffset: metadataOffset, metadataLength: metadataLength, walCapacity: walCapacity,
-                          dataOffset: dataOffset, dataLength: dataLength, epoch: 0,
+                          dataOffset: dataOffset, dataLength: dataLength,
+                          coordinationOffset: defaultCoordinationOffset, coordinationLength: defaultCoordinationLength, epoch: 0,
                           createdAt: UInt64(Date().timeIntervalSince1970 * 1e9), label: label)
     }
 
@@ -61,6 +71,8 @@ public struct Superblock: Sendable, Equatable {
         var labelBytes = Array(label.utf8.prefix(63))
         labelBytes += [UInt8](repeating: 0, count: 64 - labelBytes.count)
         writer.append(labelBytes)
+        writer.append(UInt64(coordinationOffset))
+        writer.append(UInt64(coordinationLength))
         writer.pad(to: Self.size - 4)
         writer.append(CRC32C.checksum(writer.bytes))
         return writer.bytes
@@ -81,7 +93,9 @@ public struct Superblock: Sendable, Equatable {
             uuid: uuid, volumeSize: Int64(bitPattern: reader.uint64(at: 32)), blockSize: reader.uint32(at: 40),
             metadataOffset: Int64(bitPattern: reader.uint64(at: 48)), metadataLength: Int64(bitPattern: reader.uint64(at: 56)),
             walCapacity: Int64(bitPattern: reader.uint64(at: 64)), dataOffset: Int64(bitPattern: reader.uint64(at: 72)),
-            dataLength: Int64(bitPattern: reader.uint64(at: 80)), epoch: reader.uint64(at: 88),
+            dataLength: Int64(bitPattern: reader.uint64(at: 80)),
+            coordinationOffset: Int64(bitPattern: reader.uint64(at: 168)), coordinationLength: Int64(bitPattern: reader.uint64(at: 176)),
+            epoch: reader.uint64(at: 88),
             createdAt: reader.uint64(at: 96), label: String(decoding: labelBytes, as: UTF8.self))
         try block.validate()
         return block
@@ -93,7 +107,12 @@ public struct Superblock: Sendable, Equatable {
             && metadataLength > MetadataRegion.headerSize + MetadataRegion.journalSize + walCapacity && walCapacity > 0
             && dataOffset == metadataOffset + metadataLength
             && dataLength >= 0 && dataOffset + dataLength <= volumeSize
-        guard blockSize == Self.blockSize, regionsInOrder, dataOffset % Int64(blockSize) == 0 else {
+        // The coordination range sits between the primary superblock and the backup, clear of the mount claim.
+        let claim = LUNDevice.inUseLockOffset
+        let coordinationInPlace = coordinationLength > 0 && coordinationOffset >= Self.primaryOffset + Int64(Self.size)
+            && coordinationOffset <= Self.backupOffset - coordinationLength
+            && !(coordinationOffset...(coordinationOffset + coordinationLength - 1)).contains(claim)
+        guard blockSize == Self.blockSize, regionsInOrder, coordinationInPlace, dataOffset % Int64(blockSize) == 0 else {
             throw .corruptSuperblock("impossible geometry")
         }
     }

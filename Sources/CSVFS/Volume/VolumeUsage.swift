@@ -1,5 +1,5 @@
-import CSVFSSystem
 import Glibc
+import Primitives
 
 /// Whether some process has the volume open, without disturbing it.
 public enum VolumeUsage {
@@ -7,7 +7,7 @@ public enum VolumeUsage {
         let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { return false }
         defer { close(fd) }
-        var held: Int32 = 0
-        return csvfs_ofd_test_write_lock(fd, LUNDevice.inUseLockOffset, 1, &held) == 0 && held != 0
+        let claim = LUNDevice.inUseLockOffset..<(LUNDevice.inUseLockOffset + 1)
+        return (try? OFDLock.conflictingLock(fd, claim)) != nil
     }
 }

@@ -4,11 +4,9 @@
 #include <sys/types.h>
 
 // Thin wrappers over Linux calls whose constants need _GNU_SOURCE, which Swift's Glibc module does not see.
-// Each returns what the syscall returns and leaves errno set.
+// Each returns what the syscall returns and leaves errno set. OFD locks are in CPrimitives (shared with LockManager).
 
 int csvfs_open_direct(const char *path, int flags);          // open(path, flags | O_DIRECT)
-int csvfs_ofd_try_write_lock(int fd, int64_t start, int64_t length);  // F_OFD_SETLK, F_WRLCK
-int csvfs_ofd_test_write_lock(int fd, int64_t start, int64_t length, int *held_by_other);  // F_OFD_GETLK
 int64_t csvfs_block_device_size(int fd);                      // BLKGETSIZE64, -1 on error
 int csvfs_pipe_cloexec(int fds[2]);                           // pipe2(fds, O_CLOEXEC)
 short csvfs_posix_spawn_setsid_flag(void);                    // POSIX_SPAWN_SETSID

@@ -1,4 +1,5 @@
 import Foundation
+import Primitives
 
 /// Who hosts the lock master, where, and under which epoch.
 public struct Leadership: Sendable, Hashable, CustomStringConvertible {
@@ -33,19 +34,9 @@ public protocol CoordinationBackend: Sendable {
     func stop() async
 }
 
-/// Small thread-safe box for state shared between a backend's background task and its callers.
-final class Locked<Value>: @unchecked Sendable {
-    // The NSLock guards `value`; every access goes through `withLock`.
-    private let lock = NSLock()
-    private var value: Value
-    init(_ v: Value) { value = v }
-    func withLock<R>(_ f: (inout Value) throws -> R) rethrows -> R {
-        lock.lock()
-        defer { lock.unlock() }
-        return try f(&value)
-    }
-    var current: Value { withLock { $0 } }
-}
+/// The thread-safe box for state shared between background tasks and callers: `Primitives`' (shared
+/// with CSVFS), named here for every file of the module.
+typealias Locked = Primitives.Locked
 
 public struct CoordinationError: Error, CustomStringConvertible {
     public var description: String

@@ -1,26 +1,34 @@
 import Foundation
-#if canImport(Glibc)
-import Glibc
-#endif
-
-// Open-file-description lock commands (fcntl.h with _GNU_SOURCE); the same values on every Linux
-// architecture, but Swift's Glibc module does not see them without _GNU_SOURCE.
-private let F_OFD_GETLK: Int32 = 36
-private let F_OFD_SETLK: Int32 = 37
-private let F_OFD_SETLKW: Int32 = 38
+import Primitives
 
 /// The embedded backend: every node on one host, the kernel as arbiter.
 ///
-/// Each node opens the coordination file (for CSVFS: the LUN image) and holds an OFD write lock on
-/// its member byte; the leader also holds the leader byte. OFD locks belong to the open file
-/// description, so the instant a process dies the kernel drops them: its membership and its role
-/// end with it, and a dead process can never act again, so it is fenced at once.
+/// Each node opens the coordination file and holds an OFD write lock on its member byte; the leader
+/// also holds the leader byte. OFD locks belong to the open file description, so the instant a process
+/// dies the kernel drops them: its membership and its role end with it, and a dead process can never
+/// act again, so it is fenced at once.
 ///
-/// Layout: byte 0 leader lock; bytes 64..: leader record (epoch u64, node u32, address);
-/// byte 4096 + node: member lock of that node.
+/// Everything happens inside `region` of the file, so the file may be a CSVFS LUN (its superblock names
+/// the coordination range that `csvfs format` reserves) or a small file of its own (`Region.ownFile`).
+/// Layout, relative to the region: byte 0 leader lock; bytes 64..<278 leader record (epoch u64,
+/// node u32, address length u16, address); byte 4096 + node: member lock of that node.
 public final class LocalCoordination: CoordinationBackend {
+    /// Where in the coordination file the backend locks and writes; it touches no byte outside.
+    public struct Region: Sendable, Hashable, CustomStringConvertible {
+        public var offset: Int64
+        public var length: Int64
+        public init(offset: Int64, length: Int64) {
+            self.offset = offset
+            self.length = length
+        }
+        /// The whole of a file used for nothing else.
+        public static let ownFile = Region(offset: 0, length: LocalCoordination.regionLength)
+        public var description: String { "\(offset)+\(length)" }
+    }
+
     public let node: UInt32
     private let path: String
+    private let region: Region
     private let fd: Int32
     private struct State {
         var leadership: Leadership?
@@ -33,13 +41,20 @@ public final class LocalCoordination: CoordinationBackend {
     private let state = Locked(State())
     private let hub = CoordinationEventHub()
     public static let maxNodes: UInt32 = 256
-    private static let recordOffset: off_t = 64
-    private static let memberBase: off_t = 4096
+    private static let recordOffset: Int64 = 64
+    private static let recordCapacity = 214
+    private static let memberBase: Int64 = 4096
+    /// The bytes a region needs: the leader byte and record, then a member byte per node.
+    public static let regionLength: Int64 = memberBase + Int64(maxNodes) + 1
 
-    public init(path: String, node: UInt32) throws {
+    public init(path: String, region: Region, node: UInt32) throws {
         guard node > 0, node <= LocalCoordination.maxNodes else { throw CoordinationError("node id must be 1...\(LocalCoordination.maxNodes)") }
+        guard region.offset >= 0, region.length >= LocalCoordination.regionLength, region.offset <= Int64.max - region.length else {
+            throw CoordinationError("coordination region \(region) of \(path): needs an offset >= 0 and at least \(LocalCoordination.regionLength) bytes")
+        }
         self.node = node
         self.path = path
+        self.region = region
         fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw CoordinationError("cannot open \(path): \(String(cString: strerror(errno)))") }
     }
@@ -47,7 +62,7 @@ public final class LocalCoordination: CoordinationBackend {
     deinit { close(fd) }
 
     public func start(address: String) async throws {
-        guard try setLock(at: LocalCoordination.memberBase + off_t(node)) else {
+        guard try setLock(at: memberByte(node)) else {
             throw CoordinationError("node \(node) is already a live member on \(path)")
         }
         state.withLock { $0.address = address }
@@ -64,13 +79,9 @@ public final class LocalCoordination: CoordinationBackend {
         let thread = Thread { [self] in
             let electionFD = open(path, O_RDWR | O_CLOEXEC)
             guard electionFD >= 0 else { return }
-            var fl = flock()
-            fl.l_type = Int16(F_WRLCK)
-            fl.l_whence = Int16(SEEK_SET)
-            fl.l_start = 0
-            fl.l_len = 1
-            while fcntl(electionFD, F_OFD_SETLKW, &fl) != 0 {
-                guard errno == EINTR else { close(electionFD); return }
+            do { try OFDLock.waitWriteLock(electionFD, Int64(leaderByte)..<Int64(leaderByte + 1)) } catch {
+                close(electionFD)
+                return
             }
             let won = state.withLock { s -> Bool in
                 guard !s.stopped else { return false }
@@ -111,7 +122,7 @@ public final class LocalCoordination: CoordinationBackend {
     /// leader already seen gone is the dead leader's, not yet overwritten by the new holder.
     private func observedLeader(goneEpoch: inout Epoch) -> Leadership? {
         if let mine = ownLeadership() { return mine }
-        guard (try? isLocked(at: 0)) == true else {
+        guard (try? isLocked(at: leaderByte)) == true else {
             if let last = hub.view.leader { goneEpoch = max(goneEpoch, last.epoch) }
             return nil
         }
@@ -126,17 +137,17 @@ public final class LocalCoordination: CoordinationBackend {
         var buf = [UInt8](repeating: 0, count: 14)
         withUnsafeBytes(of: mine.epoch.bigEndian) { buf.replaceSubrange(0..<8, with: $0) }
         withUnsafeBytes(of: node.bigEndian) { buf.replaceSubrange(8..<12, with: $0) }
-        let a = Array(address.utf8.prefix(200))
+        let a = Array(address.utf8.prefix(LocalCoordination.recordCapacity - 14))
         withUnsafeBytes(of: UInt16(a.count).bigEndian) { buf.replaceSubrange(12..<14, with: $0) }
         buf += a
-        _ = buf.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, LocalCoordination.recordOffset) }
+        _ = buf.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, off_t(region.offset + LocalCoordination.recordOffset)) }
         fsync(fd)
         return mine
     }
 
     private func readRecord() -> Leadership? {
-        var buf = [UInt8](repeating: 0, count: 214)
-        let n = buf.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, LocalCoordination.recordOffset) }
+        var buf = [UInt8](repeating: 0, count: LocalCoordination.recordCapacity)
+        let n = buf.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, off_t(region.offset + LocalCoordination.recordOffset)) }
         guard n >= 14 else { return nil }
         let epoch = buf[0..<8].reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
         let node = buf[8..<12].reduce(UInt32(0)) { $0 << 8 | UInt32($1) }
@@ -148,7 +159,7 @@ public final class LocalCoordination: CoordinationBackend {
     public func leader() async throws -> Leadership? {
         if let mine = ownLeadership() { return mine }
         // The record is trusted only while someone holds the leader byte.
-        guard try isLocked(at: 0) else { return nil }
+        guard try isLocked(at: leaderByte) else { return nil }
         return readRecord()
     }
 
@@ -159,7 +170,7 @@ public final class LocalCoordination: CoordinationBackend {
         // lowest); split the range around it and ask again: about two calls per live member
         // instead of one per possible node (the master asks every 20 ms).
         var out: Set<UInt32> = [node]
-        let base = LocalCoordination.memberBase
+        let base = memberByte(0)
         var ranges: [(start: off_t, end: off_t)] = [(base + 1, base + 1 + off_t(LocalCoordination.maxNodes))]
         while let r = ranges.popLast() {
             guard r.start < r.end, let found = try lockHolder(from: r.start, to: r.end) else { continue }
@@ -189,52 +200,31 @@ public final class LocalCoordination: CoordinationBackend {
         }
         task?.cancel()
         if let electionFD { close(electionFD) }
-        _ = try? unlock(at: LocalCoordination.memberBase + off_t(node))
+        _ = try? unlock(at: memberByte(node))
     }
+
+    private var leaderByte: off_t { off_t(region.offset) }
+    private func memberByte(_ node: UInt32) -> off_t { off_t(region.offset + LocalCoordination.memberBase + Int64(node)) }
 
     // MARK: OFD locks
 
     private func setLock(at offset: off_t) throws -> Bool {
-        var fl = flock()
-        fl.l_type = Int16(F_WRLCK)
-        fl.l_whence = Int16(SEEK_SET)
-        fl.l_start = offset
-        fl.l_len = 1
-        if fcntl(fd, F_OFD_SETLK, &fl) == 0 { return true }
-        if errno == EAGAIN || errno == EACCES { return false }
-        throw CoordinationError("F_OFD_SETLK: \(String(cString: strerror(errno)))")
+        do { return try OFDLock.tryWriteLock(fd, Int64(offset)..<Int64(offset + 1)) } catch { throw CoordinationError("\(error)") }
     }
 
     private func unlock(at offset: off_t) throws {
-        var fl = flock()
-        fl.l_type = Int16(F_UNLCK)
-        fl.l_whence = Int16(SEEK_SET)
-        fl.l_start = offset
-        fl.l_len = 1
-        _ = fcntl(fd, F_OFD_SETLK, &fl)
+        do { try OFDLock.unlock(fd, Int64(offset)..<Int64(offset + 1)) } catch { throw CoordinationError("\(error)") }
     }
 
     /// One lock of another open file description in [start, end), as the byte range it covers.
     private func lockHolder(from start: off_t, to end: off_t) throws -> (start: off_t, end: off_t)? {
-        var fl = flock()
-        fl.l_type = Int16(F_WRLCK)
-        fl.l_whence = Int16(SEEK_SET)
-        fl.l_start = start
-        fl.l_len = end - start
-        guard fcntl(fd, F_OFD_GETLK, &fl) == 0 else { throw CoordinationError("F_OFD_GETLK: \(String(cString: strerror(errno)))") }
-        guard fl.l_type != Int16(F_UNLCK) else { return nil }
-        // l_len 0 means "to the end of the file".
-        return (fl.l_start, fl.l_len == 0 ? end : fl.l_start + fl.l_len)
+        let found: Range<Int64>?
+        do { found = try OFDLock.conflictingLock(fd, Int64(start)..<Int64(end)) } catch { throw CoordinationError("\(error)") }
+        return found.map { (off_t($0.lowerBound), off_t(min($0.upperBound, Int64(end)))) }
     }
 
     /// Whether another open file description holds a lock on the byte (our own locks do not count).
     private func isLocked(at offset: off_t) throws -> Bool {
-        var fl = flock()
-        fl.l_type = Int16(F_WRLCK)
-        fl.l_whence = Int16(SEEK_SET)
-        fl.l_start = offset
-        fl.l_len = 1
-        guard fcntl(fd, F_OFD_GETLK, &fl) == 0 else { throw CoordinationError("F_OFD_GETLK: \(String(cString: strerror(errno)))") }
-        return fl.l_type != Int16(F_UNLCK)
+        try lockHolder(from: offset, to: offset + 1) != nil
     }
 }

@@ -1,5 +1,6 @@
 import CSVFS
 import Foundation
+import TestSupport
 import Glibc
 
 /// A block device that fails chosen requests with real I/O errors, as a failing SAN LUN does.

@@ -1,10 +1,4 @@
-import Synchronization
+import Primitives
 
-/// A value shared between threads behind a mutex.
-final class Locked<Value: Sendable>: Sendable {
-    private let mutex: Mutex<Value>
-    init(_ value: Value) { mutex = Mutex(value) }
-    func withLock<Result: Sendable>(_ body: (inout Value) throws -> Result) rethrows -> Result {
-        try mutex.withLock { try body(&$0) }
-    }
-}
+/// The one locked box (`Primitives`, the one CSVFS itself uses), named here for every file of the tests.
+typealias Locked = Primitives.Locked

@@ -83,9 +83,6 @@ enum LibC {
     static let lsetxattr = symbol("lsetxattr", as: Setxattr.self)
     static let llistxattr = symbol("llistxattr", as: Listxattr.self)
     static let lremovexattr = symbol("lremovexattr", as: Removexattr.self)
-
-    typealias AddCloseFrom = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32
-    static let addclosefrom = symbol("posix_spawn_file_actions_addclosefrom_np", as: AddCloseFrom.self)
 }
 
 // MARK: - Thin helpers, each returning errno (0 = success)

@@ -2,6 +2,7 @@ import CSVFS
 import Foundation
 import Glibc
 import Testing
+import TestSupport
 
 /// A freshly formatted LUN image in a unique temp dir, mountable at a unique mountpoint there.
 /// The serving process is started by the test (`csvfs mount --foreground`), so its PID is known.

@@ -1,50 +1,12 @@
 import Foundation
+import TestSupport
 
-struct ProcessResult {
-    var status: Int32
-    var output: String
-    var error: String
-}
-
-struct ProcessTimedOut: Error, CustomStringConvertible {
-    var command: String
-    var description: String { "timed out: \(command)" }
-}
-
-/// Runs a tool to completion with a time limit; a tool still running at the limit is killed.
+/// The Debian tools the cross-checks run (qemu-img, qemu-io, ...) by name from /usr/bin, through
+/// TestSupport's runner.
 enum ProcessRunner {
     @discardableResult
     static func run(_ executable: String, _ arguments: [String], timeout: TimeInterval = 120) throws -> ProcessResult {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable.hasPrefix("/") ? executable : "/usr/bin/" + executable)
-        process.arguments = arguments
-        let outputFile = FileManager.default.temporaryDirectory.appendingPathComponent("out-\(UUID().uuidString)")
-        let errorFile = FileManager.default.temporaryDirectory.appendingPathComponent("err-\(UUID().uuidString)")
-        _ = FileManager.default.createFile(atPath: outputFile.path, contents: nil)
-        _ = FileManager.default.createFile(atPath: errorFile.path, contents: nil)
-        defer {
-            try? FileManager.default.removeItem(at: outputFile)
-            try? FileManager.default.removeItem(at: errorFile)
-        }
-        let out = try FileHandle(forWritingTo: outputFile), err = try FileHandle(forWritingTo: errorFile)
-        process.standardOutput = out
-        process.standardError = err
-        process.standardInput = FileHandle.nullDevice
-        try process.run()
-        let deadline = Date().addingTimeInterval(timeout)
-        while process.isRunning, Date() < deadline { usleep(10_000) }
-        if process.isRunning {
-            process.terminate()
-            kill(process.processIdentifier, SIGKILL)
-            process.waitUntilExit()
-            throw ProcessTimedOut(command: ([executable] + arguments).joined(separator: " "))
-        }
-        process.waitUntilExit()
-        try out.close()
-        try err.close()
-        return ProcessResult(status: process.terminationStatus,
-                             output: (try? String(contentsOf: outputFile, encoding: .utf8)) ?? "",
-                             error: (try? String(contentsOf: errorFile, encoding: .utf8)) ?? "")
+        try runProcess(executable.hasPrefix("/") ? executable : "/usr/bin/" + executable, arguments, timeout: timeout)
     }
 
     /// Runs a tool that must succeed; its error output becomes the thrown message otherwise.
@@ -52,9 +14,9 @@ enum ProcessRunner {
     static func check(_ executable: String, _ arguments: [String], timeout: TimeInterval = 120) throws -> String {
         let result = try run(executable, arguments, timeout: timeout)
         guard result.status == 0 else {
-            throw ToolFailed(description: "\(executable) \(arguments.joined(separator: " ")) exited \(result.status): \(result.error)\(result.output)")
+            throw ToolFailed(description: "\(executable) \(arguments.joined(separator: " ")) exited \(result.status): \(result.stderr)\(result.stdout)")
         }
-        return result.output
+        return result.stdout
     }
 }
 

@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 
 /// libvhdi's FUSE view of an image: `vhdiN` files, one per image of the chain, the top one last.
 /// Runs vhdimount in the foreground as our child so the test owns it; unmounts and reaps it on every path.
@@ -6,34 +7,20 @@ enum VhdiMount {
     static func withMount<T>(_ image: String, in directory: TestDirectory, _ body: (_ mountPoint: String) throws -> T) throws -> T {
         let mountPoint = directory.file("mnt-\(UUID().uuidString.prefix(6))")
         try FileManager.default.createDirectory(atPath: mountPoint, withIntermediateDirectories: true)
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/vhdimount")
-        process.arguments = ["-v", image, mountPoint]
-        process.standardOutput = FileHandle.nullDevice
-        let log = directory.file("vhdimount-\(UUID().uuidString.prefix(6)).log")
-        _ = FileManager.default.createFile(atPath: log, contents: nil)
-        let logHandle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
-        process.standardError = logHandle
-        process.standardInput = FileHandle.nullDevice
-        try process.run()
+        let process = try ChildProcess("/usr/bin/vhdimount", ["-v", image, mountPoint], outputDirectory: URL(fileURLWithPath: directory.path))
         defer {
             _ = try? ProcessRunner.run("/usr/bin/fusermount3", ["-u", mountPoint], timeout: 20)
-            let deadline = Date().addingTimeInterval(10)
-            while process.isRunning, Date() < deadline { usleep(10_000) }
-            if process.isRunning {
-                kill(process.processIdentifier, SIGKILL)
+            if process.wait(timeout: 10) == nil {
+                process.kill()
                 _ = try? ProcessRunner.run("/usr/bin/umount", ["-l", mountPoint], timeout: 20)
             }
-            process.waitUntilExit()
             try? FileManager.default.removeItem(atPath: mountPoint)
-            try? logHandle.close()
-            try? FileManager.default.removeItem(atPath: log)
+            process.removeOutputFiles()
         }
         let deadline = Date().addingTimeInterval(20)
         while !FileManager.default.fileExists(atPath: mountPoint + "/vhdi1") {
             guard process.isRunning, Date() < deadline else {
-                let output = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
-                throw ToolFailed(description: "vhdimount of \(image) did not come up: \(output.suffix(600))")
+                throw ToolFailed(description: "vhdimount of \(image) did not come up: \(process.stderrText.suffix(600))")
             }
             usleep(20_000)
         }

@@ -1,4 +1,5 @@
-/// CRC-32C (Castagnoli), the checksum of our superblocks, as in iSCSI, ext4 and VHDX.
+/// CRC-32C (Castagnoli): the checksum of CSVFS superblocks and of VHDX headers, region tables and log
+/// entries, as in iSCSI and ext4.
 public enum CRC32C {
     private static let table: [UInt32] = (0..<256).map { index in
         var crc = UInt32(index)
@@ -16,5 +17,12 @@ public enum CRC32C {
 
     public static func checksum(_ bytes: [UInt8]) -> UInt32 {
         bytes.withUnsafeBytes { checksum($0) }
+    }
+
+    /// The checksum of a structure whose own 4-byte checksum field (at `fieldOffset`) counts as zero.
+    public static func checksum(_ bytes: [UInt8], zeroingFieldAt fieldOffset: Int) -> UInt32 {
+        var copy = bytes
+        for index in fieldOffset..<min(fieldOffset + 4, copy.count) { copy[index] = 0 }
+        return checksum(copy)
     }
 }
