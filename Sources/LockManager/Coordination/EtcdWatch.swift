@@ -45,10 +45,10 @@ enum EtcdWatch {
             "key": EtcdCoordination.b64(key), "range_end": EtcdCoordination.b64(rangeEnd), "start_revision": "\(startRevision)",
         ]])
         let task = session.dataTask(with: req)
-        continuation.onTermination = { _ in
-            task.cancel()
-            session.invalidateAndCancel()
-        }
+        // Only cancel the task here: its completion (didCompleteWithError) invalidates the session.
+        // Invalidating it here as well races FoundationNetworking's task registry, which traps
+        // ("a task that is not in the registry") when a callback of a removed task arrives.
+        continuation.onTermination = { _ in task.cancel() }
         task.resume()
         return stream
     }
