@@ -39,33 +39,74 @@ public final class DLMNode: Sendable {
     public func start() async throws {
         try await coordination.start(address: address)
         client.start()
-        let task = Task { [self] in
-            while !Task.isCancelled {
-                await reconcileRole()
-                try? await Task.sleep(nanoseconds: 5_000_000)
-            }
-        }
+        let events = coordination.events()
+        let task = Task { [self] in await hostRole(following: events) }
         watcher.withLock { $0 = task }
     }
 
-    /// Host the master exactly while we hold the leadership and are not fenced.
-    private func reconcileRole() async {
-        let mine = coordination.isFenced() ? nil : coordination.ownLeadership()
-        let current = master.withLock { $0 }
-        if let mine, current?.epoch != mine.epoch {
-            await current?.stop()
-            do {
-                let m = try await LockMaster(host: host, port: port, epoch: mine.epoch, secret: secret, volume: volume,
-                                             coordination: coordination, group: group, limits: limits, logger: logger)
-                master.withLock { $0 = m }
-                logger.info("node \(coordination.node) is lock master, epoch \(mine.epoch)")
-            } catch {
-                logger.error("cannot start the lock master on \(address): \(error)")
+    private enum RoleInput: Sendable {
+        case event(CoordinationEvent)
+        case tick
+    }
+
+    /// Hosts the master exactly while this node holds the leadership and is not fenced, by the
+    /// coordination events through `RoleMachine`; directives are carried out one after the other,
+    /// so the old master has stopped before a new one starts.
+    private func hostRole(following events: AsyncStream<CoordinationEvent>) async {
+        let (inputs, feed) = AsyncStream<RoleInput>.makeStream()
+        let forward = Task {
+            for await e in events { feed.yield(.event(e)) }
+            feed.finish()
+        }
+        var machine = RoleMachine(node: coordination.node)
+        var retry: Task<Void, Never>?
+        defer {
+            forward.cancel()
+            retry?.cancel()
+        }
+        for await input in inputs {
+            var directives: [RoleMachine.Directive]
+            switch input {
+            case .event(let e):
+                logger.debug("node \(coordination.node): \(e)")
+                directives = machine.handle(e, now: monotonicNow())
+            case .tick:
+                directives = machine.tick(now: monotonicNow())
             }
-        } else if mine == nil, let current {
-            logger.warning("node \(coordination.node) lost the leadership; stopping its lock master")
-            master.withLock { $0 = nil }
-            await current.stop()
+            while !directives.isEmpty {
+                switch directives.removeFirst() {
+                case .host(let leadership):
+                    if !(await startMaster(leadership)) { directives += machine.hostFailed(leadership.epoch, now: monotonicNow()) }
+                case .stop(let epoch):
+                    logger.warning("node \(coordination.node) no longer leads epoch \(epoch); stopping its lock master")
+                    await master.withLock { m in defer { m = nil }; return m }?.stop()
+                case .follow:
+                    break // the client finds the master through the backend itself
+                }
+            }
+            retry?.cancel()
+            if let at = machine.nextDeadline {
+                retry = Task {
+                    let now = monotonicNow()
+                    if at > now { try? await Task.sleep(nanoseconds: at - now) }
+                    if !Task.isCancelled { feed.yield(.tick) }
+                }
+            }
+        }
+        // The backend stopped: nothing is hosted any more.
+        await master.withLock { m in defer { m = nil }; return m }?.stop()
+    }
+
+    private func startMaster(_ leadership: Leadership) async -> Bool {
+        do {
+            let m = try await LockMaster(host: host, port: port, epoch: leadership.epoch, secret: secret, volume: volume,
+                                         coordination: coordination, group: group, limits: limits, logger: logger)
+            master.withLock { $0 = m }
+            logger.info("node \(coordination.node) is lock master, epoch \(leadership.epoch)")
+            return true
+        } catch {
+            logger.error("cannot start the lock master on \(address): \(error)")
+            return false
         }
     }
 
@@ -75,7 +116,10 @@ public final class DLMNode: Sendable {
     public var hostedMaster: LockMaster? { master.withLock { $0 } }
 
     public func stop() async {
-        watcher.withLock { $0 }?.cancel()
+        // Wait for the role task: a master it was starting is stopped before this returns.
+        let role = watcher.withLock { $0 }
+        role?.cancel()
+        await role?.value
         await client.stop()
         await master.withLock { $0 }?.stop()
         await coordination.stop()

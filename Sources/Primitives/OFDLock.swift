@@ -20,6 +20,14 @@ public enum OFDLock {
         throw Failure(call: "F_OFD_SETLK", code: code)
     }
 
+    /// Takes a write lock on `range`, waiting (in the kernel, no polling) until no other open file
+    /// description holds a conflicting one. Blocks the calling thread: call it from a thread of its own.
+    public static func waitWriteLock(_ fd: Int32, _ range: Range<Int64>) throws(Failure) {
+        while primitives_ofd_wait_write_lock(fd, range.lowerBound, Int64(range.count)) != 0 {
+            guard errno == EINTR else { throw Failure(call: "F_OFD_SETLKW", code: errno) }
+        }
+    }
+
     public static func unlock(_ fd: Int32, _ range: Range<Int64>) throws(Failure) {
         guard primitives_ofd_unlock(fd, range.lowerBound, Int64(range.count)) == 0 else { throw Failure(call: "F_OFD_SETLK", code: errno) }
     }

@@ -20,6 +20,7 @@ struct ProxiedCoordination: CoordinationBackend {
     func ownLeadership() -> Leadership? { inner.ownLeadership() }
     func members() async throws -> Set<UInt32> { try await inner.members() }
     func isFenced() -> Bool { inner.isFenced() }
+    func events() -> AsyncStream<CoordinationEvent> { inner.events() }
     func stop() async { await inner.stop() }
 }
 

@@ -20,6 +20,7 @@ struct NodeCommand: AsyncParsableCommand {
     @Option(help: "Workload: take EX on this resource in a loop.") var workload: String?
     @Option(help: "Workload: how long each hold lasts, in milliseconds.") var holdMs: Int = 5
     @Option(help: "Workload: event log file (appended).") var log: String?
+    @Option(help: "Append each coordination event to this file as `EVENT <id> <monotonic ns> <event>`.") var events: String?
     @Flag(help: "Exit when the parent process dies (tests and benchmarks use it, so no node outlives them).")
     var exitWithParent = false
 
@@ -51,6 +52,17 @@ struct NodeCommand: AsyncParsableCommand {
         let node = DLMNode(coordination: try backend.make(node: id), secret: try backend.clusterSecret(),
                            port: port, group: group, limits: limits)
         try await node.start()
+        if let events {
+            let fd = open(events, O_WRONLY | O_APPEND | O_CREAT, 0o644)
+            guard fd >= 0 else { throw ValidationError("cannot open \(events): \(String(cString: strerror(errno)))") }
+            let stream = node.coordination.events()
+            Task {
+                for await e in stream {
+                    let line = "EVENT \(id) \(monotonicNow()) \(e)\n"
+                    _ = line.withCString { write(fd, $0, strlen($0)) }
+                }
+            }
+        }
         FileHandle.standardOutput.write(Data("node \(id) started on port \(port)\n".utf8))
         guard let resource = workload else {
             while true { try await Task.sleep(nanoseconds: 1_000_000_000) }

@@ -28,6 +28,9 @@ public protocol CoordinationBackend: Sendable {
     func members() async throws -> Set<UInt32>
     /// True once this node must stop acting on its locks (its lease may be given to someone else).
     func isFenced() -> Bool
+    /// The changes of leadership, membership and fencing this node observes, from its current state
+    /// on (see `CoordinationEvent`); the stream ends when the backend stops.
+    func events() -> AsyncStream<CoordinationEvent>
     func stop() async
 }
 

@@ -8,6 +8,8 @@ import FoundationNetworking
 /// - A lease with keep-alive; the member key `<prefix>/members/<node>` and, for the leader, the
 ///   election key `<prefix>/leader` are attached to it, so both vanish when the lease expires.
 /// - The epoch is the election key's create revision: every new leader gets a higher one.
+/// - One `/v3/watch` on the volume's prefix follows the election key and the members (events, and
+///   the answers of `leader()` and `members()`); a node campaigns when it sees the election key gone.
 /// - Self-fencing: a keep-alive sent at t and answered with TTL proves the lease lives until
 ///   t + TTL at the earliest (etcd counts from when it received it). The node stops acting at
 ///   t + TTL - margin, before etcd can expire the lease and give anything away.
@@ -25,9 +27,14 @@ public final class EtcdCoordination: CoordinationBackend {
         var started = false
         var leadership: Leadership?
         var address = ""
-        var task: Task<Void, Never>?
+        var tasks: [Task<Void, Never>] = []
+        /// The revision of the newest news of the leader key applied (watch, snapshot or own win).
+        var leaderRevision: Int64 = 0
+        /// While the watch stream is established, `leader()` and `members()` answer from it.
+        var watchSynced = false
     }
     let state = Locked(State())
+    let hub = CoordinationEventHub()
 
     /// - Parameters: endpoint like `http://127.0.0.1:2379`; volume names the key prefix;
     ///   ttl in seconds (etcd's minimum is about 2).
@@ -97,7 +104,10 @@ public final class EtcdCoordination: CoordinationBackend {
                     $0.address = address
                     $0.started = true
                 }
-                startCampaign(lease: id, address: address)
+                // The current leader and members first, so a subscriber starts from a full view
+                // (if etcd is slow to answer, the watch loop reads them before it watches).
+                let revision = try? await loadSnapshot()
+                startCampaign(lease: id, address: address, from: revision)
                 return
             }
             _ = try? await call("v3/lease/revoke", ["ID": "\(id)"])
@@ -108,22 +118,33 @@ public final class EtcdCoordination: CoordinationBackend {
         }
     }
 
-    private func startCampaign(lease id: Int64, address: String) {
-        let task = Task { [weak self] in
-            var lastKeepAlive: Instant = 0
-            while !Task.isCancelled {
-                guard let self else { return }
-                if self.isFenced() { return }
-                let now = monotonicNow()
-                if now - lastKeepAlive >= UInt64(self.ttl) * 1_000_000_000 / 4 {
-                    lastKeepAlive = now
-                    await self.keepAlive(lease: id)
-                }
-                await self.campaign(lease: id, address: address)
-                try? await Task.sleep(nanoseconds: 50_000_000)
+    private var leaderKey: String { "\(prefix)/leader" }
+    private var memberPrefix: String { "\(prefix)/members/" }
+
+    private func startCampaign(lease id: Int64, address: String, from revision: Int64?) {
+        let keepAlive = Task { [weak self] () -> Void in await self?.keepAliveLoop(lease: id, address: address) }
+        let watch = Task { [weak self] () -> Void in await self?.watchLoop(lease: id, address: address, from: revision) }
+        state.withLock { $0.tasks = [keepAlive, watch] }
+    }
+
+    /// Renews the lease every TTL/4 and wakes at the lease's safe deadline, so the node fences
+    /// itself (and says so) at that moment, not at its next renewal. After each renewal it also
+    /// campaigns if the seat is still vacant (a campaign the watch triggered may have failed).
+    private func keepAliveLoop(lease: Int64, address: String) async {
+        let period = UInt64(ttl) * 1_000_000_000 / 4
+        var next: Instant = 0
+        while !Task.isCancelled {
+            if isFenced() { return }
+            let now = monotonicNow()
+            if now >= next {
+                next = now + period
+                await keepAlive(lease: lease)
+                await campaignIfVacant(lease: lease, address: address)
+                continue
             }
+            let wake = min(next, state.withLock { $0.validUntil })
+            if wake > now { try? await Task.sleep(nanoseconds: wake - now) }
         }
-        state.withLock { $0.task = task }
     }
 
     private func keepAlive(lease: Int64) async {
@@ -131,38 +152,137 @@ public final class EtcdCoordination: CoordinationBackend {
         guard let r = try? await call("v3/lease/keepalive", ["ID": "\(lease)"]),
               let t = Self.int(r["TTL"]), t > 0 else { return }
         state.withLock { s in
+            // A renewal that comes back after the deadline passed does not revive the node.
+            if fenceIfLapsed(&s) { return }
             let until = sent + UInt64(t) * 1_000_000_000 - margin
-            if !s.fenced, until > s.validUntil { s.validUntil = until }
+            if until > s.validUntil { s.validUntil = until }
         }
     }
 
-    /// Try to create the election key if absent; learn the epoch when we hold it.
-    private func campaign(lease: Int64, address: String) async {
-        guard state.withLock({ $0.leadership == nil }) else { return }
-        let key = Self.b64("\(prefix)/leader")
-        let value = Self.b64("\(node) \(address)")
-        // While someone leads, a read (no raft log entry, no WAL fsync) is enough; the
-        // transaction, a raft write even when its compare fails, is only tried when the key is gone.
-        guard let seen = try? await call("v3/kv/range", ["key": key, "count_only": true]),
-              (Self.int(seen["count"]) ?? 0) == 0 else { return }
+    // MARK: Watch
+
+    /// Reads the leader key and the members under the prefix; returns the revision read at.
+    private func loadSnapshot() async throws -> Int64 {
+        let r = try await call("v3/kv/range", ["key": Self.b64("\(prefix)/"), "range_end": Self.b64("\(prefix)0")])
+        guard let revision = Self.int((r["header"] as? [String: Any])?["revision"]) else { throw CoordinationError("etcd range without a revision: \(r)") }
+        var leader: Leadership?
+        var leaderLease: Int64 = 0
+        var members = Set<UInt32>()
+        for kv in (r["kvs"] as? [[String: Any]]) ?? [] {
+            guard let key = Self.unb64(kv["key"]) else { continue }
+            if key == leaderKey {
+                leader = Self.leadership(Self.unb64(kv["value"]) ?? "", epoch: Self.int(kv["create_revision"]) ?? 0)
+                leaderLease = Self.int(kv["lease"]) ?? 0
+            } else if key.hasPrefix(memberPrefix), let n = UInt32(key.dropFirst(memberPrefix.count)) {
+                members.insert(n)
+            }
+        }
+        state.withLock { s -> Void in
+            hub.update { v in
+                observeLeader(leader, lease: leaderLease, at: revision, &s, &v)
+                v.members = members
+            }
+        }
+        return revision
+    }
+
+    /// Follows the leader key and the member keys with one watch on the volume's prefix; after a
+    /// broken stream it resumes from the revision after the last one applied (or reads the keys
+    /// afresh when etcd compacted that revision away). Campaigns whenever the leader key is absent.
+    private func watchLoop(lease: Int64, address: String, from start: Int64?) async {
+        var revision = start ?? 0
+        var needSnapshot = start == nil
+        while !Task.isCancelled {
+            do {
+                if needSnapshot {
+                    revision = try await loadSnapshot()
+                    needSnapshot = false
+                }
+                await campaignIfVacant(lease: lease, address: address)
+                for try await r in EtcdWatch.open(endpoint: endpoint, key: "\(prefix)/", rangeEnd: "\(prefix)0", startRevision: revision + 1) {
+                    if r.canceled {
+                        needSnapshot = true
+                        break
+                    }
+                    if r.created { state.withLock { $0.watchSynced = true } }
+                    guard !r.changes.isEmpty else { continue }
+                    apply(r.changes)
+                    revision = max(revision, r.changes.map(\.modRevision).max() ?? revision)
+                    await campaignIfVacant(lease: lease, address: address)
+                }
+            } catch {}
+            state.withLock { $0.watchSynced = false }
+            if Task.isCancelled { return }
+            try? await Task.sleep(nanoseconds: 100_000_000)
+        }
+    }
+
+    private func apply(_ changes: [EtcdKeyChange]) {
+        state.withLock { s -> Void in
+            hub.update { v in
+                for c in changes {
+                    if c.key == leaderKey {
+                        observeLeader(c.deleted ? nil : Self.leadership(c.value, epoch: c.createRevision), lease: c.deleted ? 0 : c.lease,
+                                      at: c.modRevision, &s, &v)
+                    } else if c.key.hasPrefix(memberPrefix), let n = UInt32(c.key.dropFirst(memberPrefix.count)) {
+                        if c.deleted { v.members.remove(n) } else { v.members.insert(n) }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The leader key as of `revision`. Older news than what this node already knows (its own win is
+    /// known from the transaction, before the watch brings it) is ignored; newer news that names
+    /// another leader, or none, ends this node's own leadership. A key on this node's lease is its
+    /// own win even if the transaction's answer was lost (a timeout after etcd applied it).
+    private func observeLeader(_ leader: Leadership?, lease: Int64, at revision: Int64, _ s: inout State, _ v: inout CoordinationView) {
+        guard revision >= s.leaderRevision else { return }
+        s.leaderRevision = revision
+        if let mine = s.leadership, leader != mine {
+            s.leadership = nil
+            v.own = nil
+        }
+        // Inside the hub's update: the fence check must not publish (the deadline is re-checked by
+        // isFenced() soon anyway, which publishes).
+        if let leader, s.leadership == nil, lease != 0, lease == s.lease, !s.fenced, monotonicNow() < s.validUntil {
+            s.leadership = leader
+            v.own = leader
+        }
+        v.leader = leader
+    }
+
+    static func leadership(_ value: String, epoch: Int64) -> Leadership? {
+        let parts = value.split(separator: " ", maxSplits: 1)
+        guard parts.count == 2, let n = UInt32(parts[0]), epoch > 0 else { return nil }
+        return Leadership(node: n, address: String(parts[1]), epoch: Epoch(epoch))
+    }
+
+    /// Creates the election key if the watch says nobody holds it; the epoch is its create revision.
+    private func campaignIfVacant(lease: Int64, address: String) async {
+        guard !isFenced(), state.withLock({ $0.leadership == nil }), hub.view.leader == nil else { return }
+        let key = Self.b64(leaderKey)
         guard let r = try? await call("v3/kv/txn", [
             "compare": [["key": key, "target": "CREATE", "result": "EQUAL", "create_revision": "0"]],
-            "success": [["request_put": ["key": key, "value": value, "lease": "\(lease)"]]],
+            "success": [["request_put": ["key": key, "value": Self.b64("\(node) \(address)"), "lease": "\(lease)"]]],
         ]) else { return }
         guard (r["succeeded"] as? Bool) == true, let rev = Self.int((r["header"] as? [String: Any])?["revision"]) else { return }
         state.withLock { s in
-            if !s.fenced { s.leadership = Leadership(node: node, address: address, epoch: Epoch(rev)) }
+            guard !fenceIfLapsed(&s), rev >= s.leaderRevision else { return }
+            let mine = Leadership(node: node, address: address, epoch: Epoch(rev))
+            s.leadership = mine
+            s.leaderRevision = rev
+            hub.update { $0.own = mine }
         }
     }
 
     public func leader() async throws -> Leadership? {
         if let mine = ownLeadership() { return mine }
+        if state.withLock({ $0.watchSynced }) { return hub.view.leader }
         let r = try await call("v3/kv/range", ["key": Self.b64("\(prefix)/leader")])
         guard let kv = (r["kvs"] as? [[String: Any]])?.first, let v = Self.unb64(kv["value"]),
               let rev = Self.int(kv["create_revision"]) else { return nil }
-        let parts = v.split(separator: " ", maxSplits: 1)
-        guard parts.count == 2, let n = UInt32(parts[0]) else { return nil }
-        return Leadership(node: n, address: String(parts[1]), epoch: Epoch(rev))
+        return Self.leadership(v, epoch: rev)
     }
 
     public func ownLeadership() -> Leadership? {
@@ -170,7 +290,9 @@ public final class EtcdCoordination: CoordinationBackend {
         return state.withLock { $0.leadership }
     }
 
+    /// From the watch while it is connected (no request at all), else read from etcd.
     public func members() async throws -> Set<UInt32> {
+        if state.withLock({ $0.watchSynced }) { return hub.view.members }
         let p = "\(prefix)/members/"
         let r = try await call("v3/kv/range", ["key": Self.b64(p), "range_end": Self.b64(p.dropLast() + "0")])
         var out = Set<UInt32>()
@@ -181,26 +303,29 @@ public final class EtcdCoordination: CoordinationBackend {
     }
 
     /// Once the lease's safe lifetime has passed without a renewal, the node is fenced for good.
-    public func isFenced() -> Bool {
-        state.withLock { s in
-            if s.fenced { return true }
-            if s.started, monotonicNow() >= s.validUntil {
-                s.fenced = true
-                s.leadership = nil
-            }
-            return s.fenced
-        }
+    public func isFenced() -> Bool { state.withLock { fenceIfLapsed(&$0) } }
+
+    private func fenceIfLapsed(_ s: inout State) -> Bool {
+        if s.fenced { return true }
+        guard s.started, monotonicNow() >= s.validUntil else { return false }
+        s.fenced = true
+        s.leadership = nil
+        hub.update { $0.fenced = true }
+        return true
     }
 
+    public func events() -> AsyncStream<CoordinationEvent> { hub.subscribe() }
+
     public func stop() async {
-        let (task, lease) = state.withLock { s -> (Task<Void, Never>?, Int64?) in
-            let t = s.task
-            s.task = nil
+        let (tasks, lease) = state.withLock { s -> ([Task<Void, Never>], Int64?) in
+            let t = s.tasks
+            s.tasks = []
             s.fenced = true
             s.leadership = nil
+            hub.finish { $0.fenced = true }
             return (t, s.lease)
         }
-        task?.cancel()
+        for t in tasks { t.cancel() }
         if let lease { _ = try? await call("v3/lease/revoke", ["ID": "\(lease)"]) }
     }
 }

@@ -30,7 +30,16 @@ public final class LocalCoordination: CoordinationBackend {
     private let path: String
     private let region: Region
     private let fd: Int32
-    private let state = Locked<(leadership: Leadership?, address: String?, task: Task<Void, Never>?)>((nil, nil, nil))
+    private struct State {
+        var leadership: Leadership?
+        var address: String?
+        var task: Task<Void, Never>?
+        /// The election thread's own open file description, once it holds the leader byte.
+        var electionFD: Int32?
+        var stopped = false
+    }
+    private let state = Locked(State())
+    private let hub = CoordinationEventHub()
     public static let maxNodes: UInt32 = 256
     private static let recordOffset: Int64 = 64
     private static let recordCapacity = 214
@@ -56,20 +65,73 @@ public final class LocalCoordination: CoordinationBackend {
         guard try setLock(at: memberByte(node)) else {
             throw CoordinationError("node \(node) is already a live member on \(path)")
         }
-        // Poll for the leader byte: a non-blocking attempt every 10 ms keeps failover well under 1 s
-        // without parking a thread in F_OFD_SETLKW.
-        let task = Task { [weak self] in
-            while !Task.isCancelled {
-                guard let self else { return }
-                if self.ownLeadership() == nil, (try? self.setLock(at: self.leaderByte)) == true { self.becomeLeader(address: address) }
-                try? await Task.sleep(nanoseconds: 10_000_000)
-            }
-        }
-        state.withLock { $0.address = address; $0.task = task }
+        state.withLock { $0.address = address }
+        startElection(address: address)
+        startObserver()
     }
 
-    private func becomeLeader(address: String) {
-        // Only the holder of the leader byte writes the record, so epochs only grow.
+    /// Gaining the role is event-driven: a thread of its own waits in F_OFD_SETLKW on the leader byte,
+    /// through an open file description of its own, and the kernel wakes it the instant the holder
+    /// dies. A blocked F_OFD_SETLKW cannot be cancelled without a signal handler (process-wide
+    /// state), so a stopped follower's thread stays parked until the leader byte frees, then lets
+    /// it go at once without writing the record.
+    private func startElection(address: String) {
+        let thread = Thread { [self] in
+            let electionFD = open(path, O_RDWR | O_CLOEXEC)
+            guard electionFD >= 0 else { return }
+            do { try OFDLock.waitWriteLock(electionFD, Int64(leaderByte)..<Int64(leaderByte + 1)) } catch {
+                close(electionFD)
+                return
+            }
+            let won = state.withLock { s -> Bool in
+                guard !s.stopped else { return false }
+                let mine = becomeLeader(address: address)
+                s.electionFD = electionFD
+                s.leadership = mine
+                // Under the state lock, so a concurrent stop() publishes its loss after this gain.
+                hub.update { $0.own = mine }
+                return true
+            }
+            if !won { close(electionFD) }
+        }
+        thread.name = "csvfs-election-\(node)"
+        thread.start()
+    }
+
+    /// Followers learn of a new leader, and everyone of membership changes, by a cheap periodic look
+    /// (one pread and about two F_OFD_GETLK per live member every 5 ms): OFD locks have no notifications.
+    private func startObserver() {
+        let task = Task { [weak self] in
+            var goneEpoch: Epoch = 0
+            while !Task.isCancelled {
+                guard let self else { return }
+                let leader = self.observedLeader(goneEpoch: &goneEpoch)
+                if let members = try? await self.members() {
+                    self.hub.update { v in
+                        if v.own == nil { v.leader = leader }
+                        v.members = members
+                    }
+                }
+                try? await Task.sleep(nanoseconds: 5_000_000)
+            }
+        }
+        state.withLock { $0.task = task }
+    }
+
+    /// The leader named by the record while someone holds the leader byte. A record no newer than a
+    /// leader already seen gone is the dead leader's, not yet overwritten by the new holder.
+    private func observedLeader(goneEpoch: inout Epoch) -> Leadership? {
+        if let mine = ownLeadership() { return mine }
+        guard (try? isLocked(at: leaderByte)) == true else {
+            if let last = hub.view.leader { goneEpoch = max(goneEpoch, last.epoch) }
+            return nil
+        }
+        guard let record = readRecord(), record.epoch > goneEpoch else { return nil }
+        return record
+    }
+
+    /// Writes the leader record for the holder of the leader byte; only it writes, so epochs only grow.
+    private func becomeLeader(address: String) -> Leadership {
         let old = readRecord()?.epoch ?? 0
         let mine = Leadership(node: node, address: address, epoch: old + 1)
         var buf = [UInt8](repeating: 0, count: 14)
@@ -80,7 +142,7 @@ public final class LocalCoordination: CoordinationBackend {
         buf += a
         _ = buf.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, off_t(region.offset + LocalCoordination.recordOffset)) }
         fsync(fd)
-        state.withLock { $0.leadership = mine }
+        return mine
     }
 
     private func readRecord() -> Leadership? {
@@ -124,15 +186,20 @@ public final class LocalCoordination: CoordinationBackend {
     /// A live process is never fenced by this backend: its locks die with it.
     public func isFenced() -> Bool { false }
 
+    public func events() -> AsyncStream<CoordinationEvent> { hub.subscribe() }
+
     public func stop() async {
-        let task = state.withLock { s -> Task<Void, Never>? in
-            let t = s.task
+        let (task, electionFD) = state.withLock { s -> (Task<Void, Never>?, Int32?) in
+            let t = s.task, e = s.electionFD
             s.task = nil
+            s.electionFD = nil
             s.leadership = nil
-            return t
+            s.stopped = true
+            hub.finish { $0.own = nil }
+            return (t, e)
         }
         task?.cancel()
-        _ = try? unlock(at: leaderByte)
+        if let electionFD { close(electionFD) }
         _ = try? unlock(at: memberByte(node))
     }
 
