@@ -9,6 +9,7 @@ let package = Package(
         .library(name: "VHDFormat", targets: ["VHDFormat"]),
         .library(name: "ClusterTransport", targets: ["ClusterTransport"]),
         .library(name: "LockManager", targets: ["LockManager"]),
+        .library(name: "CSVFSCluster", targets: ["CSVFSCluster"]),
         .executable(name: "csvfs", targets: ["csvfs"]),
         .executable(name: "vhdtool", targets: ["vhdtool"]),
         .executable(name: "dlmtool", targets: ["dlmtool"]),
@@ -64,8 +65,18 @@ let package = Package(
                 ],
                 path: "Sources/CSVFS"),
 
+        // The volume as a cluster: joining, the coordinator role, the metadata RPC on the cluster transport.
+        .target(name: "CSVFSCluster",
+                dependencies: [
+                    "CSVFS", "LockManager", "ClusterTransport", "Primitives",
+                    .product(name: "NIOCore", package: "swift-nio"),
+                    .product(name: "NIOPosix", package: "swift-nio"),
+                    .product(name: "Logging", package: "swift-log"),
+                ],
+                path: "Sources/CSVFSCluster"),
+
         .executableTarget(name: "csvfs",
-                          dependencies: ["CSVFS", "CSVFSSystem", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+                          dependencies: ["CSVFS", "CSVFSCluster", "CSVFSSystem", "Primitives", .product(name: "ArgumentParser", package: "swift-argument-parser")],
                           path: "tools/csvfs"),
         .executableTarget(name: "vhdtool",
                           dependencies: ["VHDFormat", .product(name: "ArgumentParser", package: "swift-argument-parser")],

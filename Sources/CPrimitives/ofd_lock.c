@@ -18,6 +18,11 @@ int primitives_ofd_try_write_lock(int fd, int64_t start, int64_t length) {
     return fcntl(fd, F_OFD_SETLK, &lock);
 }
 
+int primitives_ofd_try_read_lock(int fd, int64_t start, int64_t length) {
+    struct flock lock = primitives_range(F_RDLCK, start, length);
+    return fcntl(fd, F_OFD_SETLK, &lock);
+}
+
 int primitives_ofd_wait_write_lock(int fd, int64_t start, int64_t length) {
     struct flock lock = primitives_range(F_WRLCK, start, length);
     return fcntl(fd, F_OFD_SETLKW, &lock);

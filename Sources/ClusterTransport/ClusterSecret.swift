@@ -8,6 +8,7 @@ public struct ClusterSecret: Sendable {
     // Kept as bytes (SymmetricKey is made where it is used).
     let secret: [UInt8]
     public init(_ secret: String) { self.secret = Array(secret.utf8) }
+    public init(bytes: [UInt8]) { secret = bytes }
 
     public static func nonce() -> [UInt8] {
         var g = SystemRandomNumberGenerator()

@@ -20,6 +20,15 @@ public enum OFDLock {
         throw Failure(call: "F_OFD_SETLK", code: code)
     }
 
+    /// Takes a read (shared) lock on `range` without waiting: false if another open file description
+    /// holds a write lock there.
+    public static func tryReadLock(_ fd: Int32, _ range: Range<Int64>) throws(Failure) -> Bool {
+        if primitives_ofd_try_read_lock(fd, range.lowerBound, Int64(range.count)) == 0 { return true }
+        let code = errno
+        if code == EAGAIN || code == EACCES { return false }
+        throw Failure(call: "F_OFD_SETLK", code: code)
+    }
+
     /// Takes a write lock on `range`, waiting (in the kernel, no polling) until no other open file
     /// description holds a conflicting one. Blocks the calling thread: call it from a thread of its own.
     public static func waitWriteLock(_ fd: Int32, _ range: Range<Int64>) throws(Failure) {

@@ -110,30 +110,6 @@ extension Mounted {
             }
         }
 
-        @Test func unknownMetadataRPCTransportIsRefused() throws {
-            try withVolume(mounted: false) { volume in
-                for extra in [[String](), ["--foreground"]] {
-                    let result = try volume.csvfs(["mount", volume.lun, volume.mountpoint, "--metadata-rpc", "tcp"] + extra, timeout: 30)
-                    #expect(result.status != 0 && result.stderr.contains("--metadata-rpc tcp"), "\(result)")
-                    #expect(!volume.isMounted)
-                }
-            }
-        }
-
-        @Test func secondMountOfAMountedLUNIsRefused() throws {
-            try withVolume { volume in
-                try writeFile(volume.path("first"), Array("first".utf8))
-                let second = volume.directory.appendingPathComponent("mnt2").path
-                try FileManager.default.createDirectory(atPath: second, withIntermediateDirectories: false)
-                defer {
-                    if MountTable.isMounted(second) { _ = try? runProcess("/usr/bin/fusermount3", ["-u", "-z", second], timeout: 30) }
-                }
-                try Self.expectMountFails(volume, lun: volume.lun, mountpoint: second, "LUN already mounted")
-                #expect(try readFile(volume.path("first")) == Array("first".utf8), "the first mount still serves")
-                #expect(try volume.csvfs(["fsck", volume.lun, "--repair"]).status != 0, "fsck --repair refuses a mounted volume")
-            }
-        }
-
         @Test func corruptSuperblocksAreDetected() throws {
             try withVolume(mounted: true, fsckAtTeardown: false) { volume in
                 try writeFile(volume.path("kept"), Array("kept".utf8))

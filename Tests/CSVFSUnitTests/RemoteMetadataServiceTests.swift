@@ -19,16 +19,20 @@ final class RemoteMetadataServiceTests {
 
     deinit { try? FileManager.default.removeItem(at: directory) }
 
-    func withVolume(_ route: MetadataRoute, _ body: (Volume) throws -> Void) throws {
-        let volume = try Volume.open(path: lun, metadataRoute: route)
+    func withVolume(_ body: (Volume) throws -> Void) throws {
+        let volume = try Volume.open(path: lun)
         defer { volume.close() }
         try body(volume)
     }
 
+    /// The volume's own service, reached through the codec and a server in this process.
+    func loopback(_ volume: Volume) -> RemoteMetadataService {
+        RemoteMetadataService(channel: LoopbackMetadataChannel(server: MetadataServer(service: volume.service)), node: 1)
+    }
+
     @Test func callsThroughTheRPCReachTheLocalStoreAndAnswerAsIt() throws {
-        try withVolume(.loopbackRPC) { volume in
-            let remote = try #require(volume.remote)
-            #expect(volume.metadata as AnyObject === remote)
+        try withVolume { volume in
+            let remote = loopback(volume)
             let file = try remote.createNode(parent: 1, name: Array("f".utf8), mode: regular, rdev: 0, symlinkTarget: nil, caller: root)
             #expect(try volume.service.lookup(parent: 1, name: Array("f".utf8)) == file, "the create reached the store")
             #expect(try remote.lookup(parent: 1, name: Array("f".utf8)) == file)
@@ -38,8 +42,11 @@ final class RemoteMetadataServiceTests {
             }
 
             let data = (0..<10_000).map { UInt8(truncatingIfNeeded: $0 &* 7) }
-            try data.withUnsafeBytes { try volume.data.write(file.ino, offset: 0, data: $0) }
-            #expect(try volume.data.read(file.ino, offset: 0, count: 20_000) { Array($0) } == data)
+            // The data path of a node that is not the coordinator: its map changes go through the RPC.
+            let path = try DataPath(service: remote, device: volume.device, io: .threads)
+            defer { path.close() }
+            try data.withUnsafeBytes { try path.write(file.ino, offset: 0, data: $0) }
+            #expect(try path.read(file.ino, offset: 0, count: 20_000) { Array($0) } == data)
             #expect(try remote.attributes(file.ino).size == 10_000)
             #expect(try remote.mapping(file.ino, 0..<4096) == (try volume.service.mapping(file.ino, 0..<4096)))
 
@@ -71,7 +78,7 @@ final class RemoteMetadataServiceTests {
     }
 
     @Test func requestIDsCarryTheNodeAndASequenceThatGrowsByOne() throws {
-        try withVolume(.direct) { volume in
+        try withVolume { volume in
             let recorder = RecordingChannel(inner: LoopbackMetadataChannel(server: MetadataServer(service: volume.service)))
             let remote = RemoteMetadataService(channel: recorder, node: 42)
             _ = try remote.attributes(1)
@@ -82,7 +89,7 @@ final class RemoteMetadataServiceTests {
     }
 
     @Test func aCallPastItsDeadlineTimesOutAndIsNotServed() throws {
-        try withVolume(.direct) { volume in
+        try withVolume { volume in
             let remote = RemoteMetadataService(channel: LoopbackMetadataChannel(server: MetadataServer(service: volume.service)),
                                                node: 2, timeout: .zero)
             #expect(throws: Errno.timedOut) {
@@ -94,7 +101,7 @@ final class RemoteMetadataServiceTests {
     }
 
     @Test func aMalformedRequestIsRefusedWithoutReachingTheService() throws {
-        try withVolume(.direct) { volume in
+        try withVolume { volume in
             let server = MetadataServer(service: volume.service)
             let id = MetadataRequestID(node: 3, sequence: 1)
             let request = MetadataWire.encodeRequest(id: id, .createNode(parent: 1, name: Array("cut".utf8), mode: regular, rdev: 0,
@@ -112,7 +119,7 @@ final class RemoteMetadataServiceTests {
     }
 
     @Test func aDamagedReplyIsEPROTOForTheCaller() throws {
-        try withVolume(.direct) { volume in
+        try withVolume { volume in
             let damaging = TruncatingChannel(inner: LoopbackMetadataChannel(server: MetadataServer(service: volume.service)))
             let remote = RemoteMetadataService(channel: damaging, node: 2)
             #expect(throws: Errno.protocolError) { try remote.attributes(1) }
@@ -122,8 +129,8 @@ final class RemoteMetadataServiceTests {
 
     /// Not a timed assert: prints what a loopback RPC adds to a call, beside the direct call, in the same run.
     @Test func perCallOverheadOfTheLoopbackRPC() throws {
-        try withVolume(.loopbackRPC) { volume in
-            let remote = try #require(volume.remote)
+        try withVolume { volume in
+            let remote = loopback(volume)
             let local = volume.service
             let directory = try local.createNode(parent: 1, name: Array("d".utf8), mode: UInt32(S_IFDIR) | 0o755, rdev: 0,
                                                  symlinkTarget: nil, caller: root)

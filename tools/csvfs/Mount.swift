@@ -1,5 +1,6 @@
 import ArgumentParser
 import CSVFS
+import CSVFSCluster
 import Foundation
 import Glibc
 import Logging
@@ -24,13 +25,20 @@ struct Mount: ParsableCommand {
     @Option(help: "Append the background server's log to this file.")
     var log: String?
 
+    @Option(help: "This node's id in the volume's cluster, 1-256 (default: the lowest free one).")
+    var node: UInt32?
+
+    @Option(help: "HOST:PORT this node serves locks and metadata on while it is the coordinator (default: 127.0.0.1 and a free port).")
+    var address: String?
+
+    @Option(help: "The volume's cluster secret (default: /etc/csvfs/VOLUME-UUID.secret, as csvfs format wrote it).")
+    var secretFile: String?
+
     @Option(help: .hidden)
     var readyFD: Int32?
 
-    /// For tests: `loopback` serves FUSE and the data path through the metadata RPC (codec, server) in this
-    /// process, as a node that is not the coordinator will be served.
-    @Option(help: .hidden)
-    var metadataRPC: String?
+    @Option(help: "Seconds to wait for a coordinator to accept this node.")
+    var joinTimeout: Int = 30
 
     func run() throws {
         do {
@@ -39,46 +47,53 @@ struct Mount: ParsableCommand {
             throw Failure("csvfs mount: \(error)")
         }
         _ = try Self.splitOptions(options)
-        _ = try metadataRoute()
+        guard joinTimeout > 0 else { throw Failure("csvfs mount: --join-timeout \(joinTimeout): must be at least 1 s") }
+        if let node, !(1...256).contains(node) { throw Failure("csvfs mount: --node \(node): a node id is 1-256") }
+        if let address, NodeAddress.split(address) == nil { throw Failure("csvfs mount: --address \(address): expected HOST:PORT") }
         if foreground {
             try serve()
         } else {
-            try Daemon.start(arguments: ["mount", lun, mountpoint, "--foreground"]
-                             + (options.map { ["-o", $0] } ?? []) + (metadataRPC.map { ["--metadata-rpc", $0] } ?? []),
-                             log: log)
+            try Daemon.start(arguments: ["mount", lun, mountpoint, "--foreground"] + forwardedOptions, log: log)
         }
     }
 
-    private func metadataRoute() throws -> MetadataRoute {
-        switch metadataRPC {
-        case nil: return .direct
-        case "loopback": return .loopbackRPC
-        case let other?: throw Failure("csvfs mount: --metadata-rpc \(other): the only transport is 'loopback'")
-        }
+    /// The options the background server is started with.
+    private var forwardedOptions: [String] {
+        var out: [String] = []
+        if let options { out += ["-o", options] }
+        out += ["--join-timeout", String(joinTimeout)]
+        if let node { out += ["--node", String(node)] }
+        if let address { out += ["--address", address] }
+        if let secretFile { out += ["--secret-file", secretFile] }
+        return out
     }
 
+    /// Joins the volume's cluster as a node and serves it until unmounted.
     private func serve() throws {
         var logger = Logger(label: "csvfs")
         logger.logLevel = .info
         let report = ReadyPipe(fd: readyFD)
         let (io, extra) = try Self.splitOptions(options)
-        let volume: Volume
+        var options = JoinOptions(node: node, address: address, secretFile: secretFile, io: io)
+        options.timeout = .seconds(joinTimeout)
+        let cluster: ClusterNode
         do {
-            volume = try Volume.open(path: lun, io: io, metadataRoute: try metadataRoute())
+            cluster = try blocking { [lun, logger, options] in try await ClusterNode.join(lun: lun, options: options, logger: logger) }
         } catch {
             let message = "csvfs mount: \(lun): \(error)"
             report.fail(message)
             throw Failure(message)
         }
-        defer { volume.close() }
-        if volume.usedBackupSuperblock {
-            logger.warning("primary superblock unreadable; mounted from the backup copy (run csvfs fsck --repair)")
-        }
+        defer { blocking { await cluster.leave() } }
+        logger.info("node \(cluster.id) at \(cluster.address) joined; \(cluster.isCoordinator ? "it is the coordinator" : "metadata goes to the coordinator")")
         do {
-            try FUSESession.serve(volume: volume, lunPath: lun, mountpoint: mountpoint, options: extra, logger: logger) {
+            // Temporary, until caches are kept under DLM locks: the kernel caches no name or attribute, so
+            // every node sees another's change on its next call.
+            try FUSESession.serve(metadata: cluster.metadata, data: cluster.data, cacheTimeout: 0, lunPath: lun,
+                                  mountpoint: mountpoint, options: extra, logger: logger) {
                 report.ready()
             }
-            if let remote = volume.remote { logger.info("metadata RPCs: \(remote.counters)") }
+            logger.info("metadata RPCs: \(cluster.remote.counters)")
         } catch {
             let message = "csvfs mount: \(error)"
             report.fail(message)

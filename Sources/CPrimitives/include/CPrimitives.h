@@ -6,6 +6,7 @@
 // does not see. Each returns what fcntl returns and leaves errno set.
 
 int primitives_ofd_try_write_lock(int fd, int64_t start, int64_t length);  // F_OFD_SETLK, F_WRLCK
+int primitives_ofd_try_read_lock(int fd, int64_t start, int64_t length);  // F_OFD_SETLK, F_RDLCK
 int primitives_ofd_wait_write_lock(int fd, int64_t start, int64_t length); // F_OFD_SETLKW, F_WRLCK (blocks)
 int primitives_ofd_unlock(int fd, int64_t start, int64_t length);          // F_OFD_SETLK, F_UNLCK
 // F_OFD_GETLK for a write lock over [start, start + length): *found is 1 if another open file

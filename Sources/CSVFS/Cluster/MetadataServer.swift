@@ -8,11 +8,14 @@ public final class MetadataServer: Sendable {
         self.service = service
     }
 
-    public func serve(_ request: [UInt8]) -> [UInt8] {
+    /// `peer` is the node the transport authenticated: a request under another node's id is refused (EPERM),
+    /// so no node can pass its calls off as another's.
+    public func serve(_ request: [UInt8], from peer: UInt32? = nil) -> [UInt8] {
         let id: MetadataRequestID
         let call: MetadataCall
         do throws(Errno) {
             (id, call) = try MetadataWire.decodeRequest(request)
+            if let peer, id.node != peer { throw .notPermitted }
         } catch {
             refusals.withLock { $0 += 1 }
             return MetadataWire.encodeRefusal(of: request, error)

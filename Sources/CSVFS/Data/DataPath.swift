@@ -19,7 +19,7 @@ public final class DataPath: Sendable {
     private let engine: AIOEngine?
     private static let block: Int64 = 4096
 
-    init(service: any MetadataService, device: LUNDevice, io mode: LUNIOMode) throws(Errno) {
+    public init(service: any MetadataService, device: LUNDevice, io mode: LUNIOMode) throws(Errno) {
         self.service = service
         if let direct = device.direct, Self.takesBlockIO(direct) {
             dataFD = direct

@@ -10,13 +10,17 @@ public final class FUSEFilesystem: Sendable {
     let service: any MetadataService
     let data: DataPath
     let logger: Logger
-    /// How long the kernel may cache names and attributes. A single node sees every change itself.
-    let cacheTimeout: Double = 1.0
+    /// How long the kernel may cache names and attributes.
+    let cacheTimeout: Double
+    /// A volume mounted by one node alone: that node sees every change itself.
+    public static let aloneCacheTimeout = 1.0
     /// Called once the kernel's INIT is answered, that is when the mount can serve requests.
     let initialized: @Sendable () -> Void
 
-    public init(service: any MetadataService, data: DataPath, logger: Logger, initialized: @escaping @Sendable () -> Void) {
+    public init(service: any MetadataService, data: DataPath, cacheTimeout: Double, logger: Logger,
+                initialized: @escaping @Sendable () -> Void) {
         self.service = service
+        self.cacheTimeout = cacheTimeout
         self.data = data
         self.logger = logger
         self.initialized = initialized

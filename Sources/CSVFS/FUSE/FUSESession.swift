@@ -31,8 +31,17 @@ public enum FUSESession {
     /// Mounts, calls `ready` once the kernel has initialised the mount, and serves requests until unmount or SIGTERM/SIGINT.
     public static func serve(volume: Volume, lunPath: String, mountpoint: String, options: [String],
                              logger: Logger, ready: @escaping @Sendable () -> Void) throws {
+        try serve(metadata: volume.metadata, data: volume.data, cacheTimeout: FUSEFilesystem.aloneCacheTimeout,
+                  lunPath: lunPath, mountpoint: mountpoint, options: options, logger: logger, ready: ready)
+    }
+
+    /// Serves `metadata` and `data`, as a node of a cluster does; the kernel may cache names and attributes
+    /// for `cacheTimeout` seconds.
+    public static func serve(metadata: any MetadataService, data: DataPath, cacheTimeout: Double, lunPath: String,
+                             mountpoint: String, options: [String], logger: Logger,
+                             ready: @escaping @Sendable () -> Void) throws {
         try checkMountpoint(mountpoint)
-        let filesystem = FUSEFilesystem(service: volume.metadata, data: volume.data, logger: logger, initialized: ready)
+        let filesystem = FUSEFilesystem(service: metadata, data: data, cacheTimeout: cacheTimeout, logger: logger, initialized: ready)
         let userdata = Unmanaged.passRetained(filesystem)
         defer { userdata.release() }
 
@@ -60,7 +69,7 @@ public enum FUSESession {
         // the space deletes freed), so even without fsync nothing older than a second is lost to power loss.
         let committer = DispatchSource.makeTimerSource(queue: DispatchQueue.global())
         committer.schedule(deadline: .now() + 1, repeating: 1)
-        let service = volume.metadata
+        let service = metadata
         committer.setEventHandler {
             // The open files whose changes it failed to make durable hear of it at their next fsync.
             do throws(Errno) { try service.sync() } catch { logger.error("flushing the LUN failed: \(error)") }
@@ -71,7 +80,7 @@ public enum FUSESession {
         logger.info("mounted", metadata: ["lun": "\(lunPath)", "mountpoint": "\(mountpoint)"])
         FUSERequestLoop(session: session, maxThreads: 64).run()
         // Reads still on the LUN answer their requests when they complete, so the session must outlive them.
-        volume.data.drain()
+        data.drain()
         logger.info("unmounting")
     }
 }

@@ -12,6 +12,20 @@ public final class LocalMetadataService: MetadataService, @unchecked Sendable {
         self.lun = lun
     }
 
+    /// Opens the volume's metadata database on the LUN and reclaims the files left unlinked but open by an
+    /// earlier owner. Only the one process that owns the metadata may call it: one that claimed the LUN
+    /// alone, or the cluster's coordinator while it holds the role.
+    public static func open(device: LUNDevice, superblock: Superblock) throws -> LocalMetadataService {
+        let store = try MetadataStore.open(lun: device.fd, superblock: superblock)
+        do {
+            try store.reclaimOrphans()
+        } catch {
+            store.close()
+            throw error
+        }
+        return LocalMetadataService(store: store, lun: device.fd)
+    }
+
     private func locked<R>(_ body: (MetadataStore) throws(Errno) -> R) throws(Errno) -> R {
         try lock.withLock { () throws(Errno) -> R in try body(store) }
     }
@@ -134,7 +148,7 @@ public final class LocalMetadataService: MetadataService, @unchecked Sendable {
     }
 
     /// Checkpoints and leaves the database with nothing to replay; the service must not be used afterwards.
-    func close() {
+    public func close() {
         lock.withLock { store.close() }
     }
 }

@@ -10,7 +10,8 @@ public struct LUNDevice: Sendable {
     /// nil where the medium has no O_DIRECT (tmpfs).
     public let direct: FileDescriptor?
 
-    /// A byte of the LUN that is locked (OFD write lock) while a process has the volume open.
+    /// A byte of the LUN that is locked while a process has the volume open: a write lock by a process that
+    /// has it alone (a check, a repair), a read lock by every node of a mounted cluster.
     static let inUseLockOffset: Int64 = 8192
 
     /// `readOnly` opens for reading only (a check, `info`): a read-only image, loop device or mount will do,
@@ -35,6 +36,18 @@ public struct LUNDevice: Sendable {
         let claimed: Bool
         do {
             claimed = try OFDLock.tryWriteLock(fd.rawValue, Self.inUseLockOffset..<(Self.inUseLockOffset + 1))
+        } catch {
+            throw .io("cannot lock \(path)", Errno(error.code))
+        }
+        if !claimed { throw .alreadyInUse }
+    }
+
+    /// Claims the LUN as one node of the cluster: any number of nodes hold the claim together, and it refuses
+    /// (and is refused by) a process that has the volume alone, such as `fsck --repair`.
+    public func claimShared() throws(VolumeError) {
+        let claimed: Bool
+        do {
+            claimed = try OFDLock.tryReadLock(fd.rawValue, Self.inUseLockOffset..<(Self.inUseLockOffset + 1))
         } catch {
             throw .io("cannot lock \(path)", Errno(error.code))
         }

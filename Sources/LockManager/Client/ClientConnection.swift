@@ -20,6 +20,7 @@ extension LockClient {
                 case .authenticationFailed, .wrongVolume:
                     // A wrong secret or volume will not fix itself: fail what waits with a clear error.
                     logger.error("the lock master refused node \(node) or was refused: \(error)")
+                    state.withLock { $0.refusal = error }
                     failAllWaiting(LockError.unauthenticated)
                 default:
                     logger.debug("connection to master failed: \(error)")
@@ -83,6 +84,7 @@ extension LockClient {
             }
             s.epoch = epoch
             s.channel = channel
+            s.refusal = nil
             s.sessions += 1
             s.listingText = ""   // a listing cut off with the old connection is asked for again
             var msgs: [WireMessage] = s.held.sorted { $0.key < $1.key }.compactMap { id, h in

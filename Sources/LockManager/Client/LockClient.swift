@@ -45,6 +45,8 @@ public final class LockClient: Sendable {
         var stopped = false
         var sessions = 0
         var blocking: BlockingHandler?
+        /// Why the master refused this node at its last attempt, if it did (a wrong secret or volume).
+        var refusal: TransportError?
     }
 
     public let node: UInt32
@@ -76,6 +78,14 @@ public final class LockClient: Sendable {
         executor = EventLoopTaskExecutor(eventLoop)
         self.logger = logger
     }
+
+    /// The connection to the master once it has welcomed this node, nil between masters. The node's other
+    /// services share it: the metadata RPC goes to the coordinator, which hosts the master.
+    public var connection: TransportConnection? { state.withLock { $0.channel } }
+
+    /// Why the master refused this node the last time it tried (a wrong secret, another volume); nil once a
+    /// master has welcomed it.
+    public var refusal: TransportError? { state.withLock { $0.refusal } }
 
     /// Starts the connection loop and the fencing watchdog.
     public func start() {

@@ -61,6 +61,15 @@ public final class LocalCoordination: CoordinationBackend {
 
     deinit { close(fd) }
 
+    /// The lowest node id no live process holds on `path`'s region, for a node that joins without one
+    /// (nil: all taken). Another process may take it first: `start` then refuses, and the caller asks again.
+    public static func firstFreeNode(path: String, region: Region) throws -> UInt32? {
+        // Not started, so it holds no member byte of its own to skip.
+        let probe = try LocalCoordination(path: path, region: region, node: maxNodes)
+        for node in 1...maxNodes where try !probe.isLocked(at: probe.memberByte(node)) { return node }
+        return nil
+    }
+
     public func start(address: String) async throws {
         guard try setLock(at: memberByte(node)) else {
             throw CoordinationError("node \(node) is already a live member on \(path)")

@@ -17,9 +17,11 @@ public final class LockMaster: Sendable {
     private let membershipTask: Task<Void, Never>
 
     /// Binds `host:port` (port 0 picks one) and starts in recovery under `epoch`. Only nodes that
-    /// prove `secret` for `volume` get in.
+    /// prove `secret` for `volume` get in. `services` adds other services of the coordinator (the
+    /// metadata RPC) to every connection, so one port serves locks and metadata.
     public init(host: String, port: Int, epoch: Epoch, secret: ClusterSecret, volume: String = "",
                 coordination: any CoordinationBackend, group: EventLoopGroup, limits: MasterLimits = MasterLimits(),
+                services: @escaping ServiceFactory = { [:] },
                 logger: Logger = Logger(label: "dlm.master")) async throws {
         let loop = group.next()
         self.loop = loop
@@ -29,7 +31,7 @@ public final class LockMaster: Sendable {
         server = try await TransportServer(host: host, port: port, loop: loop, secret: secret,
                                            identity: PeerIdentity(node: coordination.node, volume: volume),
                                            limits: limits.connections, logger: logger) {
-            [.lockManager: MasterSession(core: core.value)]
+            services().merging([.lockManager: MasterSession(core: core.value)]) { _, lockManager in lockManager }
         }
         // Membership drives both the end of recovery and the purge of fenced nodes.
         membershipTask = Task {

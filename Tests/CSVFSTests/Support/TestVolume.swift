@@ -4,22 +4,20 @@ import Glibc
 import Testing
 import TestSupport
 
-/// How a mount's FUSE adapter and data path reach the metadata: the mount suites run in both modes.
+/// Which node of the volume's cluster the test's mount is: the mount suites run as both.
 enum MetadataMode: String, CaseIterable, CustomTestStringConvertible {
-    /// Straight to the local service, as on the coordinator.
-    case local
-    /// Through RemoteMetadataService, the codec and the metadata server (`--metadata-rpc loopback`), as a
-    /// node that is not the coordinator.
-    case rpc
+    /// The first node, the coordinator: metadata calls go straight to its own database.
+    case coordinator
+    /// A second node, mounted after a coordinator the fixture mounts beside it: every metadata call crosses
+    /// the cluster transport to the coordinator's process.
+    case follower
 
     var testDescription: String { rawValue }
+}
 
-    var mountArguments: [String] {
-        switch self {
-        case .local: []
-        case .rpc: ["--metadata-rpc", "loopback"]
-        }
-    }
+/// Where the tests keep a LUN's cluster secret: beside it, never in /etc/csvfs.
+func secretFile(of lun: String, in directory: URL) -> String {
+    directory.appendingPathComponent(URL(fileURLWithPath: lun).lastPathComponent + ".secret").path
 }
 
 /// A freshly formatted LUN image in a unique temp dir, mountable at a unique mountpoint there.
@@ -31,18 +29,22 @@ final class TestVolume {
     let binary: String
     let metadataMode: MetadataMode
     private(set) var server: ChildProcess?
+    /// In `.follower` mode, the coordinator node, mounted at `coordinatorMountpoint` before the test's own.
+    private(set) var coordinatorServer: ChildProcess?
+    var coordinatorMountpoint: String { directory.appendingPathComponent("coordinator-mnt").path }
+    var secretFile: String { CSVFSTests.secretFile(of: lun, in: directory) }
 
     static let mountTimeout: TimeInterval = 30
     static let commandTimeout: TimeInterval = 120
 
     /// A volume on a new image file of `size`.
-    convenience init(size: String = "512M", metadataMode: MetadataMode = .local) throws {
+    convenience init(size: String = "512M", metadataMode: MetadataMode = .coordinator) throws {
         try self.init(lun: nil, formatArguments: ["--size", size], metadataMode: metadataMode)
     }
 
     /// A volume on `device` (a block device the test set up), formatted over whatever it holds.
     convenience init(device: String) throws {
-        try self.init(lun: device, formatArguments: ["--force"], metadataMode: .local)
+        try self.init(lun: device, formatArguments: ["--force"], metadataMode: .coordinator)
     }
 
     private init(lun device: String?, formatArguments: [String], metadataMode: MetadataMode) throws {
@@ -57,6 +59,7 @@ final class TestVolume {
         mountpoint = directory.appendingPathComponent("mnt").path
         do {
             try FileManager.default.createDirectory(atPath: mountpoint, withIntermediateDirectories: false)
+            try FileManager.default.createDirectory(atPath: coordinatorMountpoint, withIntermediateDirectories: false)
             let format = try csvfs(["format", lun] + formatArguments)
             guard format.succeeded else { throw FixtureError("csvfs format failed: \(format)") }
         } catch {
@@ -67,58 +70,79 @@ final class TestVolume {
 
     func path(_ relative: String) -> String { mountpoint + "/" + relative }
 
-    /// Runs `csvfs ARGS` to completion (with a timeout).
+    /// Runs `csvfs ARGS` to completion (with a timeout). `format` and `mount` of a LUN get its secret file
+    /// in the test's directory unless the arguments name one.
     func csvfs(_ arguments: [String], timeout: TimeInterval = commandTimeout) throws -> ProcessResult {
-        try runProcess(binary, arguments, timeout: timeout)
+        try runProcess(binary, withSecret(arguments), timeout: timeout)
+    }
+
+    func withSecret(_ arguments: [String]) -> [String] {
+        guard arguments.count > 1, ["format", "mount"].contains(arguments[0]), !arguments.contains("--secret-file") else { return arguments }
+        return arguments + ["--secret-file", CSVFSTests.secretFile(of: arguments[1], in: directory)]
     }
 
     func fsck() throws -> ProcessResult { try csvfs(["fsck", lun]) }
 
     var isMounted: Bool { MountTable.isMounted(mountpoint) }
 
-    /// Starts the server in the foreground as our child and waits until the kernel lists the mount.
-    /// `options` go to `csvfs mount -o`.
+    /// Starts the server in the foreground as our child and waits until the kernel lists the mount; in
+    /// `.follower` mode a coordinator node first. `options` go to `csvfs mount -o`.
     func mount(options: [String] = []) throws {
         guard server == nil else { throw FixtureError("already mounted by this fixture") }
-        let arguments = ["mount", lun, mountpoint, "--foreground"] + metadataMode.mountArguments
-            + (options.isEmpty ? [] : ["-o", options.joined(separator: ",")])
+        if metadataMode == .follower && coordinatorServer == nil {
+            coordinatorServer = try startServer(at: coordinatorMountpoint, options: options)
+        }
+        server = try startServer(at: mountpoint, options: options)
+    }
+
+    private func startServer(at target: String, options: [String]) throws -> ChildProcess {
+        let arguments = withSecret(["mount", lun, target, "--foreground"] + (options.isEmpty ? [] : ["-o", options.joined(separator: ",")]))
         let child = try ChildProcess(binary, arguments, outputDirectory: directory)
-        server = child
         let deadline = Date().addingTimeInterval(Self.mountTimeout)
-        while MountTable.entry(at: mountpoint)?.fileSystemType != "fuse.csvfs" {
+        while MountTable.entry(at: target)?.fileSystemType != "fuse.csvfs" {
             if let status = child.wait(timeout: 0) {
-                server = nil
                 throw FixtureError("csvfs mount exited before the mount was ready: \(child.result(status: status))")
             }
             if Date() > deadline {
+                child.kill()
                 throw FixtureError("mount not ready within \(Int(Self.mountTimeout)) s: \(child.stderrText)")
             }
             usleep(10_000)
         }
+        return child
     }
 
-    /// `csvfs unmount`, then waits for our server to exit; throws if either fails.
+    /// `csvfs unmount`, then waits for our server to exit (the test's node first, then the coordinator
+    /// beside it); throws if either fails.
     func unmount() throws {
-        let result = try csvfs(["unmount", mountpoint])
-        guard result.succeeded else { throw FixtureError("csvfs unmount failed: \(result)") }
-        if let server {
-            guard let status = server.wait(timeout: Self.mountTimeout) else {
-                throw FixtureError("server still running \(Int(Self.mountTimeout)) s after unmount")
-            }
-            self.server = nil
-            guard status == 0 else { throw FixtureError("server exited with \(status) after unmount: \(server.stderrText)") }
-            if metadataMode == .rpc { try Self.expectMetadataRPCs(in: server.stderrText) }
+        if server != nil || isMounted { try unmount(mountpoint, server, follower: metadataMode == .follower) }
+        server = nil
+        if let coordinator = coordinatorServer {
+            try unmount(coordinatorMountpoint, coordinator, follower: false)
+            coordinatorServer = nil
         }
     }
 
-    /// A mount through the RPC reports its RPC count at unmount; none would mean it was served directly.
+    private func unmount(_ target: String, _ child: ChildProcess?, follower: Bool) throws {
+        let result = try csvfs(["unmount", target])
+        guard result.succeeded else { throw FixtureError("csvfs unmount failed: \(result)") }
+        if let child {
+            guard let status = child.wait(timeout: Self.mountTimeout) else {
+                throw FixtureError("server still running \(Int(Self.mountTimeout)) s after unmount")
+            }
+            guard status == 0 else { throw FixtureError("server exited with \(status) after unmount: \(child.stderrText)") }
+            if follower { try Self.expectMetadataRPCs(in: child.stderrText) }
+        }
+    }
+
+    /// A node reports its RPC count at unmount; none from a follower would mean it was served by its own database.
     private static func expectMetadataRPCs(in log: String) throws {
         let marker = "metadata RPCs: "
         guard let line = log.split(separator: "\n").last(where: { $0.contains(marker) }),
               let count = line.components(separatedBy: marker).last?.split(separator: " ").first.flatMap({ Int($0) }) else {
-            throw FixtureError("the server through the metadata RPC logged no RPC count: \(log)")
+            throw FixtureError("the follower logged no RPC count: \(log)")
         }
-        guard count > 0 else { throw FixtureError("the server through the metadata RPC made no RPCs: \(line)") }
+        guard count > 0 else { throw FixtureError("the follower made no metadata RPCs: \(line)") }
     }
 
     func remount() throws {
@@ -126,11 +150,14 @@ final class TestVolume {
         try mount()
     }
 
-    /// Simulates a crash: SIGKILL the server by PID, then detach the dead mount.
+    /// Simulates a crash (of the host: in `.follower` mode the coordinator too): SIGKILL the servers by PID,
+    /// then detach the dead mounts.
     func crash() throws {
         guard let server else { throw FixtureError("no server to kill") }
         server.kill()
         self.server = nil
+        coordinatorServer?.kill()
+        coordinatorServer = nil
         try detachDeadMount()
     }
 
@@ -149,23 +176,26 @@ final class TestVolume {
     /// Lazily unmounts a mount whose server is gone ("Transport endpoint is not connected"): fusermount3 -u -z,
     /// else umount2(MNT_DETACH) directly (we are root).
     func detachDeadMount() throws {
-        guard isMounted else { return }
-        let result = try? runProcess("/usr/bin/fusermount3", ["-u", "-z", mountpoint], timeout: 30)
-        if isMounted { _ = umount2(mountpoint, Int32(MNT_DETACH)) }
-        if isMounted { throw FixtureError("cannot detach \(mountpoint): \(result.map(\.description) ?? "fusermount3 failed")") }
+        for target in [mountpoint, coordinatorMountpoint] where MountTable.isMounted(target) {
+            let result = try? runProcess("/usr/bin/fusermount3", ["-u", "-z", target], timeout: 30)
+            if MountTable.isMounted(target) { _ = umount2(target, Int32(MNT_DETACH)) }
+            if MountTable.isMounted(target) { throw FixtureError("cannot detach \(target): \(result.map(\.description) ?? "fusermount3 failed")") }
+        }
     }
+
+    var anyMounted: Bool { isMounted || MountTable.isMounted(coordinatorMountpoint) }
 
     /// Teardown: unmount (gracefully, else kill the server by PID and detach), check the volume with fsck
     /// when asked, then remove the temp dir.
     func destroy(checkVolume: Bool) {
         var unmountedCleanly = true
-        if isMounted || server != nil {
+        if isMounted || server != nil || coordinatorServer != nil {
             do { try unmount() } catch {
                 unmountedCleanly = false
                 Issue.record("teardown: \(error)")
             }
         }
-        if checkVolume && unmountedCleanly && !isMounted {
+        if checkVolume && unmountedCleanly && !anyMounted {
             do {
                 let fsck = try self.fsck()
                 if !fsck.succeeded { Issue.record("teardown: fsck of the volume the test left: \(fsck)") }
@@ -173,18 +203,17 @@ final class TestVolume {
                 Issue.record("teardown: fsck: \(error)")
             }
         }
-        if let server {
-            server.kill()
-            self.server = nil
-        }
-        if isMounted {
+        for child in [server, coordinatorServer].compactMap({ $0 }) { child.kill() }
+        server = nil
+        coordinatorServer = nil
+        if anyMounted {
             // A server we did not start ourselves (`csvfs mount` in the background): find it by our unique LUN path.
             for pid in processIDs(withArgument: lun) { kill(pid, SIGKILL) }
             try? detachDeadMount()
         }
         for pid in processIDs(withArgument: lun) { kill(pid, SIGKILL) }
-        guard !isMounted else {
-            Issue.record("teardown: \(mountpoint) is still mounted; leaving \(directory.path) in place")
+        guard !anyMounted else {
+            Issue.record("teardown: \(mountpoint) or \(coordinatorMountpoint) is still mounted; leaving \(directory.path) in place")
             return
         }
         try? FileManager.default.removeItem(at: directory)
@@ -194,7 +223,7 @@ final class TestVolume {
 /// Formats a volume, mounts it (its metadata reached as `metadataMode` says), runs `body`, and always unmounts and removes everything afterwards.
 /// Unless `fsckAtTeardown` is false (tests that corrupt the LUN on purpose), the volume the test left
 /// must pass `csvfs fsck`.
-func withVolume<T>(_ metadataMode: MetadataMode = .local, size: String = "512M", mounted: Bool = true,
+func withVolume<T>(_ metadataMode: MetadataMode = .coordinator, size: String = "512M", mounted: Bool = true,
                    fsckAtTeardown: Bool = true, _ body: (TestVolume) throws -> T) throws -> T {
     let volume = try TestVolume(size: size, metadataMode: metadataMode)
     defer { volume.destroy(checkVolume: fsckAtTeardown) }

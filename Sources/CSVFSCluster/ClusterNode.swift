@@ -1,0 +1,191 @@
+import ClusterTransport
+import CSVFS
+import Dispatch
+import Foundation
+import Logging
+import LockManager
+import NIOCore
+import NIOPosix
+import Primitives
+
+/// How a node joins its volume's cluster.
+public struct JoinOptions: Sendable {
+    /// The node's id; the lowest free one when nil.
+    public var node: UInt32?
+    /// `HOST:PORT` the node serves on while coordinator; 127.0.0.1 and a free port when nil.
+    public var address: String?
+    /// The cluster secret's file; `ClusterSecretFile.defaultPath` when nil.
+    public var secretFile: String?
+    public var io: LUNIOMode = .aio
+    /// How long joining may take: an election, and the coordinator's answer.
+    public var timeout: Duration = .seconds(30)
+
+    public init(node: UInt32? = nil, address: String? = nil, secretFile: String? = nil, io: LUNIOMode = .aio) {
+        self.node = node
+        self.address = address
+        self.secretFile = secretFile
+        self.io = io
+    }
+}
+
+public struct JoinError: Error, CustomStringConvertible {
+    public let description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// This host's node of a volume's cluster: a member through the coordination backend (the `local` one, on
+/// the LUN's coordination range), a DLM node that hosts the lock master and the metadata server while it is
+/// the coordinator, and the metadata service and data path its FUSE mount serves.
+public final class ClusterNode: Sendable {
+    public let device: LUNDevice
+    public let superblock: Superblock
+    public let id: UInt32
+    public let address: String
+    public let metadata: RoutedMetadataService
+    public let remote: RemoteMetadataService
+    public let data: DataPath
+    private let dlm: DLMNode
+
+    private init(device: LUNDevice, superblock: Superblock, id: UInt32, address: String, metadata: RoutedMetadataService,
+                 remote: RemoteMetadataService, data: DataPath, dlm: DLMNode) {
+        self.device = device
+        self.superblock = superblock
+        self.id = id
+        self.address = address
+        self.metadata = metadata
+        self.remote = remote
+        self.data = data
+        self.dlm = dlm
+    }
+
+    /// The volume's id on the transport: a node of another volume is refused even with the right secret.
+    static func volumeID(_ superblock: Superblock) -> String { superblock.uuid.uuidString.lowercased() }
+
+    /// Joins the cluster of the volume on `lun`; returns once this node can serve metadata calls (it is the
+    /// coordinator, or the coordinator has accepted it).
+    public static func join(lun: String, options: JoinOptions, logger: Logger) async throws -> ClusterNode {
+        let device = try LUNDevice.open(lun)
+        var joined: (DLMNode, DataPath)?
+        do {
+            try device.claimShared()
+            let (superblock, _) = try device.superblock()
+            let secretPath = options.secretFile ?? ClusterSecretFile.defaultPath(volume: superblock.uuid)
+            let secret = try ClusterSecretFile.read(from: secretPath)
+            let (host, port) = try address(options.address)
+            let region = LocalCoordination.Region(offset: superblock.coordinationOffset, length: superblock.coordinationLength)
+            let volume = volumeID(superblock)
+            let group = MultiThreadedEventLoopGroup.singleton
+
+            let (id, coordination) = try await member(lun: lun, region: region, node: options.node, address: "\(host):\(port)")
+            // The role hooks and the metadata server need the routed service, which needs the DLM node's
+            // lock client (its connection carries the metadata calls): the node is made first, the hooks after.
+            let role = DeferredRoleHooks()
+            let session = Locked<RoutedMetadataService?>(nil)
+            let queue = DispatchQueue(label: "csvfs.metadata-rpc", attributes: .concurrent)
+            let dlm = DLMNode(coordination: coordination, secret: secret, volume: volume, host: host, port: port, group: group,
+                              services: { session.withLock { $0 }.map { [.metadata: MetadataSession(service: $0, queue: queue)] } ?? [:] },
+                              hooks: role, logger: logger)
+            let remote = RemoteMetadataService(channel: NetworkMetadataChannel(client: dlm.client, logger: logger), node: id)
+            let routed = RoutedMetadataService(remote: remote)
+            session.withLock { $0 = routed }
+            role.set(MetadataRole(device: device, superblock: superblock, service: routed, logger: logger))
+            let data = try DataPath(service: routed, device: device, io: options.io)
+            joined = (dlm, data)
+            try await dlm.start(coordinationStarted: true)
+            try await admitted(routed, dlm.client, timeout: options.timeout, secretPath: secretPath)
+            return ClusterNode(device: device, superblock: superblock, id: id, address: "\(host):\(port)", metadata: routed,
+                               remote: remote, data: data, dlm: dlm)
+        } catch {
+            if let (dlm, data) = joined {
+                await dlm.stop()
+                data.close()
+            }
+            device.close()
+            throw error
+        }
+    }
+
+    /// Leaves the cluster: the role (and the database) is given up, the LUN released.
+    public func leave() async {
+        await dlm.stop()
+        data.close()
+        try? device.fd.dataSync()
+        device.close()
+    }
+
+    /// Whether this node is the coordinator now.
+    public var isCoordinator: Bool { metadata.isLocal }
+
+    private static func address(_ given: String?) throws -> (String, Int) {
+        if let given {
+            guard let parsed = NodeAddress.split(given) else { throw JoinError("--address \(given): expected HOST:PORT") }
+            return parsed
+        }
+        guard let port = NodeAddress.freePort(on: "127.0.0.1") else { throw JoinError("no free port for the cluster transport on 127.0.0.1") }
+        return ("127.0.0.1", port)
+    }
+
+    /// A started member of the `local` backend under `node`, or the lowest free id.
+    private static func member(lun: String, region: LocalCoordination.Region, node: UInt32?,
+                               address: String) async throws -> (UInt32, LocalCoordination) {
+        if let node {
+            let coordination = try LocalCoordination(path: lun, region: region, node: node)
+            try await coordination.start(address: address)
+            return (node, coordination)
+        }
+        // Another node joining at the same moment may take the id first: then the next one.
+        var lastError: (any Error)?
+        for _ in 0..<8 {
+            guard let free = try LocalCoordination.firstFreeNode(path: lun, region: region) else {
+                throw JoinError("all \(LocalCoordination.maxNodes) node ids of this volume are taken")
+            }
+            let coordination = try LocalCoordination(path: lun, region: region, node: free)
+            do {
+                try await coordination.start(address: address)
+                return (free, coordination)
+            } catch {
+                lastError = error
+            }
+        }
+        throw lastError ?? JoinError("cannot take a node id")
+    }
+
+    /// Waits until this node is the coordinator or the coordinator has accepted it. A coordinator that
+    /// refuses it (the secret, the volume) ends the join at once; one that does not answer (it died while we
+    /// joined) is waited out: the election names the next, or the timeout ends it.
+    private static func admitted(_ routed: RoutedMetadataService, _ client: LockClient, timeout: Duration,
+                                 secretPath: String) async throws {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            if routed.isLocal { return }
+            if routed.hasRoute, client.connection?.channel.isActive == true { return }
+            switch client.refusal {
+            case .authenticationFailed?:
+                throw JoinError("the coordinator refused this node: the cluster secret in \(secretPath) is not this volume's")
+            case .wrongVolume(let why)?:
+                throw JoinError("the coordinator serves another volume: \(why)")
+            default:
+                break
+            }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        throw JoinError(routed.hasRoute ? "the coordinator did not accept this node within \(timeout)"
+                                        : "no coordinator was elected within \(timeout)")
+    }
+}
+
+/// Role hooks set once the objects they drive exist (see `ClusterNode.join`); until then there is no role
+/// to take, since the node has not started.
+final class DeferredRoleHooks: RoleHooks {
+    private let hooks = Locked<(any RoleHooks)?>(nil)
+
+    func set(_ target: any RoleHooks) { hooks.withLock { $0 = target } }
+
+    func willHost(_ leadership: Leadership) async throws {
+        guard let target = hooks.withLock({ $0 }) else { throw JoinError("the node is not ready to take the role") }
+        try await target.willHost(leadership)
+    }
+
+    func didStop(_ epoch: Epoch) async { await hooks.withLock { $0 }?.didStop(epoch) }
+    func follow(_ leader: Leadership?) async { await hooks.withLock { $0 }?.follow(leader) }
+}

@@ -1,0 +1,43 @@
+import CSVFS
+import Logging
+import LockManager
+
+/// The filesystem's part of the coordinator role, driven by the DLM node's role directives: the elected
+/// node opens the metadata database before its master (and so its metadata server) starts, and closes it
+/// after the master stopped; every other node sends its metadata calls to the coordinator it follows.
+final class MetadataRole: RoleHooks {
+    private let device: LUNDevice
+    private let superblock: Superblock
+    private let service: RoutedMetadataService
+    private let logger: Logger
+
+    init(device: LUNDevice, superblock: Superblock, service: RoutedMetadataService, logger: Logger) {
+        self.device = device
+        self.superblock = superblock
+        self.service = service
+        self.logger = logger
+    }
+
+    func willHost(_ leadership: Leadership) async throws {
+        let local = try LocalMetadataService.open(device: device, superblock: superblock)
+        service.host(local)
+        logger.info("coordinator for epoch \(leadership.epoch): metadata database open")
+    }
+
+    func didStop(_ epoch: Epoch) async {
+        guard let local = service.unhost() else { return }
+        do throws(Errno) {
+            try local.commit()
+            try local.sync()
+        } catch {
+            logger.error("closing the metadata database of epoch \(epoch): \(error)")
+        }
+        local.close()
+        logger.info("no longer coordinator (epoch \(epoch)): metadata database closed")
+    }
+
+    func follow(_ leader: Leadership?) async {
+        service.follow(leader != nil)
+        if let leader { logger.info("coordinator is node \(leader.node) at \(leader.address), epoch \(leader.epoch)") }
+    }
+}

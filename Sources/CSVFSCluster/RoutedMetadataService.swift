@@ -1,0 +1,215 @@
+import CSVFS
+import Foundation
+
+/// The one `MetadataService` of a cluster node, what its FUSE adapter and data path call: while the node is
+/// the coordinator, straight to its own `LocalMetadataService` (so the coordinator's mount costs what a
+/// single node's does); otherwise to the coordinator, through `RemoteMetadataService`. A call made while
+/// the role is changing hands waits for the next route, up to `waitLimit`, then fails with ETIMEDOUT.
+public final class RoutedMetadataService: MetadataService, @unchecked Sendable {
+    // @unchecked: `state` is reached only with `condition` locked.
+    enum Route {
+        /// Nobody known serves the metadata yet (the election, or this node opening the database).
+        case pending
+        case local(LocalMetadataService, MetadataServer)
+        case remote
+    }
+
+    private struct State {
+        var route: Route = .pending
+        /// Calls running on the local service: it is closed only once they are done.
+        var localCalls = 0
+    }
+
+    private let condition = NSCondition()
+    private var state = State()
+    private let remote: RemoteMetadataService
+    public let waitLimit: Duration
+
+    public init(remote: RemoteMetadataService, waitLimit: Duration = .seconds(60)) {
+        self.remote = remote
+        self.waitLimit = waitLimit
+    }
+
+    /// The node now owns the metadata: calls go to `service`, and the coordinator's RPC server serves it.
+    func host(_ service: LocalMetadataService) {
+        set(.local(service, MetadataServer(service: service)))
+    }
+
+    /// The node no longer owns the metadata: new calls wait for the next route; returns the service it had,
+    /// once no call runs on it any more, for the caller to close.
+    func unhost() -> LocalMetadataService? {
+        condition.lock()
+        defer { condition.unlock() }
+        guard case .local(let service, _) = state.route else { return nil }
+        state.route = .pending
+        while state.localCalls > 0 { condition.wait() }
+        return service
+    }
+
+    /// Another node is the coordinator (true), or nobody known is (false).
+    func follow(_ known: Bool) {
+        condition.lock()
+        defer { condition.unlock() }
+        if case .local = state.route { return }
+        state.route = known ? .remote : .pending
+        condition.broadcast()
+    }
+
+    private func set(_ route: Route) {
+        condition.lock()
+        state.route = route
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    /// Whether some node is known to serve the metadata now.
+    var hasRoute: Bool {
+        condition.lock()
+        defer { condition.unlock() }
+        if case .pending = state.route { return false }
+        return true
+    }
+
+    /// Whether a call would go to this node's own database now.
+    public var isLocal: Bool {
+        condition.lock()
+        defer { condition.unlock() }
+        if case .local = state.route { return true }
+        return false
+    }
+
+    /// Waits until a route is known and runs `body` on its service.
+    private func routed<R>(_ body: (any MetadataService) throws(Errno) -> R) throws(Errno) -> R {
+        let deadline = Date().addingTimeInterval(Double(waitLimit.components.seconds))
+        condition.lock()
+        while case .pending = state.route {
+            guard condition.wait(until: deadline) else {
+                condition.unlock()
+                throw .timedOut
+            }
+        }
+        guard case .local(let service, _) = state.route else {
+            condition.unlock()
+            return try body(remote)
+        }
+        state.localCalls += 1
+        condition.unlock()
+        defer { endLocalCall() }
+        return try body(service)
+    }
+
+    /// Serves a request from another node with this node's own database, if it still is the coordinator.
+    func serveHosted(_ request: [UInt8], from peer: UInt32) -> [UInt8]? {
+        condition.lock()
+        guard case .local(_, let server) = state.route else {
+            condition.unlock()
+            return nil
+        }
+        state.localCalls += 1
+        condition.unlock()
+        defer { endLocalCall() }
+        return server.serve(request, from: peer)
+    }
+
+    private func endLocalCall() {
+        condition.lock()
+        state.localCalls -= 1
+        if state.localCalls == 0 { condition.broadcast() }
+        condition.unlock()
+    }
+
+    public func lookup(parent: UInt64, name: [UInt8]) throws(Errno) -> InodeAttributes {
+        try routed { (s) throws(Errno) in try s.lookup(parent: parent, name: name) }
+    }
+
+    public func attributes(_ ino: UInt64) throws(Errno) -> InodeAttributes {
+        try routed { (s) throws(Errno) in try s.attributes(ino) }
+    }
+
+    public func setAttributes(_ ino: UInt64, _ changes: AttributeChanges) throws(Errno) -> InodeAttributes {
+        try routed { (s) throws(Errno) in try s.setAttributes(ino, changes) }
+    }
+
+    public func createNode(parent: UInt64, name: [UInt8], mode: UInt32, rdev: UInt64, symlinkTarget: [UInt8]?,
+                           caller: Caller) throws(Errno) -> InodeAttributes {
+        try routed { (s) throws(Errno) in
+            try s.createNode(parent: parent, name: name, mode: mode, rdev: rdev, symlinkTarget: symlinkTarget, caller: caller)
+        }
+    }
+
+    public func readlink(_ ino: UInt64) throws(Errno) -> [UInt8] {
+        try routed { (s) throws(Errno) in try s.readlink(ino) }
+    }
+
+    public func link(_ ino: UInt64, newParent: UInt64, newName: [UInt8]) throws(Errno) -> InodeAttributes {
+        try routed { (s) throws(Errno) in try s.link(ino, newParent: newParent, newName: newName) }
+    }
+
+    public func unlink(parent: UInt64, name: [UInt8]) throws(Errno) {
+        try routed { (s) throws(Errno) in try s.unlink(parent: parent, name: name) }
+    }
+
+    public func rmdir(parent: UInt64, name: [UInt8]) throws(Errno) {
+        try routed { (s) throws(Errno) in try s.rmdir(parent: parent, name: name) }
+    }
+
+    public func rename(parent: UInt64, name: [UInt8], newParent: UInt64, newName: [UInt8], mode: RenameMode) throws(Errno) {
+        try routed { (s) throws(Errno) in try s.rename(parent: parent, name: name, newParent: newParent, newName: newName, mode: mode) }
+    }
+
+    public func readdir(_ ino: UInt64, after cookie: Int64, limit: Int, plus: Bool) throws(Errno) -> [DirectoryEntry] {
+        try routed { (s) throws(Errno) in try s.readdir(ino, after: cookie, limit: limit, plus: plus) }
+    }
+
+    public func setXattr(_ ino: UInt64, name: [UInt8], value: [UInt8], create: Bool, replace: Bool) throws(Errno) {
+        try routed { (s) throws(Errno) in try s.setXattr(ino, name: name, value: value, create: create, replace: replace) }
+    }
+
+    public func getXattr(_ ino: UInt64, name: [UInt8]) throws(Errno) -> [UInt8] {
+        try routed { (s) throws(Errno) in try s.getXattr(ino, name: name) }
+    }
+
+    public func listXattrs(_ ino: UInt64) throws(Errno) -> [[UInt8]] {
+        try routed { (s) throws(Errno) in try s.listXattrs(ino) }
+    }
+
+    public func removeXattr(_ ino: UInt64, name: [UInt8]) throws(Errno) {
+        try routed { (s) throws(Errno) in try s.removeXattr(ino, name: name) }
+    }
+
+    public func statistics() throws(Errno) -> VolumeStatistics {
+        try routed { (s) throws(Errno) in try s.statistics() }
+    }
+
+    public func opened(_ ino: UInt64) throws(Errno) -> UInt64 {
+        try routed { (s) throws(Errno) in try s.opened(ino) }
+    }
+
+    public func released(_ ino: UInt64, handle: UInt64) throws(Errno) {
+        try routed { (s) throws(Errno) in try s.released(ino, handle: handle) }
+    }
+
+    public func mapping(_ ino: UInt64, _ range: Range<Int64>) throws(Errno) -> (size: UInt64, segments: [FileSegment]) {
+        try routed { (s) throws(Errno) in try s.mapping(ino, range) }
+    }
+
+    public func prepareWrite(_ ino: UInt64, _ range: Range<Int64>) throws(Errno) -> [FileSegment] {
+        try routed { (s) throws(Errno) in try s.prepareWrite(ino, range) }
+    }
+
+    public func completeWrite(_ ino: UInt64, filled: [Range<Int64>], end: Int64) throws(Errno) {
+        try routed { (s) throws(Errno) in try s.completeWrite(ino, filled: filled, end: end) }
+    }
+
+    public func fallocate(_ ino: UInt64, _ range: Range<Int64>, mode: FallocateMode) throws(Errno) {
+        try routed { (s) throws(Errno) in try s.fallocate(ino, range, mode: mode) }
+    }
+
+    public func commit() throws(Errno) {
+        try routed { (s) throws(Errno) in try s.commit() }
+    }
+
+    public func sync(reportingTo handle: UInt64?) throws(Errno) {
+        try routed { (s) throws(Errno) in try s.sync(reportingTo: handle) }
+    }
+}

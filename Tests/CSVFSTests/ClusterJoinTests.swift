@@ -1,0 +1,122 @@
+import CSVFS
+import Foundation
+import Glibc
+import Testing
+import TestSupport
+
+/// `csvfs mount` of a LUN that another node serves: the node joins the volume's cluster, or is refused with
+/// a clear message when it cannot prove it belongs (secret, id), and never mounts then.
+extension Mounted {
+    @Suite struct ClusterJoinTests {
+        /// A second mountpoint in the volume's directory, detached in any case when the test ends.
+        static func withSecondMountpoint(_ volume: TestVolume, _ body: (String) throws -> Void) throws {
+            let second = volume.directory.appendingPathComponent("mnt2").path
+            try FileManager.default.createDirectory(atPath: second, withIntermediateDirectories: false)
+            defer {
+                if MountTable.isMounted(second) { _ = try? volume.csvfs(["unmount", second]) }
+                if MountTable.isMounted(second) { _ = try? runProcess("/usr/bin/fusermount3", ["-u", "-z", second], timeout: 30) }
+            }
+            try body(second)
+        }
+
+        /// A refused join: non-zero exit, `why` in the message, nothing mounted, and the first node still serves.
+        static func expectRefused(_ volume: TestVolume, _ arguments: [String], at second: String, saying why: String) throws {
+            let result = try volume.csvfs(["mount", volume.lun, second] + arguments, timeout: 90)
+            #expect(result.status != 0, "the join must fail: \(result)")
+            #expect(result.stderr.contains(why), "the message says why (\(why)): \(result)")
+            #expect(!MountTable.isMounted(second), "nothing mounted")
+            #expect(try readFile(volume.path("first")) == Array("first".utf8), "the first node still serves")
+        }
+
+        static func writeSecret(_ path: String, _ text: String, mode: mode_t = 0o600) throws {
+            #expect(FileManager.default.createFile(atPath: path, contents: Data(text.utf8)))
+            #expect(chmod(path, mode) == 0)
+        }
+
+        @Test func secondMountJoinsTheClusterAndSharesTheNamespace() throws {
+            try withVolume { volume in
+                try writeFile(volume.path("first"), Array("first".utf8))
+                try Self.withSecondMountpoint(volume) { second in
+                    let joined = try volume.csvfs(["mount", volume.lun, second], timeout: 90)
+                    try #require(joined.succeeded, "\(joined)")
+                    #expect(try readFile(second + "/first") == Array("first".utf8), "the second node sees the first's file")
+                    try writeFile(second + "/second", Array("from the second node".utf8))
+                    #expect(try readFile(volume.path("second")) == Array("from the second node".utf8))
+                    #expect(try volume.csvfs(["fsck", volume.lun, "--repair"]).status != 0, "fsck --repair refuses a mounted volume")
+                    let unmounted = try volume.csvfs(["unmount", second])
+                    #expect(unmounted.succeeded, "\(unmounted)")
+                    #expect(try readFile(volume.path("second")) == Array("from the second node".utf8), "the first node goes on")
+                }
+            }
+        }
+
+        @Test func aWrongSecretIsRefused() throws {
+            try withVolume { volume in
+                try writeFile(volume.path("first"), Array("first".utf8))
+                try Self.withSecondMountpoint(volume) { second in
+                    let wrong = volume.directory.appendingPathComponent("wrong.secret").path
+                    try Self.writeSecret(wrong, String(repeating: "ab", count: 32) + "\n")
+                    try Self.expectRefused(volume, ["--secret-file", wrong], at: second, saying: "is not this volume's")
+                    #expect(volume.server?.stderrText.contains("authentication") == true,
+                            "the coordinator logged the refusal: \(volume.server?.stderrText ?? "")")
+
+                    // The secret of another volume is just as wrong.
+                    let other = TestVolumeLUN(directory: volume.directory)
+                    #expect(try volume.csvfs(["format", other.path, "--size", "64M"]).succeeded)
+                    try Self.expectRefused(volume, ["--secret-file", secretFile(of: other.path, in: volume.directory)], at: second,
+                                           saying: "is not this volume's")
+                }
+            }
+        }
+
+        @Test func secretFilesThatCannotBeTrustedAreRefused() throws {
+            try withVolume { volume in
+                try writeFile(volume.path("first"), Array("first".utf8))
+                try Self.withSecondMountpoint(volume) { second in
+                    let missing = volume.directory.appendingPathComponent("missing.secret").path
+                    try Self.expectRefused(volume, ["--secret-file", missing], at: second, saying: "cannot read the cluster secret")
+                    let open = volume.directory.appendingPathComponent("open.secret").path
+                    try Self.writeSecret(open, try String(contentsOfFile: volume.secretFile, encoding: .utf8), mode: 0o644)
+                    try Self.expectRefused(volume, ["--secret-file", open], at: second, saying: "readable by others")
+                    let garbage = volume.directory.appendingPathComponent("garbage.secret").path
+                    try Self.writeSecret(garbage, "not a secret\n")
+                    try Self.expectRefused(volume, ["--secret-file", garbage], at: second, saying: "is not a cluster secret")
+                }
+            }
+        }
+
+        @Test func aTakenNodeIDIsRefused() throws {
+            try withVolume { volume in
+                try writeFile(volume.path("first"), Array("first".utf8))
+                try Self.withSecondMountpoint(volume) { second in
+                    try Self.expectRefused(volume, ["--node", "1"], at: second, saying: "node 1 is already a live member")
+                    try Self.expectRefused(volume, ["--node", "0"], at: second, saying: "--node 0")
+                }
+            }
+        }
+
+        /// A coordinator that stops answering while a node joins (SIGSTOP: it keeps its role, so no other
+        /// node is elected): the join ends at its timeout with a message, and nothing hangs.
+        @Test func aCoordinatorThatStopsAnsweringEndsTheJoinAtItsTimeout() throws {
+            try withVolume { volume in
+                try writeFile(volume.path("first"), Array("first".utf8))
+                let coordinator = try #require(volume.server)
+                try Self.withSecondMountpoint(volume) { second in
+                    coordinator.signal(SIGSTOP)
+                    let result: ProcessResult
+                    do {
+                        defer { coordinator.signal(SIGCONT) }
+                        result = try volume.csvfs(["mount", volume.lun, second, "--join-timeout", "3"], timeout: 90)
+                    }
+                    #expect(result.status != 0 && result.stderr.contains("did not accept this node"), "\(result)")
+                    #expect(!MountTable.isMounted(second))
+                    #expect(try readFile(volume.path("first")) == Array("first".utf8), "the coordinator serves again")
+                    // Once it answers again, the same node joins.
+                    let joined = try volume.csvfs(["mount", volume.lun, second], timeout: 90)
+                    #expect(joined.succeeded, "\(joined)")
+                    #expect(try readFile(second + "/first") == Array("first".utf8))
+                }
+            }
+        }
+    }
+}
