@@ -53,6 +53,8 @@ let package = Package(
                     "Primitives", "ClusterTransport",
                     .product(name: "NIOCore", package: "swift-nio"),
                     .product(name: "NIOPosix", package: "swift-nio"),
+                    // The etcd backend's HTTP/1.1 client (not FoundationNetworking, which traps on a dropped connection).
+                    .product(name: "NIOHTTP1", package: "swift-nio"),
                     .product(name: "Crypto", package: "swift-crypto"),
                     .product(name: "Logging", package: "swift-log"),
                     .product(name: "HeapModule", package: "swift-collections"),

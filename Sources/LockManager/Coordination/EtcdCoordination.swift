@@ -1,7 +1,4 @@
 import Foundation
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
 
 /// The multi-host backend: etcd v3 through its JSON gateway, no client package.
 ///
@@ -15,11 +12,10 @@ import FoundationNetworking
 ///   t + TTL - margin, before etcd can expire the lease and give anything away.
 public final class EtcdCoordination: CoordinationBackend {
     public let node: UInt32
-    let endpoint: URL
+    let http: EtcdHTTPClient
     let prefix: String
     let ttl: Int
     let margin: UInt64
-    let session: URLSession
     struct State {
         var lease: Int64?
         var validUntil: Instant = 0
@@ -39,33 +35,18 @@ public final class EtcdCoordination: CoordinationBackend {
     /// - Parameters: endpoint like `http://127.0.0.1:2379`; volume names the key prefix;
     ///   ttl in seconds (etcd's minimum is about 2).
     public init(endpoint: String, volume: String, node: UInt32, ttl: Int = 3, marginMillis: UInt64 = 500) throws {
-        guard let url = URL(string: endpoint) else { throw CoordinationError("bad etcd endpoint \(endpoint)") }
-        self.endpoint = url
+        http = try EtcdHTTPClient(endpoint: endpoint)
         self.node = node
         self.prefix = "/csvfs/\(volume)"
         self.ttl = ttl
         self.margin = marginMillis * 1_000_000
-        let cfg = URLSessionConfiguration.ephemeral
-        cfg.timeoutIntervalForRequest = 1
-        cfg.httpMaximumConnectionsPerHost = 4
-        session = URLSession(configuration: cfg)
     }
 
     // MARK: Gateway calls
 
+    /// One gateway call, at most 1 s; every failure (etcd gone, a dropped connection) is thrown.
     func call(_ path: String, _ body: [String: Any]) async throws -> [String: Any] {
-        var req = URLRequest(url: endpoint.appendingPathComponent(path))
-        req.httpMethod = "POST"
-        req.httpBody = try JSONSerialization.data(withJSONObject: body)
-        req.timeoutInterval = 1
-        let (data, resp) = try await session.data(for: req)
-        guard let http = resp as? HTTPURLResponse, http.statusCode == 200 else {
-            throw CoordinationError("etcd \(path): HTTP \((resp as? HTTPURLResponse)?.statusCode ?? 0) \(String(decoding: data, as: UTF8.self))")
-        }
-        // The gateway streams some answers as {"result": {...}}.
-        guard let obj = try JSONSerialization.jsonObject(with: data) as? [String: Any] else { throw CoordinationError("etcd \(path): not JSON") }
-        if let err = obj["error"] { throw CoordinationError("etcd \(path): \(err)") }
-        return (obj["result"] as? [String: Any]) ?? obj
+        try await http.call(path, body)
     }
 
     static func b64(_ s: String) -> String { Data(s.utf8).base64EncodedString() }
@@ -199,7 +180,7 @@ public final class EtcdCoordination: CoordinationBackend {
                     needSnapshot = false
                 }
                 await campaignIfVacant(lease: lease, address: address)
-                for try await r in EtcdWatch.open(endpoint: endpoint, key: "\(prefix)/", rangeEnd: "\(prefix)0", startRevision: revision + 1) {
+                for try await r in EtcdWatch.open(http, key: "\(prefix)/", rangeEnd: "\(prefix)0", startRevision: revision + 1) {
                     if r.canceled {
                         needSnapshot = true
                         break
