@@ -2,6 +2,7 @@ import ClusterTransport
 import CSVFS
 import Dispatch
 import Foundation
+import Glibc
 import Logging
 import LockManager
 import NIOCore
@@ -16,9 +17,14 @@ public struct JoinOptions: Sendable {
     public var address: String?
     /// The cluster secret's file; `ClusterSecretFile.defaultPath` when nil.
     public var secretFile: String?
+    /// An etcd endpoint (`http://HOST:PORT`) for nodes on several hosts; nil: the `local` backend, every node
+    /// on this host, coordinating through the LUN's coordination range.
+    public var etcd: String?
     public var io: LUNIOMode = .aio
     /// How long joining may take: an election, and the coordinator's answer.
     public var timeout: Duration = .seconds(30)
+    /// Where this node mounts the volume, for `csvfs status`.
+    public var mountpoint = ""
 
     public init(node: UInt32? = nil, address: String? = nil, secretFile: String? = nil, io: LUNIOMode = .aio) {
         self.node = node
@@ -44,10 +50,14 @@ public final class ClusterNode: Sendable {
     public let metadata: RoutedMetadataService
     public let remote: RemoteMetadataService
     public let data: DataPath
+    /// What this node's mount lets the kernel cache: see `KernelCacheTimeout`.
+    public let cacheTimeout: KernelCacheTimeout
     private let dlm: DLMNode
+    private let membershipWatch: Task<Void, Never>
 
     private init(device: LUNDevice, superblock: Superblock, id: UInt32, address: String, metadata: RoutedMetadataService,
-                 remote: RemoteMetadataService, data: DataPath, dlm: DLMNode) {
+                 remote: RemoteMetadataService, data: DataPath, cacheTimeout: KernelCacheTimeout, dlm: DLMNode,
+                 membershipWatch: Task<Void, Never>) {
         self.device = device
         self.superblock = superblock
         self.id = id
@@ -55,7 +65,9 @@ public final class ClusterNode: Sendable {
         self.metadata = metadata
         self.remote = remote
         self.data = data
+        self.cacheTimeout = cacheTimeout
         self.dlm = dlm
+        self.membershipWatch = membershipWatch
     }
 
     /// The volume's id on the transport: a node of another volume is refused even with the right secret.
@@ -71,12 +83,13 @@ public final class ClusterNode: Sendable {
             let (superblock, _) = try device.superblock()
             let secretPath = options.secretFile ?? ClusterSecretFile.defaultPath(volume: superblock.uuid)
             let secret = try ClusterSecretFile.read(from: secretPath)
-            let (host, port) = try address(options.address)
+            let (host, port) = try address(options.address, etcd: options.etcd)
             let region = LocalCoordination.Region(offset: superblock.coordinationOffset, length: superblock.coordinationLength)
             let volume = volumeID(superblock)
             let group = MultiThreadedEventLoopGroup.singleton
 
-            let (id, coordination) = try await member(lun: lun, region: region, node: options.node, address: "\(host):\(port)")
+            let (id, coordination) = try await member(lun: lun, region: region, etcd: options.etcd, volume: volume,
+                                                      node: options.node, address: "\(host):\(port)")
             // The role hooks and the metadata server need the routed service, which needs the DLM node's
             // lock client (its connection carries the metadata calls): the node is made first, the hooks after.
             let role = DeferredRoleHooks()
@@ -93,8 +106,11 @@ public final class ClusterNode: Sendable {
             joined = (dlm, data)
             try await dlm.start(coordinationStarted: true)
             try await admitted(routed, dlm.client, timeout: options.timeout, secretPath: secretPath)
+            let (cacheTimeout, watch) = try await followMembership(coordination)
+            try NodeRecord(node: id, joinedAt: Date(), pid: getpid(), address: "\(host):\(port)", host: hostName(),
+                           mountpoint: options.mountpoint).write(to: device, superblock: superblock)
             return ClusterNode(device: device, superblock: superblock, id: id, address: "\(host):\(port)", metadata: routed,
-                               remote: remote, data: data, dlm: dlm)
+                               remote: remote, data: data, cacheTimeout: cacheTimeout, dlm: dlm, membershipWatch: watch)
         } catch {
             if let (dlm, data) = joined {
                 await dlm.stop()
@@ -107,39 +123,88 @@ public final class ClusterNode: Sendable {
 
     /// Leaves the cluster: the role (and the database) is given up, the LUN released.
     public func leave() async {
+        membershipWatch.cancel()
+        NodeRecord.clear(node: id, on: device, superblock: superblock)
         await dlm.stop()
         data.close()
         try? device.fd.dataSync()
         device.close()
     }
 
+    /// The kernel caches for a second while this node is the only member, nothing while there are others.
+    /// A node that joins others waits out what their kernels cached while they were alone before it serves.
+    private static func followMembership(_ coordination: any CoordinationBackend) async throws
+        -> (KernelCacheTimeout, Task<Void, Never>) {
+        let timeout = KernelCacheTimeout()
+        let events = coordination.events()
+        let watch = Task {
+            for await event in events {
+                if case .membersChanged(let members) = event { timeout.seconds = members.count > 1 ? 0 : KernelCacheTimeout.alone }
+            }
+        }
+        let members = try await coordination.members()
+        timeout.seconds = members.count > 1 ? 0 : KernelCacheTimeout.alone
+        if members.count > 1 {
+            // Others see this member within milliseconds (etcd: its watch); what they cached before expires
+            // within `alone` seconds of that.
+            try await Task.sleep(for: .milliseconds(Int(KernelCacheTimeout.alone * 1000) + 250))
+        }
+        return (timeout, watch)
+    }
+
+    static func hostName() -> String {
+        var name = [UInt8](repeating: 0, count: 256)
+        guard gethostname(&name, name.count) == 0 else { return "" }
+        return String(decoding: name.prefix { $0 != 0 }, as: UTF8.self)
+    }
+
     /// Whether this node is the coordinator now.
     public var isCoordinator: Bool { metadata.isLocal }
 
-    private static func address(_ given: String?) throws -> (String, Int) {
+    /// The given address, else a free port on the address the other nodes reach this host at: loopback
+    /// with the `local` backend, the one that routes to etcd with etcd.
+    private static func address(_ given: String?, etcd: String?) throws -> (String, Int) {
         if let given {
             guard let parsed = NodeAddress.split(given) else { throw JoinError("--address \(given): expected HOST:PORT") }
             return parsed
         }
-        guard let port = NodeAddress.freePort(on: "127.0.0.1") else { throw JoinError("no free port for the cluster transport on 127.0.0.1") }
-        return ("127.0.0.1", port)
+        var host = "127.0.0.1"
+        if let etcd {
+            guard let url = URL(string: etcd), let etcdHost = url.host,
+                  let local = NodeAddress.localAddress(towards: etcdHost, port: url.port ?? 2379) else {
+                throw JoinError("cannot tell which address of this host reaches etcd at \(etcd): give --address HOST:PORT")
+            }
+            host = local
+        }
+        guard let port = NodeAddress.freePort(on: host) else { throw JoinError("no free port for the cluster transport on \(host)") }
+        return (host, port)
     }
 
-    /// A started member of the `local` backend under `node`, or the lowest free id.
-    private static func member(lun: String, region: LocalCoordination.Region, node: UInt32?,
-                               address: String) async throws -> (UInt32, LocalCoordination) {
+    /// A started member under `node`, or the lowest free id: of the `local` backend on the LUN's
+    /// coordination range, or of etcd under the volume's prefix.
+    private static func member(lun: String, region: LocalCoordination.Region, etcd: String?, volume: String, node: UInt32?,
+                               address: String) async throws -> (UInt32, any CoordinationBackend) {
+        func backend(_ id: UInt32) throws -> any CoordinationBackend {
+            if let etcd { return try EtcdCoordination(endpoint: etcd, volume: volume, node: id) }
+            return try LocalCoordination(path: lun, region: region, node: id)
+        }
+        func firstFree() async throws -> UInt32? {
+            guard etcd != nil else { return try LocalCoordination.firstFreeNode(path: lun, region: region) }
+            let taken = try await backend(LocalCoordination.maxNodes).members()
+            return (1...LocalCoordination.maxNodes).first { !taken.contains($0) }
+        }
         if let node {
-            let coordination = try LocalCoordination(path: lun, region: region, node: node)
+            let coordination = try backend(node)
             try await coordination.start(address: address)
             return (node, coordination)
         }
         // Another node joining at the same moment may take the id first: then the next one.
         var lastError: (any Error)?
         for _ in 0..<8 {
-            guard let free = try LocalCoordination.firstFreeNode(path: lun, region: region) else {
+            guard let free = try await firstFree() else {
                 throw JoinError("all \(LocalCoordination.maxNodes) node ids of this volume are taken")
             }
-            let coordination = try LocalCoordination(path: lun, region: region, node: free)
+            let coordination = try backend(free)
             do {
                 try await coordination.start(address: address)
                 return (free, coordination)

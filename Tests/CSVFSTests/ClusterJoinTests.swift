@@ -28,6 +28,26 @@ extension Mounted {
             #expect(try readFile(volume.path("first")) == Array("first".utf8), "the first node still serves")
         }
 
+        struct Status: Decodable {
+            struct Coordinator: Decodable { var node: UInt32; var epoch: UInt64; var address: String }
+            struct Node: Decodable { var id: UInt32; var alive: Bool; var mountpoint: String?; var pid: Int32?; var address: String? }
+            var volume: String
+            var coordinator: Coordinator?
+            var nodes: [Node]
+        }
+
+        /// `csvfs status TARGET --json` names node 1 coordinator and exactly `nodes` (id: mountpoint), all alive.
+        static func expectStatus(_ volume: TestVolume, of target: String, nodes: [UInt32: String]) throws {
+            let result = try volume.csvfs(["status", target, "--json"])
+            try #require(result.succeeded, "\(result)")
+            let status = try JSONDecoder().decode(Status.self, from: Data(result.stdout.utf8))
+            #expect(status.coordinator?.node == 1 && (status.coordinator?.epoch ?? 0) >= 1, "\(result.stdout)")
+            #expect(Dictionary(uniqueKeysWithValues: status.nodes.map { ($0.id, $0.mountpoint ?? "") }) == nodes, "\(result.stdout)")
+            #expect(status.nodes.allSatisfy { $0.alive && ($0.pid ?? 0) > 0 && $0.address?.hasPrefix("127.0.0.1:") == true }, "\(result.stdout)")
+            let text = try volume.csvfs(["status", target])
+            #expect(text.succeeded && text.stdout.contains("coordinator: node 1 at"), "\(text)")
+        }
+
         static func writeSecret(_ path: String, _ text: String, mode: mode_t = 0o600) throws {
             #expect(FileManager.default.createFile(atPath: path, contents: Data(text.utf8)))
             #expect(chmod(path, mode) == 0)
@@ -43,9 +63,11 @@ extension Mounted {
                     try writeFile(second + "/second", Array("from the second node".utf8))
                     #expect(try readFile(volume.path("second")) == Array("from the second node".utf8))
                     #expect(try volume.csvfs(["fsck", volume.lun, "--repair"]).status != 0, "fsck --repair refuses a mounted volume")
+                    try Self.expectStatus(volume, of: second, nodes: [1: volume.mountpoint, 2: second])
                     let unmounted = try volume.csvfs(["unmount", second])
                     #expect(unmounted.succeeded, "\(unmounted)")
                     #expect(try readFile(volume.path("second")) == Array("from the second node".utf8), "the first node goes on")
+                    try Self.expectStatus(volume, of: volume.lun, nodes: [1: volume.mountpoint])
                 }
             }
         }

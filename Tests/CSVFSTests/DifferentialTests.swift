@@ -44,5 +44,41 @@ extension Mounted {
                 #expect(differences.isEmpty, "seed \(seed) after remount: \(differences.joined(separator: "\n"))")
             }
         }
+
+        /// Two nodes of one cluster: each operation of one seeded sequence goes to a random node's mount, and
+        /// after every one the other node's view equals the plain directory: what one node did, the other sees
+        /// on its next call. Replay with CSVFS_SEED.
+        @Test func twoNodesSeeEachOthersChangesAfterEveryOperation() throws {
+            let seed = SeededRandom.seed(from: "CSVFS_SEED", test: "two-node differential test")
+            let count = ProcessInfo.processInfo.environment["CSVFS_DIFF_OPS"].flatMap { Int($0) } ?? 400
+            var random = SeededRandom(seed: seed)
+            try withVolume(.follower) { volume in
+                let nodes = [volume.coordinatorMountpoint, volume.mountpoint]
+                let reference = volume.directory.appendingPathComponent("reference").path
+                try sys("mkdir reference") { mkdir(reference, 0o755) }
+                var succeeded = 0, onEach = [0, 0]
+                for step in 0..<count {
+                    let namespace = try RandomFileOperation.Namespace(root: reference)
+                    let operation = RandomFileOperation.random(in: namespace, using: &random)
+                    let node = Int.random(in: 0...1, using: &random)
+                    onEach[node] += 1
+                    let onCSVFS = operation.apply(in: nodes[node]), onPlain = operation.apply(in: reference)
+                    if onPlain.errno == 0 { succeeded += 1 }
+                    guard onCSVFS == onPlain else {
+                        Issue.record("seed \(seed) step \(step) on node \(node + 1): \(operation): csvfs \(onCSVFS), plain directory \(onPlain)")
+                        break
+                    }
+                    let other = nodes[1 - node]
+                    let differences = try TreeSnapshot(root: other).differences(from: TreeSnapshot(root: reference))
+                    guard differences.isEmpty else {
+                        Issue.record("seed \(seed) step \(step): after \(operation) on node \(node + 1), node \(2 - node) sees: \(differences.joined(separator: "\n"))")
+                        break
+                    }
+                }
+                print("two-node differential test: seed \(seed), \(count) operations (\(succeeded) succeeded), \(onEach[0]) on the coordinator, \(onEach[1]) on the other node")
+                #expect(succeeded >= count / 4, "most operations did something: \(succeeded) of \(count) succeeded")
+                #expect(onEach.allSatisfy { $0 >= count / 4 }, "both nodes took a share: \(onEach)")
+            }
+        }
     }
 }

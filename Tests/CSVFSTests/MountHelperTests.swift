@@ -13,7 +13,7 @@ extension Mounted {
                 let helper = volume.directory.appendingPathComponent("mount.csvfs").path
                 try FileManager.default.createSymbolicLink(atPath: helper, withDestinationPath: volume.binary)
                 // As mount(8) calls it for an fstab line "LUN DIR csvfs defaults,_netdev,noatime,x-systemd.automount 0 0".
-                let result = try runProcess(helper, [volume.lun, volume.mountpoint, "-o", "rw,defaults,_netdev,noatime,x-systemd.automount"],
+                let result = try runProcess(helper, [volume.lun, volume.mountpoint, "-o", "rw,defaults,_netdev,noatime,x-systemd.automount,secret_file=\(volume.secretFile)"],
                                             timeout: 90)
                 #expect(result.succeeded, "\(result)")
                 let entry = MountTable.entry(at: volume.mountpoint)
@@ -30,7 +30,7 @@ extension Mounted {
             try withVolume(mounted: false) { volume in
                 let helper = volume.directory.appendingPathComponent("mount.csvfs").path
                 try FileManager.default.createSymbolicLink(atPath: helper, withDestinationPath: volume.binary)
-                let result = try runProcess(helper, [volume.lun, volume.mountpoint, "-o", "ro"], timeout: 90)
+                let result = try runProcess(helper, [volume.lun, volume.mountpoint, "-o", "ro,secret_file=\(volume.secretFile)"], timeout: 90)
                 #expect(result.succeeded, "\(result)")
                 #expect(openErrno(volume.path("nope"), O_CREAT | O_WRONLY, 0o644) == EROFS)
                 let unmount = try volume.csvfs(["unmount", volume.mountpoint])

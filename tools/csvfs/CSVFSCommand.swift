@@ -7,7 +7,7 @@ struct CSVFSCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "csvfs",
         abstract: "CSVFS: a clustered shared-volume filesystem for VM disks on a shared LUN.",
-        subcommands: [Format.self, Mount.self, Unmount.self, Fsck.self, Info.self])
+        subcommands: [Format.self, Mount.self, Unmount.self, Status.self, Fsck.self, Info.self])
 
     /// `mount -t csvfs` runs /sbin/mount.csvfs (a link to this program) with mount(8)'s arguments.
     static func main() {

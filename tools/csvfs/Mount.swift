@@ -19,7 +19,7 @@ struct Mount: ParsableCommand {
     @Flag(help: "Serve in this process until unmounted (logs go to standard error).")
     var foreground = false
 
-    @Option(name: .short, help: "Mount options, comma-separated: FUSE's (e.g. ro), and io=aio (default) or io=threads for how file data moves to and from the LUN.")
+    @Option(name: .short, help: "Mount options, comma-separated: FUSE's (e.g. ro); io=aio (default) or io=threads for how file data moves to and from the LUN; secret_file=PATH as --secret-file.")
     var options: String?
 
     @Option(help: "Append the background server's log to this file.")
@@ -36,6 +36,9 @@ struct Mount: ParsableCommand {
 
     @Option(help: .hidden)
     var readyFD: Int32?
+
+    @Option(help: "Join through etcd at this endpoint (http://HOST:PORT), for nodes on several hosts (default: every node on this host, coordinating through the LUN).")
+    var etcd: String?
 
     @Option(help: "Seconds to wait for a coordinator to accept this node.")
     var joinTimeout: Int = 30
@@ -65,6 +68,7 @@ struct Mount: ParsableCommand {
         if let node { out += ["--node", String(node)] }
         if let address { out += ["--address", address] }
         if let secretFile { out += ["--secret-file", secretFile] }
+        if let etcd { out += ["--etcd", etcd] }
         return out
     }
 
@@ -73,9 +77,11 @@ struct Mount: ParsableCommand {
         var logger = Logger(label: "csvfs")
         logger.logLevel = .info
         let report = ReadyPipe(fd: readyFD)
-        let (io, extra) = try Self.splitOptions(options)
-        var options = JoinOptions(node: node, address: address, secretFile: secretFile, io: io)
+        let (io, secretOption, extra) = try Self.splitOptions(options)
+        var options = JoinOptions(node: node, address: address, secretFile: secretFile ?? secretOption, io: io)
         options.timeout = .seconds(joinTimeout)
+        options.etcd = etcd
+        options.mountpoint = URL(fileURLWithPath: mountpoint).standardizedFileURL.path
         let cluster: ClusterNode
         do {
             cluster = try blocking { [lun, logger, options] in try await ClusterNode.join(lun: lun, options: options, logger: logger) }
@@ -87,9 +93,7 @@ struct Mount: ParsableCommand {
         defer { blocking { await cluster.leave() } }
         logger.info("node \(cluster.id) at \(cluster.address) joined; \(cluster.isCoordinator ? "it is the coordinator" : "metadata goes to the coordinator")")
         do {
-            // Temporary, until caches are kept under DLM locks: the kernel caches no name or attribute, so
-            // every node sees another's change on its next call.
-            try FUSESession.serve(metadata: cluster.metadata, data: cluster.data, cacheTimeout: 0, lunPath: lun,
+            try FUSESession.serve(metadata: cluster.metadata, data: cluster.data, cacheTimeout: cluster.cacheTimeout, lunPath: lun,
                                   mountpoint: mountpoint, options: extra, logger: logger) {
                 report.ready()
             }
@@ -103,11 +107,17 @@ struct Mount: ParsableCommand {
 }
 
 extension Mount {
-    /// The `io=` option, taken out of the options for FUSE.
-    static func splitOptions(_ options: String?) throws -> (io: LUNIOMode, fuse: [String]) {
+    /// The options of `-o` that are CSVFS's own (`io=`, and `secret_file=` for fstab lines, where no
+    /// `--secret-file` can be given), taken out of those for FUSE.
+    static func splitOptions(_ options: String?) throws -> (io: LUNIOMode, secretFile: String?, fuse: [String]) {
         var io = LUNIOMode.aio
+        var secretFile: String?
         var fuse: [String] = []
         for option in options?.split(separator: ",").map(String.init) ?? [] {
+            if option.hasPrefix("secret_file=") {
+                secretFile = String(option.dropFirst("secret_file=".count))
+                continue
+            }
             guard option.hasPrefix("io=") else {
                 fuse.append(option)
                 continue
@@ -118,7 +128,7 @@ extension Mount {
             }
             io = mode
         }
-        return (io, fuse)
+        return (io, secretFile, fuse)
     }
 }
 

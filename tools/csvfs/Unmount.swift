@@ -15,7 +15,7 @@ struct Unmount: ParsableCommand {
 
     func run() throws {
         let path = URL(fileURLWithPath: mountpoint).standardizedFileURL.path
-        guard let mount = MountTable.csvfsMount(at: path) else {
+        guard MountTable.csvfsMount(at: path) != nil else {
             throw Failure("csvfs unmount: \(mountpoint) is not a mounted CSVFS volume")
         }
         // Found before the unmount: afterwards nothing ties the server to the mountpoint any more.

@@ -11,16 +11,15 @@ public final class FUSEFilesystem: Sendable {
     let data: DataPath
     let logger: Logger
     /// How long the kernel may cache names and attributes.
-    let cacheTimeout: Double
-    /// A volume mounted by one node alone: that node sees every change itself.
-    public static let aloneCacheTimeout = 1.0
+    let cacheTimeouts: KernelCacheTimeout
+    var cacheTimeout: Double { cacheTimeouts.seconds }
     /// Called once the kernel's INIT is answered, that is when the mount can serve requests.
     let initialized: @Sendable () -> Void
 
-    public init(service: any MetadataService, data: DataPath, cacheTimeout: Double, logger: Logger,
+    public init(service: any MetadataService, data: DataPath, cacheTimeout: KernelCacheTimeout, logger: Logger,
                 initialized: @escaping @Sendable () -> Void) {
         self.service = service
-        self.cacheTimeout = cacheTimeout
+        cacheTimeouts = cacheTimeout
         self.data = data
         self.logger = logger
         self.initialized = initialized

@@ -31,13 +31,13 @@ public enum FUSESession {
     /// Mounts, calls `ready` once the kernel has initialised the mount, and serves requests until unmount or SIGTERM/SIGINT.
     public static func serve(volume: Volume, lunPath: String, mountpoint: String, options: [String],
                              logger: Logger, ready: @escaping @Sendable () -> Void) throws {
-        try serve(metadata: volume.metadata, data: volume.data, cacheTimeout: FUSEFilesystem.aloneCacheTimeout,
+        try serve(metadata: volume.metadata, data: volume.data, cacheTimeout: KernelCacheTimeout(),
                   lunPath: lunPath, mountpoint: mountpoint, options: options, logger: logger, ready: ready)
     }
 
     /// Serves `metadata` and `data`, as a node of a cluster does; the kernel may cache names and attributes
-    /// for `cacheTimeout` seconds.
-    public static func serve(metadata: any MetadataService, data: DataPath, cacheTimeout: Double, lunPath: String,
+    /// for as long as `cacheTimeout` says at the time of each reply.
+    public static func serve(metadata: any MetadataService, data: DataPath, cacheTimeout: KernelCacheTimeout, lunPath: String,
                              mountpoint: String, options: [String], logger: Logger,
                              ready: @escaping @Sendable () -> Void) throws {
         try checkMountpoint(mountpoint)

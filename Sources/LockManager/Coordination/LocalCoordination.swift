@@ -61,6 +61,14 @@ public final class LocalCoordination: CoordinationBackend {
 
     deinit { close(fd) }
 
+    /// The leader and the live members as an observer sees them, without joining (for `csvfs status`).
+    public static func observe(path: String, region: Region) async throws -> (leader: Leadership?, members: Set<UInt32>) {
+        let probe = try LocalCoordination(path: path, region: region, node: maxNodes)
+        var members: Set<UInt32> = []
+        for node in 1...maxNodes where try probe.isLocked(at: probe.memberByte(node)) { members.insert(node) }
+        return (try await probe.leader(), members)
+    }
+
     /// The lowest node id no live process holds on `path`'s region, for a node that joins without one
     /// (nil: all taken). Another process may take it first: `start` then refuses, and the caller asks again.
     public static func firstFreeNode(path: String, region: Region) throws -> UInt32? {
