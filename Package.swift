@@ -95,9 +95,9 @@ let package = Package(
         // not part of any product.
         .target(name: "TestSupport", dependencies: ["CSVFSSystem", "Primitives"], path: "Tests/TestSupport"),
         // A real etcd for the cluster's tests and `dlmtool bench`; not part of any product.
-        .target(name: "ClusterTestSupport", dependencies: ["TestSupport"], path: "Tests/ClusterTestSupport"),
+        .target(name: "ClusterTestSupport", dependencies: ["TestSupport", "Primitives"], path: "Tests/ClusterTestSupport"),
         .testTarget(name: "PrimitivesTests", dependencies: ["Primitives"], path: "Tests/PrimitivesTests"),
-        .testTarget(name: "CSVFSTests", dependencies: ["CSVFS", "Primitives", "TestSupport"], path: "Tests/CSVFSTests"),
+        .testTarget(name: "CSVFSTests", dependencies: ["CSVFS", "Primitives", "TestSupport", "ClusterTestSupport"], path: "Tests/CSVFSTests"),
         .testTarget(name: "CSVFSUnitTests", dependencies: ["CSVFS", "CSQLite", "TestSupport"], path: "Tests/CSVFSUnitTests"),
         // The fuzz target's input decoder and exercise, so the corpus replay test runs the same code.
         .target(name: "VHDFormatExercise", dependencies: ["VHDFormat"], path: "fuzz/Sources/VHDFormatExercise"),

@@ -37,6 +37,30 @@ public final class EtcdServer: Sendable {
         throw ProcessFailure("etcd did not become healthy within \(timeout) s: \(why.suffix(600))")
     }
 
+    /// An etcd on `host` of a test network, at `host.address:2379`. Its health is asked from inside the host's
+    /// namespace (this process's own sockets cannot reach it).
+    public init(on host: TestNetwork.Host, network: TestNetwork, timeout: TimeInterval = 15) throws {
+        guard let bin = EtcdServer.binary else { throw ProcessFailure("etcd not found: install Debian's etcd-server") }
+        dataDir = try makeTemporaryDirectory("dlm-etcd")
+        endpoint = "http://\(host.address):2379"
+        let peer = "http://\(host.address):2380"
+        child = try network.start(on: host, "/bin/sh", ["-c", "\"$0\" \"$@\" & e=$!; read _; kill -9 $e; exit 0", bin,
+                                                         "--name", "default", "--data-dir", dataDir.path,
+                                                         "--listen-client-urls", endpoint, "--advertise-client-urls", endpoint,
+                                                         "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+                                                         "--initial-cluster", "default=\(peer)", "--log-level", "error"],
+                                  outputDirectory: dataDir, lifeline: true)
+        let probe = "import sys, urllib.request; sys.exit(0 if b'true' in urllib.request.urlopen(sys.argv[1], timeout=1).read() else 1)"
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            if (try? network.run(on: host, "/usr/bin/python3", ["-c", probe, endpoint + "/health"], timeout: 5))?.succeeded == true { return }
+            usleep(100_000)
+        }
+        let why = child.stderrText
+        stop()
+        throw ProcessFailure("etcd on \(host.address) did not become healthy within \(timeout) s: \(why.suffix(600))")
+    }
+
     /// `GET /health` over a plain blocking socket with a timeout. Not URLSession: FoundationNetworking
     /// (Swift 6.3.1) traps with "Transfer completed, but there's no response" when a connection closes
     /// right after the request, which a starting etcd can do (swift-corelibs-foundation #5285).
