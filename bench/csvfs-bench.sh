@@ -75,7 +75,7 @@ trap 'exit 130' INT TERM
 # Starts the server in the foreground in the background of this shell (so its PID is ours), waits until mounted.
 # mount_volume ENGINE: the server's LUN I/O engine (io=ENGINE).
 mount_volume() {
-    "$CSVFS_BIN" mount "$LUN" "$MNT" --foreground -o "io=$1" 2>>"$BENCH_DIR/server.log" &
+    "$CSVFS_BIN" mount "$LUN" "$MNT" --foreground --secret-file "$BENCH_DIR/lun.secret" -o "io=$1" 2>>"$BENCH_DIR/server.log" &
     SERVER_PID=$!
     for _ in $(seq 300); do
         mounted && return 0
@@ -159,7 +159,7 @@ EOF
 echo "== preparing $BENCH_DIR (LUN $LUN_SIZE, fio size $FIO_SIZE)"
 rm -rf "$BENCH_DIR"
 mkdir -p "$MNT" "$PLAIN"
-"$CSVFS_BIN" format "$LUN" --size "$LUN_SIZE" >/dev/null
+"$CSVFS_BIN" format "$LUN" --size "$LUN_SIZE" --secret-file "$BENCH_DIR/lun.secret" >/dev/null
 truncate -s "$LUN_SIZE" "$RAW"
 
 # Each series holds one number per round, space-separated.
