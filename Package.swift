@@ -20,6 +20,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
         .package(url: "https://github.com/apple/swift-collections", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     ],
     targets: [
         // libfuse3 low-level API (system library + static inline shims prefixed cfuse_).
@@ -58,12 +60,14 @@ let package = Package(
                     .product(name: "Crypto", package: "swift-crypto"),
                     .product(name: "Logging", package: "swift-log"),
                     .product(name: "HeapModule", package: "swift-collections"),
+                    .product(name: "Metrics", package: "swift-metrics"),
                 ],
                 path: "Sources/LockManager"),
         .target(name: "CSVFS",
                 dependencies: [
                     "CFuse", "CLibAIO", "CSQLite", "CSVFSSystem", "Primitives",
                     .product(name: "Logging", package: "swift-log"),
+                    .product(name: "Metrics", package: "swift-metrics"),
                 ],
                 path: "Sources/CSVFS"),
 
@@ -78,7 +82,11 @@ let package = Package(
                 path: "Sources/CSVFSCluster"),
 
         .executableTarget(name: "csvfs",
-                          dependencies: ["CSVFS", "CSVFSCluster", "CSVFSSystem", "Primitives", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+                          dependencies: ["CSVFS", "CSVFSCluster", "CSVFSSystem", "Primitives",
+                                         .product(name: "Prometheus", package: "swift-prometheus"),
+                                         .product(name: "Metrics", package: "swift-metrics"),
+                                         .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+                                         .product(name: "NIOHTTP1", package: "swift-nio"), .product(name: "ArgumentParser", package: "swift-argument-parser")],
                           path: "tools/csvfs"),
         .executableTarget(name: "vhdtool",
                           dependencies: ["VHDFormat", .product(name: "ArgumentParser", package: "swift-argument-parser")],

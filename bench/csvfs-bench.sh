@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# CSVFS benchmark (issue 2): the mount against the raw LUN image file, in one run.
+# CSVFS benchmark: the mount against the raw LUN image file, in one run, from the coordinator node and from a
+# second node of the same cluster (its metadata over the cluster transport).
 #
 #   bench/csvfs-bench.sh            # builds csvfs in release, formats an 8G sparse LUN, measures, cleans up
 #
@@ -9,6 +10,8 @@
 #   (these three once per LUN I/O engine of the server: -o io=aio, the default, and -o io=threads)
 #   - create / stat / unlink of 10,000 files (files/s)
 #   - `ls -l` of a 10,000-entry directory, cold (after remount and drop_caches)
+#   - from the second node: metadata RPCs per create/stat/unlink, and the latency of a 4 KiB write on one node
+#     followed by its read on the other (p50, p99)
 # and prints: metric, csvfs, baseline, ratio, target, PASS/FAIL. Exits 1 if any target is missed.
 #
 # The virtual disk and CPUs of a VM swing by a third from one second to the next, so the fio and file measurements run
@@ -18,7 +21,8 @@
 # Knobs (environment): BENCH_DIR (default: a new dir under /var/tmp; must be on a local disk; removed at exit), LUN_SIZE (8G),
 # FIO_SIZE (4G), RAND_RUNTIME (8 s), SEQ_IODEPTH (16), NFILES (10000), ROUNDS (3), CSVFS_BIN (skip the build),
 # IO_MODES ("aio threads": the server's LUN I/O engines to measure the fio metrics with; the first one also
-# serves the metadata measurements).
+# serves the metadata measurements), ROLES ("coordinator follower": which node of a two-node cluster the
+# measured mount is; as follower, a coordinator is mounted beside it first), PINGS (1000 cross-node round trips).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -31,6 +35,12 @@ NFILES=${NFILES:-10000}
 ROUNDS=${ROUNDS:-3}
 IO_MODES=${IO_MODES:-aio threads}
 read -r -a io_modes <<<"$IO_MODES"
+ROLES=${ROLES:-coordinator follower}
+read -r -a roles <<<"$ROLES"
+for role in "${roles[@]}"; do
+    [[ $role == coordinator || $role == follower ]] || { echo "csvfs-bench: ROLES: unknown role $role (coordinator, follower)" >&2; exit 2; }
+done
+PINGS=${PINGS:-1000}
 for mode in "${io_modes[@]}"; do
     [[ $mode == aio || $mode == threads ]] || { echo "csvfs-bench: IO_MODES: unknown engine $mode (aio, threads)" >&2; exit 2; }
 done
@@ -50,46 +60,94 @@ fi
 
 LUN=$BENCH_DIR/lun.img      # the CSVFS volume
 RAW=$BENCH_DIR/raw.img      # the baseline: a plain file of the same size on the same disk
-MNT=$BENCH_DIR/mnt
+MNT=$BENCH_DIR/mnt          # the measured mount
+COORD=$BENCH_DIR/coordinator # the coordinator beside it, when the measured mount is the second node
 PLAIN=$BENCH_DIR/plain      # the baseline directory for the metadata tests
 SERVER_PID=
+COORD_PID=
 
-mounted() { grep -q " $MNT fuse" /proc/self/mounts; }
+mounted() { grep -q " ${1:-$MNT} fuse" /proc/self/mounts; }
 
 cleanup() {
     set +e
-    if mounted; then
-        "$CSVFS_BIN" unmount "$MNT" >/dev/null 2>&1 || fusermount3 -u -z "$MNT"
-    fi
-    if [[ -n $SERVER_PID ]]; then
-        for _ in $(seq 100); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
-        kill -0 "$SERVER_PID" 2>/dev/null && kill -KILL "$SERVER_PID"
-        wait "$SERVER_PID" 2>/dev/null
-    fi
-    mounted && fusermount3 -u -z "$MNT"
-    mounted || rm -rf "$BENCH_DIR"
+    for dir in "$MNT" "$COORD"; do
+        if mounted "$dir"; then "$CSVFS_BIN" unmount "$dir" >/dev/null 2>&1 || fusermount3 -u -z "$dir"; fi
+    done
+    for pid in $SERVER_PID $COORD_PID; do
+        for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -0 "$pid" 2>/dev/null && kill -KILL "$pid"
+        wait "$pid" 2>/dev/null
+    done
+    for dir in "$MNT" "$COORD"; do mounted "$dir" && fusermount3 -u -z "$dir"; done
+    mounted "$MNT" || mounted "$COORD" || rm -rf "$BENCH_DIR"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# Starts the server in the foreground in the background of this shell (so its PID is ours), waits until mounted.
-# mount_volume ENGINE: the server's LUN I/O engine (io=ENGINE).
-mount_volume() {
-    "$CSVFS_BIN" mount "$LUN" "$MNT" --foreground --secret-file "$BENCH_DIR/lun.secret" -o "io=$1" 2>>"$BENCH_DIR/server.log" &
-    SERVER_PID=$!
+# start_server DIR ENGINE LOG: a node's server in the foreground in the background of this shell (so its PID is
+# ours); sets STARTED_PID once mounted.
+start_server() {
+    "$CSVFS_BIN" mount "$LUN" "$1" --foreground --secret-file "$BENCH_DIR/lun.secret" -o "io=$2" 2>>"$3" &
+    STARTED_PID=$!
     for _ in $(seq 300); do
-        mounted && return 0
-        kill -0 "$SERVER_PID" 2>/dev/null || { echo "csvfs-bench: server exited:" >&2; cat "$BENCH_DIR/server.log" >&2; exit 1; }
+        mounted "$1" && return 0
+        kill -0 "$STARTED_PID" 2>/dev/null || { echo "csvfs-bench: server exited:" >&2; cat "$3" >&2; exit 1; }
         sleep 0.1
     done
-    echo "csvfs-bench: mount not ready after 30 s" >&2
+    echo "csvfs-bench: mount of $1 not ready after 30 s" >&2
     exit 1
+}
+
+# mount_volume ROLE ENGINE: the measured mount at $MNT, as the coordinator, or as a second node after a
+# coordinator at $COORD; the LUN I/O engine io=ENGINE on both.
+mount_volume() {
+    if [[ $1 == follower ]]; then
+        start_server "$COORD" "$2" "$BENCH_DIR/coordinator.log"
+        COORD_PID=$STARTED_PID
+    fi
+    : >"$BENCH_DIR/server.log"
+    start_server "$MNT" "$2" "$BENCH_DIR/server.log"
+    SERVER_PID=$STARTED_PID
 }
 
 unmount_volume() {
     "$CSVFS_BIN" unmount "$MNT"
     wait "$SERVER_PID" 2>/dev/null || true
     SERVER_PID=
+    if [[ -n $COORD_PID ]]; then
+        "$CSVFS_BIN" unmount "$COORD"
+        wait "$COORD_PID" 2>/dev/null || true
+        COORD_PID=
+    fi
+}
+
+# The measured node's metadata RPCs, as its server logs them when it exits ("metadata RPCs: N calls ...").
+rpc_calls() { grep -o 'metadata RPCs: [0-9]*' "$BENCH_DIR/server.log" | tail -1 | grep -o '[0-9]*$'; }
+
+# ping_run FILE_ON_ONE FILE_ON_OTHER -> "p50 p99" in microseconds of a 4 KiB write on one node followed by its
+# read on the other; every read is checked against what was written.
+ping_run() {
+    python3 - "$1" "$2" "$PINGS" <<'EOF'
+import os, statistics, sys, time
+one, other, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
+with open(one, "wb") as f:
+    f.write(b"\0" * 4096)
+times = []
+for i in range(count):
+    data = (b"%08d" % i) * 512
+    start = time.perf_counter()
+    fd = os.open(one, os.O_WRONLY)
+    os.pwrite(fd, data, 0)
+    os.close(fd)
+    fd = os.open(other, os.O_RDONLY)
+    got = os.pread(fd, 4096, 0)
+    os.close(fd)
+    times.append((time.perf_counter() - start) * 1e6)
+    if got != data:
+        sys.exit("round %d: the other node read %r, not what was written" % (i, got[:16]))
+times.sort()
+print("%.0f %.0f" % (statistics.median(times), times[int(len(times) * 0.99) - 1]))
+EOF
 }
 
 drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches; }
@@ -158,7 +216,7 @@ EOF
 
 echo "== preparing $BENCH_DIR (LUN $LUN_SIZE, fio size $FIO_SIZE)"
 rm -rf "$BENCH_DIR"
-mkdir -p "$MNT" "$PLAIN"
+mkdir -p "$MNT" "$COORD" "$PLAIN"
 "$CSVFS_BIN" format "$LUN" --size "$LUN_SIZE" --secret-file "$BENCH_DIR/lun.secret" >/dev/null
 truncate -s "$LUN_SIZE" "$RAW"
 
@@ -167,39 +225,53 @@ declare -A series
 record() { series[$1]+="$2 "; }
 
 for round in $(seq "$ROUNDS"); do
+  for role in "${roles[@]}"; do
     for mode in "${io_modes[@]}"; do
-        echo "== round $round of $ROUNDS: fio sequential 1 MiB write/read, random 4 KiB read (QD16), io=$mode vs raw"
-        mount_volume "$mode"
+        echo "== round $round of $ROUNDS, $role: fio sequential 1 MiB write/read, random 4 KiB read (QD16), io=$mode vs raw"
+        mount_volume "$role" "$mode"
         rm -f "$MNT/fio.dat" "$RAW"
         truncate -s "$LUN_SIZE" "$RAW"
-        record "seq_write_$mode" "$(fio_run "seqwrite-$mode" "$MNT/fio.dat" write 1M "$SEQ_IODEPTH" --end_fsync=1)"
-        record "seq_write_raw_$mode" "$(fio_run "seqwrite-raw-$mode" "$RAW" write 1M "$SEQ_IODEPTH" --end_fsync=1)"
-        record "seq_read_$mode" "$(fio_run "seqread-$mode" "$MNT/fio.dat" read 1M "$SEQ_IODEPTH")"
-        record "seq_read_raw_$mode" "$(fio_run "seqread-raw-$mode" "$RAW" read 1M "$SEQ_IODEPTH")"
-        record "rand_read_$mode" "$(fio_run "randread-$mode" "$MNT/fio.dat" randread 4k 16 --time_based --runtime="$RAND_RUNTIME")"
-        record "rand_read_raw_$mode" "$(fio_run "randread-raw-$mode" "$RAW" randread 4k 16 --time_based --runtime="$RAND_RUNTIME")"
+        key="${role}_$mode"
+        record "seq_write_$key" "$(fio_run "seqwrite-$key" "$MNT/fio.dat" write 1M "$SEQ_IODEPTH" --end_fsync=1)"
+        record "seq_write_raw_$key" "$(fio_run "seqwrite-raw-$key" "$RAW" write 1M "$SEQ_IODEPTH" --end_fsync=1)"
+        record "seq_read_$key" "$(fio_run "seqread-$key" "$MNT/fio.dat" read 1M "$SEQ_IODEPTH")"
+        record "seq_read_raw_$key" "$(fio_run "seqread-raw-$key" "$RAW" read 1M "$SEQ_IODEPTH")"
+        record "rand_read_$key" "$(fio_run "randread-$key" "$MNT/fio.dat" randread 4k 16 --time_based --runtime="$RAND_RUNTIME")"
+        record "rand_read_raw_$key" "$(fio_run "randread-raw-$key" "$RAW" randread 4k 16 --time_based --runtime="$RAND_RUNTIME")"
         rm -f "$MNT/fio.dat"
         unmount_volume
     done
 
-    echo "== round $round of $ROUNDS: create/stat/unlink of $NFILES files (io=${io_modes[0]})"
-    mount_volume "${io_modes[0]}"
+    echo "== round $round of $ROUNDS, $role: create/stat/unlink of $NFILES files (io=${io_modes[0]})"
+    mount_volume "$role" "${io_modes[0]}"
     read -r create stat unlink < <(meta_run "$MNT/meta$round")
-    record create_csvfs "$create"; record stat_csvfs "$stat"; record unlink_csvfs "$unlink"
-    read -r create stat unlink < <(meta_run "$PLAIN/meta$round")
-    record create_plain "$create"; record stat_plain "$stat"; record unlink_plain "$unlink"
+    record "create_$role" "$create"; record "stat_$role" "$stat"; record "unlink_$role" "$unlink"
+    if [[ $role == follower ]]; then
+        echo "== round $round of $ROUNDS: a 4 KiB write on one node, read on the other, $PINGS times"
+        read -r p50 p99 < <(ping_run "$COORD/ping.dat" "$MNT/ping.dat")
+        record ping_p50 "$p50"; record ping_p99 "$p99"
+    fi
     unmount_volume
+    # Everything the second node sent while it made, statted and removed the files (and read the pings' file).
+    if [[ $role == follower ]]; then record rpcs_per_op "$(python3 -c "print($(rpc_calls) / (3 * $NFILES))")"; fi
+    if [[ $role == "${roles[0]}" ]]; then
+        read -r create stat unlink < <(meta_run "$PLAIN/meta$round")
+        record create_plain "$create"; record stat_plain "$stat"; record unlink_plain "$unlink"
+    fi
+  done
 done
 
 echo "== ls -l of $NFILES entries, cold"
-mount_volume "${io_modes[0]}"
+mount_volume "${roles[0]}" "${io_modes[0]}"
 make_files "$MNT/lsdir"
 make_files "$PLAIN/lsdir"
 unmount_volume
-mount_volume "${io_modes[0]}"
-ls_csvfs=$(ls_cold "$MNT/lsdir")
 ls_plain=$(ls_cold "$PLAIN/lsdir")
-unmount_volume
+for role in "${roles[@]}"; do
+    mount_volume "$role" "${io_modes[0]}"
+    record "ls_$role" "$(ls_cold "$MNT/lsdir")"
+    unmount_volume
+done
 
 python3 - <<EOF
 import statistics
@@ -210,19 +282,31 @@ def pair(mine, base):
     return statistics.median(mine), statistics.median(base), statistics.median(ratios), ratios
 series = {$(for key in "${!series[@]}"; do printf '"%s": "%s", ' "$key" "${series[$key]}"; done)}
 rows = []
-for mode in "${io_modes[*]}".split():
-    # metric, (csvfs, baseline, ratio, per-round ratios), unit, scale, target kind, target
+roles = "${roles[*]}".split()
+for role in roles:
+    for mode in "${io_modes[*]}".split():
+        key = role + "_" + mode
+        # metric, (csvfs, baseline, ratio, per-round ratios), unit, scale, target kind, target
+        rows += [
+            (role + ": seq write 1 MiB O_DIRECT io=" + mode, pair(series["seq_write_" + key], series["seq_write_raw_" + key]), "MiB/s", 1 / 2**20, "ratio>=", 0.80),
+            (role + ": seq read 1 MiB O_DIRECT io=" + mode, pair(series["seq_read_" + key], series["seq_read_raw_" + key]), "MiB/s", 1 / 2**20, "ratio>=", 0.80),
+            (role + ": rand read 4 KiB QD16 io=" + mode, pair(series["rand_read_" + key], series["rand_read_raw_" + key]), "IOPS", 1, "ratio>=", 0.60 if role == "follower" else 0.50),
+        ]
     rows += [
-        ("seq write 1 MiB O_DIRECT io=" + mode, pair(series["seq_write_" + mode], series["seq_write_raw_" + mode]), "MiB/s", 1 / 2**20, "ratio>=", 0.80),
-        ("seq read 1 MiB O_DIRECT io=" + mode, pair(series["seq_read_" + mode], series["seq_read_raw_" + mode]), "MiB/s", 1 / 2**20, "ratio>=", 0.80),
-        ("rand read 4 KiB QD16 io=" + mode, pair(series["rand_read_" + mode], series["rand_read_raw_" + mode]), "IOPS", 1, "ratio>=", 0.50),
+        (role + ": create $NFILES files", pair(series["create_" + role], series["create_plain"]), "files/s", 1, "value>=", 10000 if role == "coordinator" else 5000),
+        (role + ": stat $NFILES files", pair(series["stat_" + role], series["stat_plain"]), "files/s", 1, None, None),
+        (role + ": unlink $NFILES files", pair(series["unlink_" + role], series["unlink_plain"]), "files/s", 1, None, None),
+        (role + ": ls -l $NFILES entries, cold", pair(series["ls_" + role], "$ls_plain"), "s", 1, "value<", 0.5),
     ]
-rows += [
-    ("create $NFILES files", pair("${series[create_csvfs]}", "${series[create_plain]}"), "files/s", 1, "value>=", 10000),
-    ("stat $NFILES files", pair("${series[stat_csvfs]}", "${series[stat_plain]}"), "files/s", 1, None, None),
-    ("unlink $NFILES files", pair("${series[unlink_csvfs]}", "${series[unlink_plain]}"), "files/s", 1, None, None),
-    ("ls -l $NFILES entries, cold", pair("$ls_csvfs", "$ls_plain"), "s", 1, "value<", 0.5),
-]
+if "coordinator" in roles and "follower" in roles:
+    rows.append(("follower creates / coordinator's", pair(series["create_follower"], series["create_coordinator"]), "files/s", 1, "ratio>=", 0.5))
+if "follower" in roles:
+    # No baseline: one figure each.
+    for name, key, unit in [("follower: metadata RPCs per meta op", "rpcs_per_op", "RPCs"),
+                            ("write on a node, read on other p50", "ping_p50", "us"),
+                            ("write on a node, read on other p99", "ping_p99", "us")]:
+        values = numbers(series[key])
+        rows.append((name, (statistics.median(values), float("nan"), float("nan"), []), unit, 1, None, None))
 failed = 0
 print()
 print("%-38s %14s %14s %8s %16s  %-6s %s" % ("metric", "csvfs", "baseline", "ratio", "target", "result", "ratio per round"))
@@ -237,7 +321,7 @@ for name, (mine, base, ratio, ratios), unit, scale, kind, target in rows:
         ok, goal = None, "-"
     result = "-" if ok is None else ("PASS" if ok else "FAIL")
     failed += ok is False
-    fmt = "%.3f" if unit == "s" else "%.0f"
+    fmt = "%.3f" if unit == "s" else "%.2f" if unit == "RPCs" else "%.0f"
     print("%-38s %14s %14s %8.2f %16s  %-6s %s" % (name, (fmt % (mine * scale)) + " " + unit, (fmt % (base * scale)) + " " + unit,
                                                    ratio, goal, result, " ".join("%.2f" % r for r in ratios)))
 modes = "${io_modes[*]}".split()
@@ -245,7 +329,7 @@ if len(modes) == 2:
     # The engines against each other (each round's pair ran back to back, same disk, same file layout).
     print()
     for metric, label in [("seq_write", "seq write"), ("seq_read", "seq read"), ("rand_read", "rand read")]:
-        ratios = [x / y for x, y in zip(numbers(series[metric + "_" + modes[0]]), numbers(series[metric + "_" + modes[1]]))]
+        ratios = [x / y for x, y in zip(numbers(series[metric + "_" + roles[0] + "_" + modes[0]]), numbers(series[metric + "_" + roles[0] + "_" + modes[1]]))]
         print("%-38s %8.2f   per round: %s" % ("%s io=%s / io=%s" % (label, modes[0], modes[1]), statistics.median(ratios),
                                                " ".join("%.2f" % r for r in ratios)))
 print()

@@ -19,7 +19,7 @@ struct Mount: ParsableCommand {
     @Flag(help: "Serve in this process until unmounted (logs go to standard error).")
     var foreground = false
 
-    @Option(name: .short, help: "Mount options, comma-separated: FUSE's (e.g. ro); io=aio (default) or io=threads for how file data moves to and from the LUN; secret_file=PATH as --secret-file.")
+    @Option(name: .short, help: "Mount options, comma-separated: FUSE's (e.g. ro); io=aio (default) or io=threads for how file data moves to and from the LUN; secret_file=PATH as --secret-file; metrics=HOST:PORT to serve Prometheus metrics there.")
     var options: String?
 
     @Option(help: "Append the background server's log to this file.")
@@ -77,8 +77,19 @@ struct Mount: ParsableCommand {
         var logger = Logger(label: "csvfs")
         logger.logLevel = .info
         let report = ReadyPipe(fd: readyFD)
-        let (io, secretOption, extra) = try Self.splitOptions(options)
-        var options = JoinOptions(node: node, address: address, secretFile: secretFile ?? secretOption, io: io)
+        let own = try Self.splitOptions(options)
+        // First: the metrics system must be bootstrapped before anything makes a metric.
+        let metrics: MetricsEndpoint?
+        do {
+            metrics = try own.metrics.map { endpoint in try blocking { try await MetricsEndpoint(host: endpoint.host, port: endpoint.port) } }
+        } catch {
+            let message = "csvfs mount: -o metrics=\(own.metrics.map { "\($0.host):\($0.port)" } ?? ""): \(error)"
+            report.fail(message)
+            throw Failure(message)
+        }
+        defer { if let metrics { blocking { await metrics.stop() } } }
+        if let metrics { logger.info("metrics for Prometheus on http://\(metrics.address)/metrics") }
+        var options = JoinOptions(node: node, address: address, secretFile: secretFile ?? own.secretFile, io: own.io)
         options.timeout = .seconds(joinTimeout)
         options.etcd = etcd
         options.mountpoint = URL(fileURLWithPath: mountpoint).standardizedFileURL.path
@@ -94,7 +105,7 @@ struct Mount: ParsableCommand {
         logger.info("node \(cluster.id) at \(cluster.address) joined; \(cluster.isCoordinator ? "it is the coordinator" : "metadata goes to the coordinator")")
         do {
             try FUSESession.serve(metadata: cluster.metadata, data: cluster.data, cacheTimeout: cluster.cacheTimeout, lunPath: lun,
-                                  mountpoint: mountpoint, options: extra, logger: logger) {
+                                  mountpoint: mountpoint, options: own.fuse, logger: logger) {
                 report.ready()
             }
             logger.info("metadata RPCs: \(cluster.remote.counters)")
@@ -107,28 +118,37 @@ struct Mount: ParsableCommand {
 }
 
 extension Mount {
-    /// The options of `-o` that are CSVFS's own (`io=`, and `secret_file=` for fstab lines, where no
-    /// `--secret-file` can be given), taken out of those for FUSE.
-    static func splitOptions(_ options: String?) throws -> (io: LUNIOMode, secretFile: String?, fuse: [String]) {
+    /// The options of `-o` that are CSVFS's own, taken out of those for FUSE.
+    struct OwnOptions {
         var io = LUNIOMode.aio
+        /// `secret_file=PATH`, for fstab lines, where no `--secret-file` can be given.
         var secretFile: String?
+        /// `metrics=HOST:PORT`: serve Prometheus metrics there.
+        var metrics: (host: String, port: Int)?
         var fuse: [String] = []
+    }
+
+    static func splitOptions(_ options: String?) throws -> OwnOptions {
+        var own = OwnOptions()
         for option in options?.split(separator: ",").map(String.init) ?? [] {
             if option.hasPrefix("secret_file=") {
-                secretFile = String(option.dropFirst("secret_file=".count))
-                continue
+                own.secretFile = String(option.dropFirst("secret_file=".count))
+            } else if option.hasPrefix("metrics=") {
+                guard let address = NodeAddress.split(String(option.dropFirst("metrics=".count))) else {
+                    throw Failure("csvfs mount: -o \(option): expected metrics=HOST:PORT")
+                }
+                own.metrics = address
+            } else if option.hasPrefix("io=") {
+                let value = String(option.dropFirst(3))
+                guard let mode = LUNIOMode(rawValue: value) else {
+                    throw Failure("csvfs mount: -o \(option): io is one of \(LUNIOMode.allCases.map(\.rawValue).joined(separator: ", "))")
+                }
+                own.io = mode
+            } else {
+                own.fuse.append(option)
             }
-            guard option.hasPrefix("io=") else {
-                fuse.append(option)
-                continue
-            }
-            let value = String(option.dropFirst(3))
-            guard let mode = LUNIOMode(rawValue: value) else {
-                throw Failure("csvfs mount: -o \(option): io is one of \(LUNIOMode.allCases.map(\.rawValue).joined(separator: ", "))")
-            }
-            io = mode
         }
-        return (io, secretFile, fuse)
+        return own
     }
 }
 

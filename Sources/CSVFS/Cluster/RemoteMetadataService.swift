@@ -9,6 +9,7 @@ public final class RemoteMetadataService: MetadataService {
     public let timeout: Duration
     private let lastSequence = Locked<UInt64>(0)
     private let counts = Locked(MetadataCallCounts())
+    private let metrics = MetadataCallMetrics()
 
     public init(channel: any MetadataChannel, node: UInt32, timeout: Duration = .seconds(60)) {
         self.channel = channel
@@ -24,16 +25,24 @@ public final class RemoteMetadataService: MetadataService {
         let kind = call.kind
         let request = MetadataWire.encodeRequest(id: id, call)
         let reply: [UInt8]
+        let started = ContinuousClock.now
         do throws(Errno) {
-            reply = try channel.exchange(request, deadline: .now + timeout)
+            reply = try channel.exchange(request, deadline: started + timeout)
         } catch {
             counts.withLock { $0.record(kind, sent: request.count, received: 0, failed: true) }
+            metrics.record(kind, nanoseconds: Self.nanoseconds(since: started), failed: true)
             throw error
         }
         let decoded = Result { () throws(Errno) -> MetadataResult in try MetadataWire.decodeReply(reply, id: id, kind: kind) }
         let malformed = if case .failure(.protocolError) = decoded { true } else { false }
         counts.withLock { $0.record(kind, sent: request.count, received: reply.count, failed: malformed) }
+        metrics.record(kind, nanoseconds: Self.nanoseconds(since: started), failed: malformed)
         return try decoded.get()
+    }
+
+    private static func nanoseconds(since start: ContinuousClock.Instant) -> Int64 {
+        let elapsed = ContinuousClock.now - start
+        return elapsed.components.seconds * 1_000_000_000 + elapsed.components.attoseconds / 1_000_000_000
     }
 
     public func lookup(parent: UInt64, name: [UInt8]) throws(Errno) -> InodeAttributes {

@@ -17,6 +17,7 @@ final class AIOEngine: LUNIO, @unchecked Sendable {
     private let slots: DispatchSemaphore
     private var reaper = pthread_t()
     private let closed = Locked(false)
+    private let metrics = LUNIOMetrics()
 
     static let depth: Int32 = 256
 
@@ -71,6 +72,7 @@ final class AIOEngine: LUNIO, @unchecked Sendable {
     /// Submits the transfers and returns; `done` runs on the reaper thread once all have finished, with the
     /// first error or nil. It must not block: every completion of the engine waits behind it.
     func start(_ transfers: [LUNTransfer], done: @escaping @Sendable (Errno?) -> Void) {
+        metrics.record(transfers)
         guard !transfers.isEmpty else { return done(nil) }
         let batch = Batch(count: transfers.count, done: done)
         let retained = Unmanaged.passRetained(batch)

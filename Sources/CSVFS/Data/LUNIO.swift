@@ -35,8 +35,10 @@ public enum LUNIOMode: String, Sendable, CaseIterable {
 /// Thread-per-request I/O: each transfer is a pread or pwrite on the calling thread.
 struct ThreadedLUNIO: LUNIO {
     let fd: FileDescriptor
+    let metrics = LUNIOMetrics()
 
     func perform(_ transfers: [LUNTransfer]) throws(Errno) {
+        metrics.record(transfers)
         for transfer in transfers {
             switch transfer.direction {
             case .read:

@@ -62,6 +62,7 @@ public final class LockClient: Sendable {
     public let executor: EventLoopTaskExecutor
     let logger: Logger
     let state = Locked(State())
+    let metrics = LockClientMetrics()
     private let tasks = Locked<[Task<Void, Never>]>([])
 
     public init(coordination: any CoordinationBackend, secret: ClusterSecret, volume: String = "", group: EventLoopGroup,
@@ -148,8 +149,10 @@ public final class LockClient: Sendable {
             s.serial += 1
             return LockID(node: node, serial: s.serial)
         }
+        let started = monotonicNow()
         let vb = try await perform(id, .request(process: process, resource: resource, mode: mode, flags: flags,
                                                 timeoutMillis: Self.millis(timeout)))
+        metrics.lockWait.recordNanoseconds(Int64(monotonicNow() - started))
         return (LockHandle(id: id, resource: resource), vb)
     }
 
@@ -350,6 +353,7 @@ public final class LockClient: Sendable {
             }
             if alreadyReleased { c?.resume(returning: .empty) } else { c?.resume(throwing: err) }
         case let .blocking(id, blocked):
+            metrics.blockingCallbacks.increment()
             let (h, handler) = state.withLock { s in (s.held[id].map { LockHandle(id: id, resource: $0.resource) }, s.blocking) }
             if let h, let handler { handler(h, blocked) }
         case .demoted(let id):
