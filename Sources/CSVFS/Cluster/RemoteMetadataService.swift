@@ -7,7 +7,9 @@ public final class RemoteMetadataService: MetadataService {
     public let node: UInt32
     /// How long a call waits for its reply.
     public let timeout: Duration
-    private let lastSequence = Locked<UInt64>(0)
+    /// Starts at a random point, so the request ids of a restarted node do not repeat its earlier
+    /// incarnation's, which a coordinator that remembers answers (failover) would take for resends.
+    private let lastSequence = Locked<UInt64>(UInt64.random(in: 0..<(1 << 40)) << 16)
     private let counts = Locked(MetadataCallCounts())
     private let metrics = MetadataCallMetrics()
 
