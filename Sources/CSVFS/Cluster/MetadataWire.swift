@@ -101,6 +101,13 @@ public enum MetadataWire {
         return writer.bytes
     }
 
+    /// The kind of call a request carries, read from its envelope alone (nil: not a request of this version).
+    public static func requestKind(_ message: [UInt8]) -> MetadataCallKind? {
+        var reader = WireReader(message)
+        guard let (type, kind, _) = try? reader.envelope(), type == .request else { return nil }
+        return kind
+    }
+
     public static func decodeRequest(_ message: [UInt8]) throws(Errno) -> (id: MetadataRequestID, call: MetadataCall) {
         var reader = WireReader(message)
         let (type, kind, id) = try reader.envelope()
