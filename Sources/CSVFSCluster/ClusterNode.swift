@@ -77,6 +77,7 @@ public final class ClusterNode: Sendable {
     /// coordinator, or the coordinator has accepted it).
     public static func join(lun: String, options: JoinOptions, logger: Logger) async throws -> ClusterNode {
         let device = try LUNDevice.open(lun)
+        var member: (any CoordinationBackend)?
         var joined: (DLMNode, DataPath)?
         do {
             try device.claimShared()
@@ -88,8 +89,9 @@ public final class ClusterNode: Sendable {
             let volume = volumeID(superblock)
             let group = MultiThreadedEventLoopGroup.singleton
 
-            let (id, coordination) = try await member(lun: lun, region: region, etcd: options.etcd, volume: volume,
-                                                      node: options.node, address: "\(host):\(port)")
+            let (id, coordination) = try await Self.member(lun: lun, region: region, etcd: options.etcd, volume: volume,
+                                                           node: options.node, address: "\(host):\(port)")
+            member = coordination
             // The role hooks and the metadata server need the routed service, which needs the DLM node's
             // lock client (its connection carries the metadata calls): the node is made first, the hooks after.
             let role = DeferredRoleHooks()
@@ -113,8 +115,10 @@ public final class ClusterNode: Sendable {
                                remote: remote, data: data, cacheTimeout: cacheTimeout, dlm: dlm, membershipWatch: watch)
         } catch {
             if let (dlm, data) = joined {
-                await dlm.stop()
+                await dlm.stop()   // stops the coordination too
                 data.close()
+            } else {
+                await member?.stop()
             }
             device.close()
             throw error
