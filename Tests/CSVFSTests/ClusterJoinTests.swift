@@ -140,5 +140,47 @@ extension Mounted {
                 }
             }
         }
+
+        /// The coordinator dies (SIGKILL) while a node joins: the joining node is elected in its place, opens
+        /// the database from the LUN, and serves everything the dead coordinator had acknowledged.
+        @Test func aCoordinatorThatDiesDuringTheJoinIsReplacedByTheJoiningNode() throws {
+            try withVolume { volume in
+                try writeFile(volume.path("first"), Array("first".utf8), fsync: true)
+                let coordinator = try #require(volume.server)
+                try Self.withSecondMountpoint(volume) { second in
+                    let joining = try ChildProcess(volume.binary, volume.withSecret(["mount", volume.lun, second, "--foreground"]),
+                                                   outputDirectory: volume.directory)
+                    defer { joining.kill() }
+                    // Killed once the joining node follows it, before its mount is ready.
+                    let following = Date().addingTimeInterval(30)
+                    while !joining.stderrText.contains("coordinator is node 1") {
+                        try #require(Date() < following && joining.isRunning, "the joining node never followed node 1: \(joining.stderrText)")
+                        usleep(2_000)
+                    }
+                    #expect(!MountTable.isMounted(second), "the kill lands during the join")
+                    coordinator.kill()
+                    try volume.crash() // detaches the dead coordinator's mount
+                    let deadline = Date().addingTimeInterval(60)
+                    while MountTable.entry(at: second)?.fileSystemType != "fuse.csvfs" {
+                        if let status = joining.wait(timeout: 0) {
+                            Issue.record("the joining node exited: \(joining.result(status: status))")
+                            return
+                        }
+                        try #require(Date() < deadline, "not mounted within 60 s: \(joining.stderrText)")
+                        usleep(20_000)
+                    }
+                    #expect(try readFile(second + "/first") == Array("first".utf8), "what the dead coordinator acknowledged is there")
+                    try writeFile(second + "/after", Array("after".utf8))
+                    #expect(try readFile(second + "/after") == Array("after".utf8))
+                    let status = try volume.csvfs(["status", second])
+                    #expect(status.succeeded && status.stdout.contains("coordinator: node 2 at"), "the joining node leads: \(status)")
+                    let unmounted = try volume.csvfs(["unmount", second])
+                    #expect(unmounted.succeeded, "\(unmounted)")
+                    #expect(joining.wait(timeout: 30) == 0, "\(joining.stderrText)")
+                    let fsck = try volume.fsck()
+                    #expect(fsck.succeeded, "\(fsck)")
+                }
+            }
+        }
     }
 }
