@@ -77,14 +77,20 @@ final class RemoteMetadataServiceTests {
         }
     }
 
-    @Test func requestIDsCarryTheNodeAndASequenceThatGrowsByOne() throws {
+    @Test func requestIDsCarryTheNodeAndASequenceThatGrowsByOneFromARandomStart() throws {
         try withVolume { volume in
             let recorder = RecordingChannel(inner: LoopbackMetadataChannel(server: MetadataServer(service: volume.service)))
             let remote = RemoteMetadataService(channel: recorder, node: 42)
             _ = try remote.attributes(1)
             _ = try? remote.lookup(parent: 1, name: Array("none".utf8))
             try remote.commit()
-            #expect(recorder.ids == (1...3).map { MetadataRequestID(node: 42, sequence: $0) })
+            let first = try #require(recorder.ids.first).sequence
+            #expect(recorder.ids == (0..<3).map { MetadataRequestID(node: 42, sequence: first + UInt64($0)) })
+            // Another incarnation of the node starts elsewhere, so a coordinator that remembers answers does
+            // not take its requests for resends of the first one's.
+            let restarted = RecordingChannel(inner: LoopbackMetadataChannel(server: MetadataServer(service: volume.service)))
+            _ = try RemoteMetadataService(channel: restarted, node: 42).attributes(1)
+            #expect(restarted.ids.first?.sequence != first)
         }
     }
 
