@@ -50,14 +50,17 @@ public final class ClusterNode: Sendable {
     public let metadata: RoutedMetadataService
     public let remote: RemoteMetadataService
     public let data: DataPath
+    /// Set when the primary superblock was unreadable and the backup was used.
+    public let usedBackupSuperblock: Bool
     /// What this node's mount lets the kernel cache: see `KernelCacheTimeout`.
     public let cacheTimeout: KernelCacheTimeout
     private let dlm: DLMNode
     private let membershipWatch: Task<Void, Never>
 
     private init(device: LUNDevice, superblock: Superblock, id: UInt32, address: String, metadata: RoutedMetadataService,
-                 remote: RemoteMetadataService, data: DataPath, cacheTimeout: KernelCacheTimeout, dlm: DLMNode,
-                 membershipWatch: Task<Void, Never>) {
+                 remote: RemoteMetadataService, data: DataPath, usedBackupSuperblock: Bool, cacheTimeout: KernelCacheTimeout,
+                 dlm: DLMNode, membershipWatch: Task<Void, Never>) {
+        self.usedBackupSuperblock = usedBackupSuperblock
         self.device = device
         self.superblock = superblock
         self.id = id
@@ -81,7 +84,7 @@ public final class ClusterNode: Sendable {
         var joined: (DLMNode, DataPath)?
         do {
             try device.claimShared()
-            let (superblock, _) = try device.superblock()
+            let (superblock, copy) = try device.superblock()
             let secretPath = options.secretFile ?? ClusterSecretFile.defaultPath(volume: superblock.uuid)
             let secret = try ClusterSecretFile.read(from: secretPath)
             let (host, port) = try address(options.address, etcd: options.etcd)
@@ -112,7 +115,8 @@ public final class ClusterNode: Sendable {
             try NodeRecord(node: id, joinedAt: Date(), pid: getpid(), address: "\(host):\(port)", host: hostName(),
                            mountpoint: options.mountpoint).write(to: device, superblock: superblock)
             return ClusterNode(device: device, superblock: superblock, id: id, address: "\(host):\(port)", metadata: routed,
-                               remote: remote, data: data, cacheTimeout: cacheTimeout, dlm: dlm, membershipWatch: watch)
+                               remote: remote, data: data, usedBackupSuperblock: copy == .backup, cacheTimeout: cacheTimeout,
+                               dlm: dlm, membershipWatch: watch)
         } catch {
             if let (dlm, data) = joined {
                 await dlm.stop()   // stops the coordination too

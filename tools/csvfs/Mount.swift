@@ -102,6 +102,9 @@ struct Mount: ParsableCommand {
             throw Failure(message)
         }
         defer { blocking { await cluster.leave() } }
+        if cluster.usedBackupSuperblock {
+            logger.warning("primary superblock unreadable; mounted from the backup copy (run csvfs fsck --repair)")
+        }
         logger.info("node \(cluster.id) at \(cluster.address) joined; \(cluster.isCoordinator ? "it is the coordinator" : "metadata goes to the coordinator")")
         do {
             try FUSESession.serve(metadata: cluster.metadata, data: cluster.data, cacheTimeout: cluster.cacheTimeout, lunPath: lun,
