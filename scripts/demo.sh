@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # A newcomer's first run: install what is missing, build, format a LUN image, mount it as two nodes of one
-# cluster on this host (as two hypervisor hosts would mount one LUN), write on one, list it from the other.
+# cluster on this host (as two hypervisor hosts would mount one LUN), write on one, list it from the other,
+# show the cluster with `csvfs status`.
 # Leaves both mounted; the last lines say how to unmount them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,6 +29,8 @@ ls -la "$work/node2"
 cat "$work/node2/hello.txt"
 ls -ld "$work/node1/vms"
 df -h "$work/node1"
+echo "--- the cluster:"
+"$csvfs" status "$work/node1"
 echo
 echo "mounted $work/lun.img on $work/node1 and $work/node2, two nodes of one cluster"
 echo "unmount with: $csvfs unmount $work/node2; $csvfs unmount $work/node1"
