@@ -32,22 +32,17 @@ public struct LUNDevice: Sendable {
     }
 
     /// Claims the LUN for this process; the kernel drops the claim the instant the process dies.
-    public func claimExclusive() throws(VolumeError) {
-        let claimed: Bool
-        do {
-            claimed = try OFDLock.tryWriteLock(fd.rawValue, Self.inUseLockOffset..<(Self.inUseLockOffset + 1))
-        } catch {
-            throw .io("cannot lock \(path)", Errno(error.code))
-        }
-        if !claimed { throw .alreadyInUse }
-    }
+    public func claimExclusive() throws(VolumeError) { try claim(shared: false) }
 
     /// Claims the LUN as one node of the cluster: any number of nodes hold the claim together, and it refuses
     /// (and is refused by) a process that has the volume alone, such as `fsck --repair`.
-    public func claimShared() throws(VolumeError) {
+    public func claimShared() throws(VolumeError) { try claim(shared: true) }
+
+    private func claim(shared: Bool) throws(VolumeError) {
+        let byte = Self.inUseLockOffset..<(Self.inUseLockOffset + 1)
         let claimed: Bool
         do {
-            claimed = try OFDLock.tryReadLock(fd.rawValue, Self.inUseLockOffset..<(Self.inUseLockOffset + 1))
+            claimed = shared ? try OFDLock.tryReadLock(fd.rawValue, byte) : try OFDLock.tryWriteLock(fd.rawValue, byte)
         } catch {
             throw .io("cannot lock \(path)", Errno(error.code))
         }
