@@ -80,10 +80,13 @@ public final class RoutedMetadataService: MetadataService, @unchecked Sendable {
 
     /// Waits until a route is known and runs `body` on its service.
     private func routed<R>(_ body: (any MetadataService) throws(Errno) -> R) throws(Errno) -> R {
-        let deadline = Date().addingTimeInterval(Double(waitLimit.components.seconds))
         condition.lock()
+        // The clock is read only when there is a wait: this runs for every call, data-path maps included.
+        var deadline: Date?
         while case .pending = state.route {
-            guard condition.wait(until: deadline) else {
+            let until = deadline ?? Date().addingTimeInterval(Double(waitLimit.components.seconds))
+            deadline = until
+            guard condition.wait(until: until) else {
                 condition.unlock()
                 throw .timedOut
             }

@@ -18,10 +18,5 @@ func blocking<T: Sendable>(_ work: @escaping @Sendable () async throws -> T) thr
 }
 
 func blocking(_ work: @escaping @Sendable () async -> Void) {
-    let done = DispatchSemaphore(value: 0)
-    Task {
-        await work()
-        done.signal()
-    }
-    done.wait()
+    try? blocking { () async throws in await work() }
 }
