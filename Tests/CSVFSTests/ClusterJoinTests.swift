@@ -28,19 +28,11 @@ extension Mounted {
             #expect(try readFile(volume.path("first")) == Array("first".utf8), "the first node still serves")
         }
 
-        struct Status: Decodable {
-            struct Coordinator: Decodable { var node: UInt32; var epoch: UInt64; var address: String }
-            struct Node: Decodable { var id: UInt32; var alive: Bool; var mountpoint: String?; var pid: Int32?; var address: String? }
-            var volume: String
-            var coordinator: Coordinator?
-            var nodes: [Node]
-        }
-
         /// `csvfs status TARGET --json` names node 1 coordinator and exactly `nodes` (id: mountpoint), all alive.
         static func expectStatus(_ volume: TestVolume, of target: String, nodes: [UInt32: String]) throws {
             let result = try volume.csvfs(["status", target, "--json"])
             try #require(result.succeeded, "\(result)")
-            let status = try JSONDecoder().decode(Status.self, from: Data(result.stdout.utf8))
+            let status = try JSONDecoder().decode(StatusReport.self, from: Data(result.stdout.utf8))
             #expect(status.coordinator?.node == 1 && (status.coordinator?.epoch ?? 0) >= 1, "\(result.stdout)")
             #expect(Dictionary(uniqueKeysWithValues: status.nodes.map { ($0.id, $0.mountpoint ?? "") }) == nodes, "\(result.stdout)")
             #expect(status.nodes.allSatisfy { $0.alive && ($0.pid ?? 0) > 0 && $0.address?.hasPrefix("127.0.0.1:") == true }, "\(result.stdout)")

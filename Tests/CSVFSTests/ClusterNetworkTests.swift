@@ -9,13 +9,6 @@ import TestSupport
 /// real etcd in another, all on one LUN image, as hypervisor hosts on one SAN LUN.
 extension Mounted {
     @Suite struct ClusterNetworkTests {
-        struct Status: Decodable {
-            struct Coordinator: Decodable { var node: UInt32 }
-            struct Node: Decodable { var id: UInt32; var alive: Bool; var address: String? }
-            var coordinator: Coordinator?
-            var nodes: [Node]
-        }
-
         @Test func threeNodesOnThreeHostsThroughEtcdShareOneNamespace() throws {
             try withVolume(mounted: false) { volume in
                 let network = try TestNetwork(subnet: "10.77.\(getpid() % 200 + 20)")
@@ -55,7 +48,7 @@ extension Mounted {
 
                 let status = try network.run(on: hosts[1], volume.binary, ["status", mountpoints[1], "--etcd", endpoint, "--json"])
                 try #require(status.succeeded, "\(status)")
-                let parsed = try JSONDecoder().decode(Status.self, from: Data(status.stdout.utf8))
+                let parsed = try JSONDecoder().decode(StatusReport.self, from: Data(status.stdout.utf8))
                 #expect(parsed.coordinator?.node == 1, "\(status.stdout)")
                 #expect(parsed.nodes.map(\.id) == [1, 2, 3] && parsed.nodes.allSatisfy(\.alive), "\(status.stdout)")
                 for (node, host) in zip(parsed.nodes, hosts) {

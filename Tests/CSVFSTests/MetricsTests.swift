@@ -25,31 +25,27 @@ extension Mounted {
 
         @Test func aNodeExportsItsRPCsAndLUNTrafficForPrometheus() throws {
             try withVolume { volume in
-                let second = volume.directory.appendingPathComponent("mnt2").path
-                try FileManager.default.createDirectory(atPath: second, withIntermediateDirectories: false)
-                defer {
-                    if MountTable.isMounted(second) { _ = try? volume.csvfs(["unmount", second]) }
-                    if MountTable.isMounted(second) { _ = try? runProcess("/usr/bin/fusermount3", ["-u", "-z", second], timeout: 30) }
-                }
-                let port = try freeLoopbackPort()
-                let joined = try volume.csvfs(["mount", volume.lun, second, "-o", "metrics=127.0.0.1:\(port)"], timeout: 90)
-                try #require(joined.succeeded, "\(joined)")
-                for index in 0..<20 { try writeFile(second + "/f\(index)", [UInt8(index)]) }
-                let data = patternBytes(count: 1 << 20, seed: 9)
-                try writeFile(second + "/big", data)
-                #expect(try readFile(second + "/big") == data)
+                try ClusterJoinTests.withSecondMountpoint(volume) { second in
+                    let port = try freeLoopbackPort()
+                    let joined = try volume.csvfs(["mount", volume.lun, second, "-o", "metrics=127.0.0.1:\(port)"], timeout: 90)
+                    try #require(joined.succeeded, "\(joined)")
+                    for index in 0..<20 { try writeFile(second + "/f\(index)", [UInt8(index)]) }
+                    let data = patternBytes(count: 1 << 20, seed: 9)
+                    try writeFile(second + "/big", data)
+                    #expect(try readFile(second + "/big") == data)
 
-                let metrics = try Self.fetch("http://127.0.0.1:\(port)/metrics")
-                try #require(metrics.succeeded, "\(metrics)")
-                let text = metrics.stdout
-                #expect((Self.sample(text, #"csvfs_metadata_rpcs_total{kind="createNode"}"#) ?? 0) >= 21, "21 creates: \(text)")
-                #expect((Self.sample(text, #"csvfs_metadata_rpc_duration_seconds_count{kind="createNode"}"#) ?? 0) >= 21, "\(text)")
-                #expect((Self.sample(text, #"csvfs_lun_bytes_total{direction="write"}"#) ?? 0) >= Double(1 << 20), "\(text)")
-                #expect((Self.sample(text, #"csvfs_lun_bytes_total{direction="read"}"#) ?? 0) >= Double(1 << 20), "\(text)")
-                #expect((Self.sample(text, #"csvfs_lun_ios_total{direction="write"}"#) ?? 0) >= 1, "\(text)")
-                #expect(text.contains("csvfs_dlm_lock_wait_seconds"), "\(text)")
-                let missing = try Self.fetch("http://127.0.0.1:\(port)/other")
-                #expect(missing.status == 3 && missing.stdout == "HTTP 404", "\(missing)")
+                    let metrics = try Self.fetch("http://127.0.0.1:\(port)/metrics")
+                    try #require(metrics.succeeded, "\(metrics)")
+                    let text = metrics.stdout
+                    #expect((Self.sample(text, #"csvfs_metadata_rpcs_total{kind="createNode"}"#) ?? 0) >= 21, "21 creates: \(text)")
+                    #expect((Self.sample(text, #"csvfs_metadata_rpc_duration_seconds_count{kind="createNode"}"#) ?? 0) >= 21, "\(text)")
+                    #expect((Self.sample(text, #"csvfs_lun_bytes_total{direction="write"}"#) ?? 0) >= Double(1 << 20), "\(text)")
+                    #expect((Self.sample(text, #"csvfs_lun_bytes_total{direction="read"}"#) ?? 0) >= Double(1 << 20), "\(text)")
+                    #expect((Self.sample(text, #"csvfs_lun_ios_total{direction="write"}"#) ?? 0) >= 1, "\(text)")
+                    #expect(text.contains("csvfs_dlm_lock_wait_seconds"), "\(text)")
+                    let missing = try Self.fetch("http://127.0.0.1:\(port)/other")
+                    #expect(missing.status == 3 && missing.stdout == "HTTP 404", "\(missing)")
+                }
             }
         }
 
