@@ -106,6 +106,7 @@ let package = Package(
         .target(name: "ClusterTestSupport", dependencies: ["TestSupport", "Primitives"], path: "Tests/ClusterTestSupport"),
         .testTarget(name: "PrimitivesTests", dependencies: ["Primitives"], path: "Tests/PrimitivesTests"),
         .testTarget(name: "CSVFSTests", dependencies: ["CSVFS", "Primitives", "TestSupport", "ClusterTestSupport"], path: "Tests/CSVFSTests"),
+        .testTarget(name: "CSVFSClusterTests", dependencies: ["CSVFSCluster", "CSVFS", "LockManager"], path: "Tests/CSVFSClusterTests"),
         .testTarget(name: "CSVFSUnitTests", dependencies: ["CSVFS", "CSQLite", "TestSupport"], path: "Tests/CSVFSUnitTests"),
         // The fuzz target's input decoder and exercise, so the corpus replay test runs the same code.
         .target(name: "VHDFormatExercise", dependencies: ["VHDFormat"], path: "fuzz/Sources/VHDFormatExercise"),

@@ -48,17 +48,17 @@ public final class ClusterNode: Sendable {
     public let id: UInt32
     public let address: String
     public let metadata: RoutedMetadataService
+    /// What the mount and the data path call: `metadata` under the DLM's inode locks, and the kernel's cache policy.
+    public let coherent: CoherentMetadataService
     public let remote: RemoteMetadataService
     public let data: DataPath
     /// Set when the primary superblock was unreadable and the backup was used.
     public let usedBackupSuperblock: Bool
-    /// What this node's mount lets the kernel cache: see `KernelCacheTimeout`.
-    public let cacheTimeout: KernelCacheTimeout
     private let dlm: DLMNode
     private let membershipWatch: Task<Void, Never>
 
     private init(device: LUNDevice, superblock: Superblock, id: UInt32, address: String, metadata: RoutedMetadataService,
-                 remote: RemoteMetadataService, data: DataPath, usedBackupSuperblock: Bool, cacheTimeout: KernelCacheTimeout,
+                 coherent: CoherentMetadataService, remote: RemoteMetadataService, data: DataPath, usedBackupSuperblock: Bool,
                  dlm: DLMNode, membershipWatch: Task<Void, Never>) {
         self.usedBackupSuperblock = usedBackupSuperblock
         self.device = device
@@ -66,9 +66,9 @@ public final class ClusterNode: Sendable {
         self.id = id
         self.address = address
         self.metadata = metadata
+        self.coherent = coherent
         self.remote = remote
         self.data = data
-        self.cacheTimeout = cacheTimeout
         self.dlm = dlm
         self.membershipWatch = membershipWatch
     }
@@ -107,15 +107,16 @@ public final class ClusterNode: Sendable {
             let routed = RoutedMetadataService(remote: remote)
             session.withLock { $0 = routed }
             role.set(MetadataRole(device: device, superblock: superblock, service: routed, logger: logger))
-            let data = try DataPath(service: routed, device: device, io: options.io)
+            let coherent = CoherentMetadataService(inner: routed, client: dlm.client, changeTimeout: routed.waitLimit, logger: logger)
+            let data = try DataPath(service: coherent, device: device, io: options.io)
             joined = (dlm, data)
             try await dlm.start(coordinationStarted: true)
             try await admitted(routed, dlm.client, timeout: options.timeout, secretPath: secretPath)
-            let (cacheTimeout, watch) = try await followMembership(coordination)
+            let watch = try await followMembership(coordination, coherent)
             try NodeRecord(node: id, joinedAt: Date(), pid: getpid(), address: "\(host):\(port)", host: hostName(),
                            mountpoint: options.mountpoint).write(to: device, superblock: superblock)
             return ClusterNode(device: device, superblock: superblock, id: id, address: "\(host):\(port)", metadata: routed,
-                               remote: remote, data: data, usedBackupSuperblock: copy == .backup, cacheTimeout: cacheTimeout,
+                               coherent: coherent, remote: remote, data: data, usedBackupSuperblock: copy == .backup,
                                dlm: dlm, membershipWatch: watch)
         } catch {
             if let (dlm, data) = joined {
@@ -139,25 +140,25 @@ public final class ClusterNode: Sendable {
         device.close()
     }
 
-    /// The kernel caches for a second while this node is the only member, nothing while there are others.
-    /// A node that joins others waits out what their kernels cached while they were alone before it serves.
-    private static func followMembership(_ coordination: any CoordinationBackend) async throws
-        -> (KernelCacheTimeout, Task<Void, Never>) {
-        let timeout = KernelCacheTimeout()
+    /// The kernel caches names and attributes for a fixed second while this node is the only member, and
+    /// only under the DLM's licences while there are others (see `CoherentMetadataService`). A node that joins
+    /// others waits out what their kernels cached while they were alone before it serves.
+    private static func followMembership(_ coordination: any CoordinationBackend, _ coherent: CoherentMetadataService)
+        async throws -> Task<Void, Never> {
         let events = coordination.events()
         let watch = Task {
             for await event in events {
-                if case .membersChanged(let members) = event { timeout.seconds = members.count > 1 ? 0 : KernelCacheTimeout.alone }
+                if case .membersChanged(let members) = event { coherent.setAlone(members.count <= 1) }
             }
         }
         let members = try await coordination.members()
-        timeout.seconds = members.count > 1 ? 0 : KernelCacheTimeout.alone
+        coherent.setAlone(members.count <= 1)
         if members.count > 1 {
             // Others see this member within milliseconds (etcd: its watch); what they cached before expires
-            // within `alone` seconds of that.
-            try await Task.sleep(for: .milliseconds(Int(KernelCacheTimeout.alone * 1000) + 250))
+            // within a second of that.
+            try await Task.sleep(for: .milliseconds(Int(FixedKernelCachePolicy.alone * 1000) + 250))
         }
-        return (timeout, watch)
+        return watch
     }
 
     static func hostName() -> String {

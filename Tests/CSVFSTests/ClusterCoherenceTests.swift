@@ -37,6 +37,50 @@ extension Mounted {
             }
         }
 
+        /// The metadata calls a node has sent to the coordinator for lookups and stats, from its metrics.
+        static func readCalls(_ port: Int) throws -> Double {
+            let metrics = try MetricsTests.fetch("http://127.0.0.1:\(port)/metrics")
+            try #require(metrics.succeeded, "\(metrics)")
+            return ["lookup", "attributes"].reduce(0) { total, kind in
+                total + (MetricsTests.sample(metrics.stdout, "csvfs_metadata_rpcs_total{kind=\"\(kind)\"}") ?? 0)
+            }
+        }
+
+        /// A node that is not the coordinator answers repeated stats from its own cache while it holds the
+        /// inodes' DLM licences, and drops exactly what another node changes: the change is seen at once.
+        @Test func repeatedStatsAreServedUnderLicencesUntilAnotherNodeChangesThem() throws {
+            try withVolume { volume in
+                try ClusterJoinTests.withSecondMountpoint(volume) { second in
+                    let port = try freeLoopbackPort()
+                    let joined = try volume.csvfs(["mount", volume.lun, second, "-o", "metrics=127.0.0.1:\(port)"], timeout: 90)
+                    try #require(joined.succeeded, "\(joined)")
+                    let one = volume.mountpoint, files = 100
+                    try sys("mkdir") { mkdir(one + "/d", 0o755) }
+                    for index in 0..<files { try writeFile(one + "/d/f\(index)", [UInt8(index)]) }
+                    func statAll() throws {
+                        for index in 0..<files { _ = try lstatOrThrow(second + "/d/f\(index)") }
+                    }
+                    // The first pass asks for the licences; what it read before they were granted is not kept.
+                    try statAll()
+                    usleep(300_000)
+                    try statAll()
+                    let before = try Self.readCalls(port)
+                    for _ in 0..<3 { try statAll() }
+                    let repeated = try Self.readCalls(port) - before
+                    #expect(repeated < Double(files) / 10, "three passes of \(files) stats sent \(repeated) lookups and stats")
+
+                    #expect(chmod(one + "/d/f5", 0o600) == 0)
+                    try writeFile(one + "/d/f7", Array("seven".utf8))
+                    #expect(try lstatOrThrow(second + "/d/f5").st_mode & 0o7777 == 0o600, "the other node's chmod")
+                    #expect(try lstatOrThrow(second + "/d/f7").st_size == 5, "the other node's write")
+                    #expect(try readFile(second + "/d/f7") == Array("seven".utf8))
+                    #expect(unlink(one + "/d/f9") == 0)
+                    #expect(statErrno(second + "/d/f9") == ENOENT, "the other node's unlink")
+                    #expect(try lstatOrThrow(second + "/d/f8").st_mode & 0o7777 != 0o600, "an unchanged neighbour")
+                }
+            }
+        }
+
         @Test func namesAndAttributesChangedOnOneNodeAreSeenOnTheOther() throws {
             try Self.withTwoNodes { one, two in
                 // A failed lookup is not remembered: the name created on the other node is found at once.

@@ -107,7 +107,7 @@ struct Mount: ParsableCommand {
         }
         logger.info("node \(cluster.id) at \(cluster.address) joined; \(cluster.isCoordinator ? "it is the coordinator" : "metadata goes to the coordinator")")
         do {
-            try FUSESession.serve(metadata: cluster.metadata, data: cluster.data, cacheTimeout: cluster.cacheTimeout, lunPath: lun,
+            try FUSESession.serve(metadata: cluster.coherent, data: cluster.data, cache: cluster.coherent, lunPath: lun,
                                   mountpoint: mountpoint, options: own.fuse, logger: logger) {
                 report.ready()
             }

@@ -20,13 +20,13 @@ enum FUSEAttributes {
         return status
     }
 
-    static func entry(_ attributes: InodeAttributes, timeout: Double) -> fuse_entry_param {
+    static func entry(_ attributes: InodeAttributes, timeout: Double, attributeTimeout: Double) -> fuse_entry_param {
         var parameters = fuse_entry_param()
         parameters.ino = attributes.ino
         // One generation is enough: the store never hands out an inode number twice (see `inodeNumbersReserved`).
         parameters.generation = 1
         parameters.attr = stat(attributes)
-        parameters.attr_timeout = timeout
+        parameters.attr_timeout = attributeTimeout
         parameters.entry_timeout = timeout
         return parameters
     }

@@ -11,15 +11,14 @@ public final class FUSEFilesystem: Sendable {
     let data: DataPath
     let logger: Logger
     /// How long the kernel may cache names and attributes.
-    let cacheTimeouts: KernelCacheTimeout
-    var cacheTimeout: Double { cacheTimeouts.seconds }
+    let cache: any KernelCachePolicy
     /// Called once the kernel's INIT is answered, that is when the mount can serve requests.
     let initialized: @Sendable () -> Void
 
-    public init(service: any MetadataService, data: DataPath, cacheTimeout: KernelCacheTimeout, logger: Logger,
+    public init(service: any MetadataService, data: DataPath, cache: any KernelCachePolicy, logger: Logger,
                 initialized: @escaping @Sendable () -> Void) {
         self.service = service
-        cacheTimeouts = cacheTimeout
+        self.cache = cache
         self.data = data
         self.logger = logger
         self.initialized = initialized
@@ -50,12 +49,19 @@ public final class FUSEFilesystem: Sendable {
 
     // MARK: names
 
+    /// A name with its inode's attributes, as the kernel may cache them.
+    private func entry(_ reply: consuming FUSEReply, _ attributes: InodeAttributes, since ticket: CacheTicket) {
+        reply.entry(attributes, timeout: cache.entryTimeout(since: ticket),
+                    attributeTimeout: cache.attributeTimeout(attributes.ino, since: ticket))
+    }
+
     func lookup(_ reply: consuming FUSEReply, parent: UInt64, name: [UInt8]) {
+        let ticket = cache.ticket()
         do {
-            reply.entry(try service.lookup(parent: parent, name: name), timeout: cacheTimeout)
+            entry(reply, try service.lookup(parent: parent, name: name), since: ticket)
         } catch {
             if error == .noEntry {
-                reply.negativeEntry(timeout: cacheTimeout)
+                reply.negativeEntry(timeout: cache.entryTimeout(since: ticket))
             } else {
                 reply.error(error)
             }
@@ -64,10 +70,11 @@ public final class FUSEFilesystem: Sendable {
 
     func createNode(_ reply: consuming FUSEReply, parent: UInt64, name: [UInt8], mode: UInt32, rdev: UInt64,
                     symlinkTarget: [UInt8]? = nil, caller: Caller) {
+        let ticket = cache.ticket()
         do {
             let attributes = try service.createNode(parent: parent, name: name, mode: mode, rdev: rdev,
                                                     symlinkTarget: symlinkTarget, caller: caller)
-            reply.entry(attributes, timeout: cacheTimeout)
+            entry(reply, attributes, since: ticket)
         } catch {
             reply.error(error)
         }
@@ -75,19 +82,22 @@ public final class FUSEFilesystem: Sendable {
 
     func create(_ reply: consuming FUSEReply, parent: UInt64, name: [UInt8], mode: UInt32, caller: Caller,
                 file: UnsafeMutablePointer<fuse_file_info>) {
+        let ticket = cache.ticket()
         do {
             let attributes = try service.createNode(parent: parent, name: name, mode: mode, rdev: 0,
                                                     symlinkTarget: nil, caller: caller)
             file.pointee.fh = try service.opened(attributes.ino)
-            reply.create(attributes, timeout: cacheTimeout, file: file)
+            reply.create(attributes, timeout: cache.entryTimeout(since: ticket),
+                         attributeTimeout: cache.attributeTimeout(attributes.ino, since: ticket), file: file)
         } catch {
             reply.error(error)
         }
     }
 
     func link(_ reply: consuming FUSEReply, ino: UInt64, newParent: UInt64, newName: [UInt8]) {
+        let ticket = cache.ticket()
         do {
-            reply.entry(try service.link(ino, newParent: newParent, newName: newName), timeout: cacheTimeout)
+            entry(reply, try service.link(ino, newParent: newParent, newName: newName), since: ticket)
         } catch {
             reply.error(error)
         }
@@ -118,11 +128,15 @@ public final class FUSEFilesystem: Sendable {
         }
     }
 
+    /// FORGET: the kernel evicted the inode.
+    func forget(_ ino: UInt64) { cache.forgotten(ino) }
+
     // MARK: attributes
 
     func getattr(_ reply: consuming FUSEReply, ino: UInt64) {
+        let ticket = cache.ticket()
         do {
-            reply.attributes(try service.attributes(ino), timeout: cacheTimeout)
+            reply.attributes(try service.attributes(ino), timeout: cache.attributeTimeout(ino, since: ticket))
         } catch {
             reply.error(error)
         }
@@ -145,12 +159,13 @@ public final class FUSEFilesystem: Sendable {
         else if has(FUSE_SET_ATTR_ATIME) { changes.atime = .at(FUSEAttributes.nanoseconds(attributes.st_atim)) }
         if has(FUSE_SET_ATTR_MTIME_NOW) { changes.mtime = .now }
         else if has(FUSE_SET_ATTR_MTIME) { changes.mtime = .at(FUSEAttributes.nanoseconds(attributes.st_mtim)) }
+        let ticket = cache.ticket()
         do {
             let changes = changes
             let result = try changes.size == nil
                 ? service.setAttributes(ino, changes)
                 : data.truncate(ino, changes)
-            reply.attributes(result, timeout: cacheTimeout)
+            reply.attributes(result, timeout: cache.attributeTimeout(ino, since: ticket))
         } catch {
             reply.error(error)
         }
@@ -302,6 +317,7 @@ public final class FUSEFilesystem: Sendable {
     // MARK: directories
 
     func readdir(_ reply: consuming FUSEReply, ino: UInt64, size: Int, offset: Int64, plus: Bool) {
+        let ticket = cache.ticket()
         do {
             // Each entry needs at least 24 (plain) or 152 (plus) bytes; ask for about what fits.
             let limit = max(1, size / (plus ? 160 : 32))
@@ -319,7 +335,8 @@ public final class FUSEFilesystem: Sendable {
                     if plus {
                         var parameters = fuse_entry_param()
                         if let attributes = entry.attributes, entry.name != [46], entry.name != [46, 46] {
-                            parameters = FUSEAttributes.entry(attributes, timeout: cacheTimeout)
+                            parameters = FUSEAttributes.entry(attributes, timeout: cache.entryTimeout(since: ticket),
+                                                              attributeTimeout: cache.attributeTimeout(attributes.ino, since: ticket))
                         } else {
                             parameters.attr.st_ino = UInt(entry.ino)
                             parameters.attr.st_mode = entry.mode

@@ -16,8 +16,15 @@ enum FUSEOperations {
         ops.lookup = { request, parent, name in
             FUSEOperations.filesystem(request).lookup(FUSEReply(request!), parent: parent, name: FUSEFilesystem.name(name!))
         }
-        ops.forget = { request, _, _ in FUSEReply(request!).none() }
-        ops.forget_multi = { request, _, _ in FUSEReply(request!).none() }
+        ops.forget = { request, ino, _ in
+            FUSEOperations.filesystem(request).forget(ino)
+            FUSEReply(request!).none()
+        }
+        ops.forget_multi = { request, count, forgets in
+            let filesystem = FUSEOperations.filesystem(request)
+            for index in 0..<count { filesystem.forget(forgets![index].ino) }
+            FUSEReply(request!).none()
+        }
         ops.getattr = { request, ino, _ in FUSEOperations.filesystem(request).getattr(FUSEReply(request!), ino: ino) }
         ops.setattr = { request, ino, attributes, toSet, _ in
             FUSEOperations.filesystem(request).setattr(FUSEReply(request!), ino: ino, attributes: attributes!.pointee, toSet: toSet)

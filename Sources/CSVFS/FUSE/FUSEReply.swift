@@ -37,14 +37,15 @@ public struct FUSEReply: ~Copyable, @unchecked Sendable {
         discard self
     }
 
-    consuming func entry(_ attributes: InodeAttributes, timeout: Double) {
-        var parameters = FUSEAttributes.entry(attributes, timeout: timeout)
+    consuming func entry(_ attributes: InodeAttributes, timeout: Double, attributeTimeout: Double) {
+        var parameters = FUSEAttributes.entry(attributes, timeout: timeout, attributeTimeout: attributeTimeout)
         fuse_reply_entry(request, &parameters)
         discard self
     }
 
-    consuming func create(_ attributes: InodeAttributes, timeout: Double, file: UnsafePointer<fuse_file_info>) {
-        var parameters = FUSEAttributes.entry(attributes, timeout: timeout)
+    consuming func create(_ attributes: InodeAttributes, timeout: Double, attributeTimeout: Double,
+                          file: UnsafePointer<fuse_file_info>) {
+        var parameters = FUSEAttributes.entry(attributes, timeout: timeout, attributeTimeout: attributeTimeout)
         fuse_reply_create(request, &parameters, file)
         discard self
     }

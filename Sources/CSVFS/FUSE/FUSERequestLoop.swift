@@ -114,6 +114,9 @@ final class FUSERequestLoop: @unchecked Sendable {
         var isReader = asReader
         var pollUntil: UInt64 = 0
         if isReader { setExitSignals(blocked: false) }
+        let context = InlineRequest(loop: self)
+        pthread_setspecific(InlineRequest.key, Unmanaged.passUnretained(context).toOpaque())
+        defer { pthread_setspecific(InlineRequest.key, nil) }
         while true {
             if fuse_session_exited(session) != 0 { return stop() }
             let received = fuse_session_receive_buf(session, &buffer)
@@ -137,7 +140,15 @@ final class FUSERequestLoop: @unchecked Sendable {
             let header = buffer.flags.rawValue & FUSE_BUF_IS_FD.rawValue != 0
                 ? nil : UnsafeRawBufferPointer(start: buffer.mem, count: Int(received))
             if Self.runsOnReader(header: header) {
+                context.start(onReader: isReader)
                 fuse_session_process_buf(session, &buffer)
+                if context.finish() {
+                    // It waited (for a lock), and gave the reader role away before it did.
+                    finishLongRequest()
+                    isReader = false
+                    pollUntil = 0
+                    continue
+                }
                 pollUntil = isReader ? DispatchTime.now().uptimeNanoseconds + Self.pollAfterMetadata : 0
                 continue
             }
@@ -171,7 +182,7 @@ final class FUSERequestLoop: @unchecked Sendable {
     /// Before a request that can take long: makes sure a thread reads meanwhile when that matters. If other
     /// threads are busy with long requests and nothing waits on the device, nobody needs to: the first of
     /// them to finish reads next, and a parked thread woken now would only go back to sleep.
-    private func startLongRequest(wasReader: Bool) {
+    fileprivate func startLongRequest(wasReader: Bool) {
         lock()
         if wasReader { hasReader = false }
         let othersBusy = busy > 0
@@ -243,7 +254,7 @@ final class FUSERequestLoop: @unchecked Sendable {
         return true
     }
 
-    private func setExitSignals(blocked: Bool) {
+    fileprivate func setExitSignals(blocked: Bool) {
         var set = sigset_t()
         sigemptyset(&set)
         for signal in Self.exitSignals { sigaddset(&set, signal) }
@@ -252,4 +263,51 @@ final class FUSERequestLoop: @unchecked Sendable {
 
     private func lock() { pthread_mutex_lock(mutex) }
     private func unlock() { pthread_mutex_unlock(mutex) }
+}
+
+/// A metadata request the loop runs on the thread that read it. If it must wait (a cluster node waiting for a
+/// lock another node holds), the thread first hands the reading over as it does for a long request: else
+/// nobody reads the device meanwhile, and a request the kernel queued (holding a directory's lock in the
+/// kernel) could be what the grant waits for.
+private final class InlineRequest: @unchecked Sendable {
+    // @unchecked: reached only by its own thread (through the thread-specific key).
+    static let key: pthread_key_t = {
+        var key = pthread_key_t()
+        pthread_key_create(&key, nil)
+        return key
+    }()
+    let loop: FUSERequestLoop
+    private var running = false
+    private var onReader = false
+    private var handedOver = false
+
+    init(loop: FUSERequestLoop) { self.loop = loop }
+
+    func start(onReader: Bool) {
+        running = true
+        self.onReader = onReader
+        handedOver = false
+    }
+
+    /// Whether the request handed the reading over (and counts as a long request now).
+    func finish() -> Bool {
+        running = false
+        return handedOver
+    }
+
+    func willWait() {
+        guard running, !handedOver else { return }
+        handedOver = true
+        if onReader { loop.setExitSignals(blocked: true) }
+        loop.startLongRequest(wasReader: onReader)
+    }
+}
+
+/// For code that runs under a FUSE request and is about to block.
+public enum FUSERequestThread {
+    /// Call before a wait that may be long or may depend on other requests being served.
+    public static func willWait() {
+        guard let context = pthread_getspecific(InlineRequest.key) else { return }
+        Unmanaged<InlineRequest>.fromOpaque(context).takeUnretainedValue().willWait()
+    }
 }

@@ -31,17 +31,17 @@ public enum FUSESession {
     /// Mounts, calls `ready` once the kernel has initialised the mount, and serves requests until unmount or SIGTERM/SIGINT.
     public static func serve(volume: Volume, lunPath: String, mountpoint: String, options: [String],
                              logger: Logger, ready: @escaping @Sendable () -> Void) throws {
-        try serve(metadata: volume.metadata, data: volume.data, cacheTimeout: KernelCacheTimeout(),
+        try serve(metadata: volume.metadata, data: volume.data, cache: FixedKernelCachePolicy(),
                   lunPath: lunPath, mountpoint: mountpoint, options: options, logger: logger, ready: ready)
     }
 
     /// Serves `metadata` and `data`, as a node of a cluster does; the kernel may cache names and attributes
-    /// for as long as `cacheTimeout` says at the time of each reply.
-    public static func serve(metadata: any MetadataService, data: DataPath, cacheTimeout: KernelCacheTimeout, lunPath: String,
+    /// for as long as `cache` says at each reply.
+    public static func serve(metadata: any MetadataService, data: DataPath, cache: any KernelCachePolicy, lunPath: String,
                              mountpoint: String, options: [String], logger: Logger,
                              ready: @escaping @Sendable () -> Void) throws {
         try checkMountpoint(mountpoint)
-        let filesystem = FUSEFilesystem(service: metadata, data: data, cacheTimeout: cacheTimeout, logger: logger, initialized: ready)
+        let filesystem = FUSEFilesystem(service: metadata, data: data, cache: cache, logger: logger, initialized: ready)
         let userdata = Unmanaged.passRetained(filesystem)
         defer { userdata.release() }
 
@@ -64,6 +64,8 @@ public enum FUSESession {
         defer { fuse_remove_signal_handlers(session) }
         guard fuse_session_mount(session, mountpoint) == 0 else { throw MountError.mountFailed(mountpoint) }
         defer { fuse_session_unmount(session) }
+        cache.notifier?.attach(session)
+        defer { cache.notifier?.detach() }
 
         // Once a second: mtimes of overwrites committed, everything flushed to the LUN (which also releases
         // the space deletes freed), so even without fsync nothing older than a second is lost to power loss.

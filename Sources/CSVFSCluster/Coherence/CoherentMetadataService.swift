@@ -1,0 +1,192 @@
+import CSVFS
+import LockManager
+import Logging
+import Primitives
+
+/// A cluster node's metadata service as its FUSE mount and data path see it: the routed service, with the
+/// DLM's inode locks around it. Every change holds the EX locks of the inodes it changes, so no other node
+/// keeps a cached copy of them; reads are answered from this node's cache while it holds their licence
+/// (PR or EX), and ask for the licence, without waiting, when it has none. It is also the mount's
+/// `KernelCachePolicy`: the kernel keeps attributes only under a licence, and while other nodes are
+/// members it keeps no names (a name is checked with this node at every lookup, which the node answers from
+/// its cache): dropping names from the kernel takes the directory's lock in the kernel, which a request
+/// waiting for us may hold, while dropping attributes takes none.
+public final class CoherentMetadataService: MetadataService, KernelCachePolicy {
+    let inner: any MetadataService
+    let licences: InodeLicences
+    public let notifier: KernelNotifier?
+    /// Whether this node is the volume's only member: then nobody else changes anything, and the kernel
+    /// may cache names and attributes for a fixed second (a node that joins waits that second out).
+    private let alone = Locked(true)
+    /// How long the kernel keeps attributes under a licence; the licence's release drops them sooner.
+    static let licensedSeconds = 10.0
+
+    init(inner: any MetadataService, client: LockClient, changeTimeout: Duration, logger: Logger) {
+        let notifier = KernelNotifier()
+        self.inner = inner
+        self.notifier = notifier
+        licences = InodeLicences(client: client, notifier: notifier, changeTimeout: changeTimeout, logger: logger)
+        client.onBlocking { [licences] handle, _ in licences.blocked(handle) }
+    }
+
+    func setAlone(_ value: Bool) { alone.withLock { $0 = value } }
+
+    /// Attributes and names this node holds in its cache now.
+    public var cached: (attributes: Int, names: Int) { licences.cached }
+
+    // MARK: KernelCachePolicy
+
+    public func ticket() -> CacheTicket { CacheTicket(licences.ticket()) }
+
+    public func attributeTimeout(_ ino: UInt64, since ticket: CacheTicket) -> Double {
+        if licences.isLicensed(ino, since: ticket.event) { return Self.licensedSeconds }
+        return alone.withLock { $0 } ? FixedKernelCachePolicy.alone : 0
+    }
+
+    public func entryTimeout(since ticket: CacheTicket) -> Double {
+        alone.withLock { $0 } ? FixedKernelCachePolicy.alone : 0
+    }
+
+    public func forgotten(_ ino: UInt64) { licences.forgotten(ino) }
+
+    // MARK: reads
+
+    public func lookup(parent: UInt64, name: [UInt8]) throws(Errno) -> InodeAttributes {
+        switch licences.cachedName(name, in: parent) {
+        case .absent?:
+            throw .noEntry
+        case .inode(let ino)?:
+            if let attributes = licences.cachedAttributes(ino) { return attributes }
+        case nil:
+            break
+        }
+        let ticket = licences.ticket()
+        licences.want(parent)
+        do {
+            let attributes = try inner.lookup(parent: parent, name: name)
+            licences.want(attributes.ino)
+            licences.store(name, in: parent, as: .inode(attributes.ino), readAfter: ticket)
+            licences.store(attributes, readAfter: ticket)
+            return attributes
+        } catch {
+            if error == .noEntry { licences.store(name, in: parent, as: .absent, readAfter: ticket) }
+            throw error
+        }
+    }
+
+    public func attributes(_ ino: UInt64) throws(Errno) -> InodeAttributes {
+        if let attributes = licences.cachedAttributes(ino) { return attributes }
+        let ticket = licences.ticket()
+        licences.want(ino)
+        let attributes = try inner.attributes(ino)
+        licences.store(attributes, readAfter: ticket)
+        return attributes
+    }
+
+    public func readdir(_ ino: UInt64, after cookie: Int64, limit: Int, plus: Bool) throws(Errno) -> [DirectoryEntry] {
+        let ticket = licences.ticket()
+        licences.want(ino)
+        let entries = try inner.readdir(ino, after: cookie, limit: limit, plus: plus)
+        for entry in entries where entry.name != [46] && entry.name != [46, 46] {
+            licences.store(entry.name, in: ino, as: .inode(entry.ino), readAfter: ticket)
+            // readdirplus hands the kernel the inodes (it will FORGET them); plain readdir does not.
+            if plus, let attributes = entry.attributes {
+                licences.want(entry.ino)
+                licences.store(attributes, readAfter: ticket)
+            }
+        }
+        return entries
+    }
+
+    public func readlink(_ ino: UInt64) throws(Errno) -> [UInt8] { try inner.readlink(ino) }
+    public func getXattr(_ ino: UInt64, name: [UInt8]) throws(Errno) -> [UInt8] { try inner.getXattr(ino, name: name) }
+    public func listXattrs(_ ino: UInt64) throws(Errno) -> [[UInt8]] { try inner.listXattrs(ino) }
+    public func statistics() throws(Errno) -> VolumeStatistics { try inner.statistics() }
+    public func opened(_ ino: UInt64) throws(Errno) -> UInt64 { try inner.opened(ino) }
+    public func released(_ ino: UInt64, handle: UInt64) throws(Errno) { try inner.released(ino, handle: handle) }
+    public func mapping(_ ino: UInt64, _ range: Range<Int64>) throws(Errno) -> (size: UInt64, segments: [FileSegment]) {
+        try inner.mapping(ino, range)
+    }
+    public func commit() throws(Errno) { try inner.commit() }
+    public func sync(reportingTo handle: UInt64?) throws(Errno) { try inner.sync(reportingTo: handle) }
+
+    // MARK: changes of one inode
+
+    public func setAttributes(_ ino: UInt64, _ changes: AttributeChanges) throws(Errno) -> InodeAttributes {
+        try licences.changing([ino]) { () throws(Errno) in try inner.setAttributes(ino, changes) }
+    }
+
+    public func setXattr(_ ino: UInt64, name: [UInt8], value: [UInt8], create: Bool, replace: Bool) throws(Errno) {
+        try licences.changing([ino]) { () throws(Errno) in
+            try inner.setXattr(ino, name: name, value: value, create: create, replace: replace)
+        }
+    }
+
+    public func removeXattr(_ ino: UInt64, name: [UInt8]) throws(Errno) {
+        try licences.changing([ino]) { () throws(Errno) in try inner.removeXattr(ino, name: name) }
+    }
+
+    public func prepareWrite(_ ino: UInt64, _ range: Range<Int64>) throws(Errno) -> [FileSegment] {
+        try licences.changing([ino]) { () throws(Errno) in try inner.prepareWrite(ino, range) }
+    }
+
+    public func completeWrite(_ ino: UInt64, filled: [Range<Int64>], end: Int64) throws(Errno) {
+        try licences.changing([ino]) { () throws(Errno) in try inner.completeWrite(ino, filled: filled, end: end) }
+    }
+
+    public func fallocate(_ ino: UInt64, _ range: Range<Int64>, mode: FallocateMode) throws(Errno) {
+        try licences.changing([ino]) { () throws(Errno) in try inner.fallocate(ino, range, mode: mode) }
+    }
+
+    // MARK: changes of names
+
+    public func createNode(parent: UInt64, name: [UInt8], mode: UInt32, rdev: UInt64, symlinkTarget: [UInt8]?,
+                           caller: Caller) throws(Errno) -> InodeAttributes {
+        let attributes = try licences.changing([parent], names: [(parent, name)]) { () throws(Errno) in
+            try inner.createNode(parent: parent, name: name, mode: mode, rdev: rdev, symlinkTarget: symlinkTarget,
+                                 caller: caller)
+        }
+        licences.want(attributes.ino, mode: .ex)
+        return attributes
+    }
+
+    public func link(_ ino: UInt64, newParent: UInt64, newName: [UInt8]) throws(Errno) -> InodeAttributes {
+        try licences.changing([ino, newParent], names: [(newParent, newName)]) { () throws(Errno) in
+            try inner.link(ino, newParent: newParent, newName: newName)
+        }
+    }
+
+    public func unlink(parent: UInt64, name: [UInt8]) throws(Errno) {
+        try removing([(parent, name)]) { () throws(Errno) in try inner.unlink(parent: parent, name: name) }
+    }
+
+    public func rmdir(parent: UInt64, name: [UInt8]) throws(Errno) {
+        try removing([(parent, name)]) { () throws(Errno) in try inner.rmdir(parent: parent, name: name) }
+    }
+
+    public func rename(parent: UInt64, name: [UInt8], newParent: UInt64, newName: [UInt8], mode: RenameMode) throws(Errno) {
+        try removing([(parent, name), (newParent, newName)]) { () throws(Errno) in
+            try inner.rename(parent: parent, name: name, newParent: newParent, newName: newName, mode: mode)
+        }
+    }
+
+    /// A change that removes or moves the inodes that `names` name: it holds the parents' and those inodes'
+    /// locks. Which inodes they are is known only by looking; it is checked again once the parents are held
+    /// (nobody else can change the names then), and the change starts over if another node changed them.
+    /// A name that does not resolve is left to the coordinator, whose answer (ENOENT, ENOTDIR) is the call's.
+    private func removing(_ names: [(parent: UInt64, name: [UInt8])], _ body: () throws(Errno) -> Void) throws(Errno) {
+        func resolve() -> [UInt64?] { names.map { try? lookup(parent: $0.parent, name: $0.name).ino } }
+        for _ in 0..<16 {
+            let children = resolve()
+            let inodes = names.map(\.parent) + children.compactMap { $0 }
+            let done = try licences.changing(inodes, names: names, emptied: children.compactMap { $0 }) { () throws(Errno) -> Bool in
+                guard resolve() == children else { return false }
+                try body()
+                return true
+            }
+            if done { return }
+        }
+        // The names kept changing under us: another node renames them as fast as we look.
+        throw .busy
+    }
+}

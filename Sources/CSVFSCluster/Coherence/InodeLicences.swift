@@ -1,0 +1,201 @@
+import CSVFS
+import Foundation
+import LockManager
+import Logging
+
+/// The I/O shell around `InodeLicenceTable` and `NodeMetadataCache`: sends the table's lock requests through
+/// the node's `LockClient`, answers its blocking callbacks, makes FUSE threads wait for the EX locks their
+/// changes need, and drops the kernel's attributes of an inode before its lock goes to another node.
+final class InodeLicences: @unchecked Sendable {
+    // @unchecked: `table` and `cache` are reached only with `condition` locked.
+    private let condition = NSCondition()
+    private var table = InodeLicenceTable()
+    private var cache = NodeMetadataCache()
+    private let client: LockClient
+    private let notifier: KernelNotifier
+    private let logger: Logger
+    /// How long a change waits for its locks before it fails with EIO.
+    let changeTimeout: Duration
+    /// How long a licence request may wait at the master (it is only asked, never waited for).
+    private static let licenceTimeout: Duration = .seconds(120)
+
+    init(client: LockClient, notifier: KernelNotifier, changeTimeout: Duration, logger: Logger) {
+        self.client = client
+        self.notifier = notifier
+        self.changeTimeout = changeTimeout
+        self.logger = logger
+    }
+
+    static func resource(_ ino: UInt64) -> String { "i\(ino)" }
+    static func inode(_ resource: String) -> UInt64? {
+        guard resource.first == "i" else { return nil }
+        return UInt64(resource.dropFirst())
+    }
+
+    /// The lock client's blocking callback, for the resources that are inode locks.
+    func blocked(_ handle: LockHandle) {
+        guard let ino = Self.inode(handle.resource) else { return }
+        apply { $0.blocked(ino) }
+    }
+
+    func ticket() -> UInt64 { locked { table, _ in table.events } }
+
+    func isLicensed(_ ino: UInt64, since ticket: UInt64) -> Bool {
+        guard !client.isFenced else { return false }
+        return locked { table, _ in table.isLicensed(ino, since: ticket) }
+    }
+
+    func want(_ ino: UInt64, mode: LockMode = .pr) { apply { $0.want(ino, mode: mode) } }
+    func forgotten(_ ino: UInt64) { apply { $0.forgotten(ino) } }
+
+    // MARK: the cache, under the licences
+
+    func cachedAttributes(_ ino: UInt64) -> InodeAttributes? {
+        guard !client.isFenced else { return nil }
+        return locked { _, cache in cache.attributes(ino) }
+    }
+
+    func cachedName(_ name: [UInt8], in parent: UInt64) -> NodeMetadataCache.Name? {
+        guard !client.isFenced else { return nil }
+        return locked { _, cache in cache.name(name, in: parent) }
+    }
+
+    /// Keeps attributes read after `ticket`, if the inode's licence allows.
+    func store(_ attributes: InodeAttributes, readAfter ticket: UInt64) {
+        locked { table, cache in
+            if table.isLicensed(attributes.ino, since: ticket) { cache.store(attributes) }
+        }
+    }
+
+    func store(_ name: [UInt8], in parent: UInt64, as entry: NodeMetadataCache.Name, readAfter ticket: UInt64) {
+        locked { table, cache in
+            if table.isLicensed(parent, since: ticket) { cache.store(name, in: parent, as: entry) }
+        }
+    }
+
+    var cached: (attributes: Int, names: Int) { locked { _, cache in cache.count } }
+
+    // MARK: changes
+
+    /// Runs `body` holding the EX locks of `inodes` (taken in ascending order, so two changes never wait for
+    /// each other), then drops what they changed from the cache: the attributes of every inode locked, the
+    /// names `names` and, for `emptied` (directories removed or replaced), all their names.
+    func changing<R>(_ inodes: [UInt64], names: [(parent: UInt64, name: [UInt8])] = [], emptied: [UInt64] = [],
+                     _ body: () throws(Errno) -> R) throws(Errno) -> R {
+        let order = Array(Set(inodes)).sorted()
+        let deadline = Date(timeIntervalSinceNow: Double(changeTimeout.components.seconds))
+        var holding: [UInt64] = []
+        defer {
+            locked { _, cache in
+                for ino in order { cache.dropAttributes(ino) }
+                for ino in emptied { cache.drop(ino) }
+                for (parent, name) in names { cache.dropName(name, in: parent) }
+            }
+            for ino in holding { apply { $0.finishChange(ino) } }
+        }
+        for ino in order {
+            try acquire(ino, before: deadline)
+            holding.append(ino)
+        }
+        return try body()
+    }
+
+    private func acquire(_ ino: UInt64, before deadline: Date) throws(Errno) {
+        var handedOver = false
+        condition.lock()
+        while true {
+            let step = table.startChange(ino)
+            switch step {
+            case .proceed:
+                condition.unlock()
+                return
+            case .wait(let directive?):
+                dropCache(for: directive)
+                condition.unlock()
+                run(directive)
+                condition.lock()
+            case .wait(nil):
+                if !handedOver {
+                    handedOver = true
+                    condition.unlock()
+                    FUSERequestThread.willWait()
+                    condition.lock()
+                    continue
+                }
+                if !condition.wait(until: deadline) && Date() >= deadline {
+                    let directive = table.abandonedChange(ino)
+                    if let directive { dropCache(for: directive) }
+                    condition.unlock()
+                    if let directive { run(directive) }
+                    logger.error("no lock on inode \(ino) within \(changeTimeout): the change fails with EIO")
+                    throw .io
+                }
+            }
+        }
+    }
+
+    // MARK: running the table
+
+    private func locked<R>(_ body: (inout InodeLicenceTable, inout NodeMetadataCache) -> R) -> R {
+        condition.lock()
+        defer { condition.unlock() }
+        return body(&table, &cache)
+    }
+
+    /// Applies an event to the table and runs what it says, outside the lock.
+    private func apply(_ event: (inout InodeLicenceTable) -> InodeLicenceTable.Directive?) {
+        condition.lock()
+        let directive = event(&table)
+        if let directive { dropCache(for: directive) }
+        condition.broadcast()
+        condition.unlock()
+        if let directive { run(directive) }
+    }
+
+    /// Called with the condition locked, in the same step as the table's transition: nothing the lock
+    /// protected survives its release or conversion.
+    private func dropCache(for directive: InodeLicenceTable.Directive) {
+        switch directive {
+        case .convert(let ino, _), .release(let ino, _, _): cache.drop(ino)
+        case .request: break
+        }
+    }
+
+    private func run(_ directive: InodeLicenceTable.Directive) {
+        switch directive {
+        case .request(let ino, let mode):
+            let timeout = mode == .ex ? changeTimeout : Self.licenceTimeout
+            Task {
+                do {
+                    let (handle, _) = try await client.lock(Self.resource(ino), mode: mode, timeout: timeout)
+                    apply { $0.granted(ino, handle: handle, mode: mode) }
+                } catch {
+                    apply { $0.failed(ino) }
+                }
+            }
+        case .convert(let ino, let handle):
+            Task {
+                do {
+                    try await client.convert(handle, to: .ex, flags: .convDeadlock, timeout: changeTimeout)
+                    apply { $0.granted(ino, handle: handle, mode: .ex) }
+                } catch {
+                    apply { $0.failed(ino) }
+                }
+            }
+        case .release(let ino, let handle, let invalidate):
+            // Before the unlock: once another node has the lock, its change may return at any moment.
+            if invalidate { notifier.invalidateAttributes(ino) }
+            Task {
+                do {
+                    try await client.unlock(handle)
+                } catch {
+                    logger.warning("unlocking inode \(ino) failed: \(error)")
+                }
+                apply { table in
+                    table.released(ino)
+                    return nil
+                }
+            }
+        }
+    }
+}
