@@ -105,3 +105,25 @@ import Testing
         #expect(InodeLicences.inode("i") == nil)
     }
 }
+
+extension InodeLicenceTableTests {
+    /// Telling the coordinator about overwrites in place joins the EX hold they were made under, and never
+    /// asks for a lock: without EX there is nothing to tell.
+    @Test func onlyAHeldExclusiveLockIsJoined() {
+        var table = InodeLicenceTable()
+        #expect(table.joinChange(7) == false, "no lock")
+        _ = table.want(7)
+        #expect(table.joinChange(7) == false, "still requesting")
+        _ = table.granted(7, handle: Self.handle(7), mode: .pr)
+        #expect(table.joinChange(7) == false, "PR: a change would have to convert")
+        #expect(table.entries[7]?.state == .held(.pr, grantedAt: 1), "and nothing was converted")
+        var exclusive = InodeLicenceTable()
+        _ = exclusive.startChange(8)
+        _ = exclusive.granted(8, handle: Self.handle(8), mode: .ex)
+        #expect(exclusive.finishChange(8) == nil, "not started: nothing to finish")
+        #expect(exclusive.joinChange(8) == true)
+        #expect(exclusive.blocked(8) == nil, "the telling holds the lock like any change")
+        #expect(exclusive.finishChange(8) == .release(8, Self.handle(8), invalidate: true))
+        #expect(exclusive.joinChange(8) == false, "releasing")
+    }
+}

@@ -37,12 +37,71 @@ extension Mounted {
             }
         }
 
-        /// The metadata calls a node has sent to the coordinator for lookups and stats, from its metrics.
-        static func readCalls(_ port: Int) throws -> Double {
+        /// The metadata calls of `kinds` a node has sent to the coordinator (lookups and stats by default),
+        /// from its metrics.
+        static func readCalls(_ port: Int, _ kinds: [String] = ["lookup", "attributes"]) throws -> Double {
             let metrics = try MetricsTests.fetch("http://127.0.0.1:\(port)/metrics")
             try #require(metrics.succeeded, "\(metrics)")
-            return ["lookup", "attributes"].reduce(0) { total, kind in
+            return kinds.reduce(0) { total, kind in
                 total + (MetricsTests.sample(metrics.stdout, "csvfs_metadata_rpcs_total{kind=\"\(kind)\"}") ?? 0)
+            }
+        }
+
+        static let dataCalls = ["mapping", "prepareWrite", "completeWrite"]
+
+        /// O_DIRECT reads and overwrites of written blocks on a node that holds the file's lock take their
+        /// map from the node's cache: no call to the coordinator. The other node's reads, stat, writes and
+        /// truncate see every one of them, and this node sees theirs.
+        @Test func readsAndOverwritesOfWrittenBlocksAskTheCoordinatorNothing() throws {
+            try withVolume { volume in
+                try ClusterJoinTests.withSecondMountpoint(volume) { second in
+                    let port = try freeLoopbackPort()
+                    let joined = try volume.csvfs(["mount", volume.lun, second, "-o", "metrics=127.0.0.1:\(port)"], timeout: 90)
+                    try #require(joined.succeeded, "\(joined)")
+                    let one = volume.mountpoint, size = 1 << 20, block = 4096
+                    var model = patternBytes(count: size, seed: 1)
+                    try writeFile(second + "/disk", model)
+                    let fd = try sys("open O_DIRECT") { open(second + "/disk", O_RDWR | LinuxFlags.oDirect) }
+                    defer { close(fd) }
+                    let buffer = try AlignedBuffer(size: block)
+                    func readBlock(_ index: Int) throws -> [UInt8] {
+                        let n = Glibc.pread(fd, buffer.pointer, block, off_t(index * block))
+                        try #require(n == block, "pread O_DIRECT: \(n), errno \(errno)")
+                        return buffer.bytes
+                    }
+                    func overwrite(_ index: Int, seed: UInt64) throws {
+                        let bytes = patternBytes(count: block, seed: seed)
+                        buffer.fill(with: bytes)
+                        let n = pwrite(fd, buffer.pointer, block, off_t(index * block))
+                        try #require(n == block, "pwrite O_DIRECT: \(n), errno \(errno)")
+                        model.replaceSubrange(index * block..<(index + 1) * block, with: bytes)
+                    }
+                    // The first reads fetch the map, under the lock the write above left here.
+                    _ = try readBlock(0)
+                    _ = try readBlock(100)
+                    let before = try Self.readCalls(port, Self.dataCalls)
+                    for index in 0..<(size / block) {
+                        #expect(try readBlock(index) == Array(model[index * block..<(index + 1) * block]), "block \(index)")
+                    }
+                    for index in stride(from: 0, to: size / block, by: 3) { try overwrite(index, seed: UInt64(index + 10)) }
+                    let calls = try Self.readCalls(port, Self.dataCalls) - before
+                    #expect(calls == 0, "\(size / block) reads and \(size / block / 3 + 1) overwrites sent \(calls) map calls")
+
+                    // The other node sees the overwrites and their mtime: this node's lock goes to it first.
+                    let written = try lstatOrThrow(second + "/disk").st_mtim
+                    #expect(try readFile(one + "/disk") == model, "the other node reads the overwrites")
+                    let seen = try lstatOrThrow(one + "/disk").st_mtim
+                    #expect(seen.tv_sec == written.tv_sec && seen.tv_nsec == written.tv_nsec, "mtime here \(written), there \(seen)")
+                    // And this node sees the other's changes through its cached map's file.
+                    let out = try sys("open") { open(one + "/disk", O_WRONLY) }
+                    try writeAll(out, patternBytes(count: block, seed: 99), at: 5 * block)
+                    close(out)
+                    model.replaceSubrange(5 * block..<6 * block, with: patternBytes(count: block, seed: 99))
+                    #expect(try readBlock(5) == patternBytes(count: block, seed: 99), "the other node's overwrite")
+                    #expect(truncate(one + "/disk", off_t(8 * block)) == 0)
+                    #expect(Glibc.pread(fd, buffer.pointer, block, off_t(10 * block)) == 0, "past the other node's truncate")
+                    #expect(try readBlock(7) == Array(model[7 * block..<8 * block]))
+                }
             }
         }
 

@@ -83,6 +83,9 @@ public enum FUSESession {
         FUSERequestLoop(session: session, maxThreads: 64).run()
         // Reads still on the LUN answer their requests when they complete, so the session must outlive them.
         data.drain()
+        committer.cancel()
+        // What the last second changed: the committer no longer runs.
+        do throws(Errno) { try metadata.sync() } catch { logger.error("flushing the LUN at unmount failed: \(error)") }
         logger.info("unmounting")
     }
 }

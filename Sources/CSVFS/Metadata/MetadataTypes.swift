@@ -87,6 +87,16 @@ public struct FileSegment: Sendable, Equatable {
     public var physical: Int64?
     /// Allocated but never written: reads as zeros, and a write must fill its whole blocks.
     public var unwritten: Bool
+
+    public init(logical: Int64, length: Int64, physical: Int64?, unwritten: Bool) {
+        self.logical = logical
+        self.length = length
+        self.physical = physical
+        self.unwritten = unwritten
+    }
+
+    /// Allocated and written: its bytes are on the LUN.
+    public var isWritten: Bool { physical != nil && !unwritten }
 }
 
 public enum Time {

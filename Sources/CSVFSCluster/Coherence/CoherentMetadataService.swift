@@ -5,8 +5,10 @@ import Primitives
 
 /// A cluster node's metadata service as its FUSE mount and data path see it: the routed service, with the
 /// DLM's inode locks around it. Every change holds the EX locks of the inodes it changes, so no other node
-/// keeps a cached copy of them; reads are answered from this node's cache while it holds their licence
-/// (PR or EX), and ask for the licence, without waiting, when it has none. It is also the mount's
+/// keeps a cached copy of them; reads (attributes, names, extent maps) are answered from this node's cache
+/// while it holds their licence (PR or EX), and ask for the licence, without waiting, when it has none.
+/// Under EX, an overwrite of written blocks inside the file asks the coordinator nothing: its map comes
+/// from the cache, and its new mtime is told later, before the lock goes or anyone here looks. It is also the mount's
 /// `KernelCachePolicy`: the kernel keeps attributes only under a licence, and while other nodes are
 /// members it keeps no names (a name is checked with this node at every lookup, which the node answers from
 /// its cache): dropping names from the kernel takes the directory's lock in the kernel, which a request
@@ -25,14 +27,16 @@ public final class CoherentMetadataService: MetadataService, KernelCachePolicy {
         let notifier = KernelNotifier()
         self.inner = inner
         self.notifier = notifier
-        licences = InodeLicences(client: client, notifier: notifier, changeTimeout: changeTimeout, logger: logger)
+        licences = InodeLicences(client: client, notifier: notifier, changeTimeout: changeTimeout, logger: logger) {
+            [inner] ino throws(Errno) in try inner.completeWrite(ino, filled: [], end: 0)
+        }
         client.onBlocking { [licences] handle, _ in licences.blocked(handle) }
     }
 
     func setAlone(_ value: Bool) { alone.withLock { $0 = value } }
 
-    /// Attributes and names this node holds in its cache now.
-    public var cached: (attributes: Int, names: Int) { licences.cached }
+    /// Attributes, names and extent maps this node holds in its cache now.
+    public var cached: (attributes: Int, names: Int, maps: Int) { licences.cached }
 
     // MARK: KernelCachePolicy
 
@@ -63,7 +67,11 @@ public final class CoherentMetadataService: MetadataService, KernelCachePolicy {
         let ticket = licences.ticket()
         licences.want(parent)
         do {
-            let attributes = try inner.lookup(parent: parent, name: name)
+            var attributes = try inner.lookup(parent: parent, name: name)
+            if licences.hasWrittenInPlace(attributes.ino) {
+                try licences.tellWrittenInPlace(attributes.ino)
+                attributes = try inner.attributes(attributes.ino)
+            }
             licences.want(attributes.ino)
             licences.store(name, in: parent, as: .inode(attributes.ino), readAfter: ticket)
             licences.store(attributes, readAfter: ticket)
@@ -75,6 +83,7 @@ public final class CoherentMetadataService: MetadataService, KernelCachePolicy {
     }
 
     public func attributes(_ ino: UInt64) throws(Errno) -> InodeAttributes {
+        try licences.tellWrittenInPlace(ino)
         if let attributes = licences.cachedAttributes(ino) { return attributes }
         let ticket = licences.ticket()
         licences.want(ino)
@@ -84,6 +93,7 @@ public final class CoherentMetadataService: MetadataService, KernelCachePolicy {
     }
 
     public func readdir(_ ino: UInt64, after cookie: Int64, limit: Int, plus: Bool) throws(Errno) -> [DirectoryEntry] {
+        if plus { try licences.tellAllWrittenInPlace() }
         let ticket = licences.ticket()
         licences.want(ino)
         let entries = try inner.readdir(ino, after: cookie, limit: limit, plus: plus)
@@ -103,12 +113,33 @@ public final class CoherentMetadataService: MetadataService, KernelCachePolicy {
     public func listXattrs(_ ino: UInt64) throws(Errno) -> [[UInt8]] { try inner.listXattrs(ino) }
     public func statistics() throws(Errno) -> VolumeStatistics { try inner.statistics() }
     public func opened(_ ino: UInt64) throws(Errno) -> UInt64 { try inner.opened(ino) }
-    public func released(_ ino: UInt64, handle: UInt64) throws(Errno) { try inner.released(ino, handle: handle) }
-    public func mapping(_ ino: UInt64, _ range: Range<Int64>) throws(Errno) -> (size: UInt64, segments: [FileSegment]) {
-        try inner.mapping(ino, range)
+
+    public func released(_ ino: UInt64, handle: UInt64) throws(Errno) {
+        try licences.tellWrittenInPlace(ino)
+        try inner.released(ino, handle: handle)
     }
-    public func commit() throws(Errno) { try inner.commit() }
-    public func sync(reportingTo handle: UInt64?) throws(Errno) { try inner.sync(reportingTo: handle) }
+
+    /// The map of a whole window around `range` is asked for, and kept, so the reads and overwrites after it
+    /// need no call.
+    public func mapping(_ ino: UInt64, _ range: Range<Int64>) throws(Errno) -> (size: UInt64, segments: [FileSegment]) {
+        if let map = licences.cachedMap(ino), let segments = map.segments(in: range) { return (map.size, segments) }
+        let window = CachedFileMap.window(around: range)
+        let ticket = licences.ticket()
+        licences.want(ino)
+        let (size, segments) = try inner.mapping(ino, window)
+        licences.store(ino, size: size, window: window, segments: segments, readAfter: ticket)
+        return (size, CachedFileMap.cut(segments, to: range))
+    }
+
+    public func commit() throws(Errno) {
+        try licences.tellAllWrittenInPlace()
+        try inner.commit()
+    }
+
+    public func sync(reportingTo handle: UInt64?) throws(Errno) {
+        try licences.tellAllWrittenInPlace()
+        try inner.sync(reportingTo: handle)
+    }
 
     // MARK: changes of one inode
 
@@ -126,12 +157,34 @@ public final class CoherentMetadataService: MetadataService, KernelCachePolicy {
         try licences.changing([ino]) { () throws(Errno) in try inner.removeXattr(ino, name: name) }
     }
 
+    /// Blocks already written need nothing allocated: their segments come from the cached map. A write
+    /// inside the file whose window is not cached reads the window first (one call, then none for the
+    /// writes after it); an append does not, it allocates anyway.
     public func prepareWrite(_ ino: UInt64, _ range: Range<Int64>) throws(Errno) -> [FileSegment] {
-        try licences.changing([ino]) { () throws(Errno) in try inner.prepareWrite(ino, range) }
+        if licences.cachedMap(ino)?.segments(in: range) == nil, let size = licences.sizeHint(ino),
+           range.upperBound <= Int64(size) {
+            _ = try mapping(ino, range)
+        }
+        return try licences.changing([ino], keepsCache: true) { () throws(Errno) -> [FileSegment] in
+            if let segments = licences.cachedMap(ino)?.segments(in: range), segments.allSatisfy(\.isWritten) {
+                return segments
+            }
+            defer { licences.dropChanged(ino) }
+            return try inner.prepareWrite(ino, range)
+        }
     }
 
+    /// A write that filled no unwritten block and ended inside the file changed only the mtime: that is
+    /// told later (`InodeLicences.tellWrittenInPlace`).
     public func completeWrite(_ ino: UInt64, filled: [Range<Int64>], end: Int64) throws(Errno) {
-        try licences.changing([ino]) { () throws(Errno) in try inner.completeWrite(ino, filled: filled, end: end) }
+        try licences.changing([ino], keepsCache: true) { () throws(Errno) in
+            if filled.isEmpty, let map = licences.cachedMap(ino), UInt64(max(end, 0)) <= map.size {
+                licences.wroteInPlace(ino)
+                return
+            }
+            defer { licences.dropChanged(ino) }
+            try inner.completeWrite(ino, filled: filled, end: end)
+        }
     }
 
     public func fallocate(_ ino: UInt64, _ range: Range<Int64>, mode: FallocateMode) throws(Errno) {

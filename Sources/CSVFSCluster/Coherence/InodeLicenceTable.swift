@@ -102,6 +102,12 @@ struct InodeLicenceTable {
         }
     }
 
+    /// Starts a change only if it can proceed at once (the EX lock is held here); nothing otherwise.
+    mutating func joinChange(_ ino: UInt64) -> Bool {
+        guard case .held(.ex, _)? = entries[ino]?.state else { return false }
+        return startChange(ino) == .proceed
+    }
+
     mutating func finishChange(_ ino: UInt64) -> Directive? {
         guard var entry = entries[ino], entry.changes > 0 else { return nil }
         entry.changes -= 1

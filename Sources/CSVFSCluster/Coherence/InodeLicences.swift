@@ -5,7 +5,8 @@ import Logging
 
 /// The I/O shell around `InodeLicenceTable` and `NodeMetadataCache`: sends the table's lock requests through
 /// the node's `LockClient`, answers its blocking callbacks, makes FUSE threads wait for the EX locks their
-/// changes need, and drops the kernel's attributes of an inode before its lock goes to another node.
+/// changes need, and drops the kernel's attributes of an inode before its lock goes to another node (and
+/// tells the coordinator the mtime of its overwrites in place first).
 final class InodeLicences: @unchecked Sendable {
     // @unchecked: `table` and `cache` are reached only with `condition` locked.
     private let condition = NSCondition()
@@ -14,12 +15,19 @@ final class InodeLicences: @unchecked Sendable {
     private let client: LockClient
     private let notifier: KernelNotifier
     private let logger: Logger
+    /// Tells the coordinator that an inode was overwritten in place (its mtime changed).
+    private let tellWrites: @Sendable (UInt64) throws(Errno) -> Void
+    /// Where a release that must tell the coordinator first does so: off the lock client's threads, which
+    /// the metadata call's answer may need.
+    private let releases = DispatchQueue(label: "csvfs.licence-releases")
     /// How long a change waits for its locks before it fails with EIO.
     let changeTimeout: Duration
     /// How long a licence request may wait at the master (it is only asked, never waited for).
     private static let licenceTimeout: Duration = .seconds(120)
 
-    init(client: LockClient, notifier: KernelNotifier, changeTimeout: Duration, logger: Logger) {
+    init(client: LockClient, notifier: KernelNotifier, changeTimeout: Duration, logger: Logger,
+         tellWrites: @escaping @Sendable (UInt64) throws(Errno) -> Void) {
+        self.tellWrites = tellWrites
         self.client = client
         self.notifier = notifier
         self.changeTimeout = changeTimeout
@@ -60,10 +68,25 @@ final class InodeLicences: @unchecked Sendable {
         return locked { _, cache in cache.name(name, in: parent) }
     }
 
+    func cachedMap(_ ino: UInt64) -> CachedFileMap? {
+        guard !client.isFenced else { return nil }
+        return locked { _, cache in cache.map(ino) }
+    }
+
+    /// The size this node last saw of `ino`, however old: a hint for choosing a call, never an answer.
+    func sizeHint(_ ino: UInt64) -> UInt64? { locked { _, cache in cache.sizeHint(ino) } }
+
     /// Keeps attributes read after `ticket`, if the inode's licence allows.
     func store(_ attributes: InodeAttributes, readAfter ticket: UInt64) {
         locked { table, cache in
+            cache.hintSize(attributes)
             if table.isLicensed(attributes.ino, since: ticket) { cache.store(attributes) }
+        }
+    }
+
+    func store(_ ino: UInt64, size: UInt64, window: Range<Int64>, segments: [FileSegment], readAfter ticket: UInt64) {
+        locked { table, cache in
+            if table.isLicensed(ino, since: ticket) { cache.store(ino, size: size, window: window, segments: segments) }
         }
     }
 
@@ -73,21 +96,59 @@ final class InodeLicences: @unchecked Sendable {
         }
     }
 
-    var cached: (attributes: Int, names: Int) { locked { _, cache in cache.count } }
+    var cached: (attributes: Int, names: Int, maps: Int) { locked { _, cache in cache.count } }
+
+    // MARK: overwrites in place
+
+    /// Under a change of `ino` (so under EX): an overwrite left the map alone and changed the mtime.
+    func wroteInPlace(_ ino: UInt64) { locked { _, cache in cache.wroteInPlace(ino) } }
+
+    /// Under a change of `ino`: what the change made stale.
+    func dropChanged(_ ino: UInt64) { locked { _, cache in cache.dropChanged(ino) } }
+
+    func hasWrittenInPlace(_ ino: UInt64) -> Bool { locked { _, cache in cache.writtenInPlace.contains(ino) } }
+
+    /// Tells the coordinator about the overwrites in place of `ino`, if any, holding the EX lock they were
+    /// made under (so it cannot go to another node before the coordinator knows).
+    func tellWrittenInPlace(_ ino: UInt64) throws(Errno) {
+        condition.lock()
+        // Overwrites in place are made under EX, and only a release ends that, taking them along: so the
+        // lock is held in EX and the change joins it without waiting.
+        guard cache.writtenInPlace.contains(ino), table.joinChange(ino) else {
+            condition.unlock()
+            return
+        }
+        let told = cache.takeWrittenInPlace(ino)
+        condition.unlock()
+        defer { apply { $0.finishChange(ino) } }
+        guard told else { return }
+        do throws(Errno) {
+            try tellWrites(ino)
+        } catch {
+            locked { _, cache in cache.wroteInPlace(ino) }
+            throw error
+        }
+    }
+
+    func tellAllWrittenInPlace() throws(Errno) {
+        for ino in locked({ _, cache in cache.writtenInPlace }) { try tellWrittenInPlace(ino) }
+    }
 
     // MARK: changes
 
     /// Runs `body` holding the EX locks of `inodes` (taken in ascending order, so two changes never wait for
-    /// each other), then drops what they changed from the cache: the attributes of every inode locked, the
-    /// names `names` and, for `emptied` (directories removed or replaced), all their names.
+    /// each other), then drops what they changed from the cache: the attributes and maps of every inode
+    /// locked, the names `names` and, for `emptied` (directories removed or replaced), all their names.
+    /// Overwrites in place of the inodes are told to the coordinator first, so the change comes after them
+    /// (a utimes after a write keeps its time). With `keepsCache` the body drops what it changed itself.
     func changing<R>(_ inodes: [UInt64], names: [(parent: UInt64, name: [UInt8])] = [], emptied: [UInt64] = [],
-                     _ body: () throws(Errno) -> R) throws(Errno) -> R {
+                     keepsCache: Bool = false, _ body: () throws(Errno) -> R) throws(Errno) -> R {
         let order = Array(Set(inodes)).sorted()
         let deadline = Date(timeIntervalSinceNow: Double(changeTimeout.components.seconds))
         var holding: [UInt64] = []
         defer {
             locked { _, cache in
-                for ino in order { cache.dropAttributes(ino) }
+                if !keepsCache { for ino in order { cache.dropChanged(ino) } }
                 for ino in emptied { cache.drop(ino) }
                 for (parent, name) in names { cache.dropName(name, in: parent) }
             }
@@ -96,6 +157,16 @@ final class InodeLicences: @unchecked Sendable {
         for ino in order {
             try acquire(ino, before: deadline)
             holding.append(ino)
+        }
+        if !keepsCache {
+            for ino in order where locked({ _, cache in cache.takeWrittenInPlace(ino) }) {
+                do throws(Errno) {
+                    try tellWrites(ino)
+                } catch {
+                    locked { _, cache in cache.wroteInPlace(ino) }
+                    throw error
+                }
+            }
         }
         return try body()
     }
@@ -110,9 +181,9 @@ final class InodeLicences: @unchecked Sendable {
                 condition.unlock()
                 return
             case .wait(let directive?):
-                dropCache(for: directive)
+                let tellFirst = dropCache(for: directive)
                 condition.unlock()
-                run(directive)
+                run(directive, tellingWritesFirst: tellFirst)
                 condition.lock()
             case .wait(nil):
                 if !handedOver {
@@ -124,9 +195,9 @@ final class InodeLicences: @unchecked Sendable {
                 }
                 if !condition.wait(until: deadline) && Date() >= deadline {
                     let directive = table.abandonedChange(ino)
-                    if let directive { dropCache(for: directive) }
+                    let tellFirst = directive.map { dropCache(for: $0) } ?? false
                     condition.unlock()
-                    if let directive { run(directive) }
+                    if let directive { run(directive, tellingWritesFirst: tellFirst) }
                     logger.error("no lock on inode \(ino) within \(changeTimeout): the change fails with EIO")
                     throw .io
                 }
@@ -146,22 +217,29 @@ final class InodeLicences: @unchecked Sendable {
     private func apply(_ event: (inout InodeLicenceTable) -> InodeLicenceTable.Directive?) {
         condition.lock()
         let directive = event(&table)
-        if let directive { dropCache(for: directive) }
+        let tellFirst = directive.map { dropCache(for: $0) } ?? false
         condition.broadcast()
         condition.unlock()
-        if let directive { run(directive) }
+        if let directive { run(directive, tellingWritesFirst: tellFirst) }
     }
 
     /// Called with the condition locked, in the same step as the table's transition: nothing the lock
-    /// protected survives its release or conversion.
-    private func dropCache(for directive: InodeLicenceTable.Directive) {
+    /// protected survives its release or conversion. Answers whether a release must first tell the
+    /// coordinator about overwrites in place.
+    private func dropCache(for directive: InodeLicenceTable.Directive) -> Bool {
         switch directive {
-        case .convert(let ino, _), .release(let ino, _, _): cache.drop(ino)
-        case .request: break
+        case .convert(let ino, _):
+            cache.drop(ino)
+            return false
+        case .release(let ino, _, _):
+            cache.drop(ino)
+            return cache.takeWrittenInPlace(ino)
+        case .request:
+            return false
         }
     }
 
-    private func run(_ directive: InodeLicenceTable.Directive) {
+    private func run(_ directive: InodeLicenceTable.Directive, tellingWritesFirst: Bool = false) {
         switch directive {
         case .request(let ino, let mode):
             let timeout = mode == .ex ? changeTimeout : Self.licenceTimeout
@@ -185,16 +263,31 @@ final class InodeLicences: @unchecked Sendable {
         case .release(let ino, let handle, let invalidate):
             // Before the unlock: once another node has the lock, its change may return at any moment.
             if invalidate { notifier.invalidateAttributes(ino) }
-            Task {
-                do {
-                    try await client.unlock(handle)
-                } catch {
-                    logger.warning("unlocking inode \(ino) failed: \(error)")
+            if tellingWritesFirst {
+                releases.async { [self] in
+                    do throws(Errno) {
+                        try tellWrites(ino)
+                    } catch {
+                        logger.warning("the mtime of overwrites of inode \(ino) did not reach the coordinator: \(error)")
+                    }
+                    unlock(ino, handle)
                 }
-                apply { table in
-                    table.released(ino)
-                    return nil
-                }
+            } else {
+                unlock(ino, handle)
+            }
+        }
+    }
+
+    private func unlock(_ ino: UInt64, _ handle: LockHandle) {
+        Task {
+            do {
+                try await client.unlock(handle)
+            } catch {
+                logger.warning("unlocking inode \(ino) failed: \(error)")
+            }
+            apply { table in
+                table.released(ino)
+                return nil
             }
         }
     }
