@@ -74,7 +74,7 @@ let package = Package(
         // The volume as a cluster: joining, the coordinator role, the metadata RPC on the cluster transport.
         .target(name: "CSVFSCluster",
                 dependencies: [
-                    "CSVFS", "LockManager", "ClusterTransport", "Primitives",
+                    "CSVFS", "CSVFSSystem", "LockManager", "ClusterTransport", "Primitives",
                     .product(name: "NIOCore", package: "swift-nio"),
                     .product(name: "NIOPosix", package: "swift-nio"),
                     .product(name: "Logging", package: "swift-log"),

@@ -106,7 +106,7 @@ public final class ClusterNode: Sendable {
             let remote = RemoteMetadataService(channel: NetworkMetadataChannel(client: dlm.client, logger: logger), node: id)
             let routed = RoutedMetadataService(remote: remote)
             session.withLock { $0 = routed }
-            role.set(MetadataRole(device: device, superblock: superblock, service: routed, logger: logger))
+            role.set(MetadataRole(device: device, superblock: superblock, node: id, service: routed, logger: logger))
             let coherent = CoherentMetadataService(inner: routed, client: dlm.client, changeTimeout: routed.waitLimit, logger: logger)
             let data = try DataPath(service: coherent, device: device, io: options.io)
             joined = (dlm, data)

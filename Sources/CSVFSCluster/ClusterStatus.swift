@@ -19,6 +19,8 @@ public struct ClusterStatus: Sendable, Codable {
         public var mountpoint: String?
         public var pid: Int32?
         public var joinedAt: Date?
+        /// Its open files as the coordinator counts them; nil when no mount on this host could be asked.
+        public var openFiles: [OpenFile]?
     }
 
     public var volume: String
@@ -26,9 +28,12 @@ public struct ClusterStatus: Sendable, Codable {
     public var lun: String
     public var coordinator: Coordinator?
     public var nodes: [Node]
+    /// Why the nodes' open files are missing, when they are.
+    public var openFilesUnknown: String?
 
-    /// `etcd`: the volume's nodes coordinate through etcd there, not through the LUN.
-    public static func gather(lun: String, etcd: String? = nil) async throws -> ClusterStatus {
+    /// `etcd`: the volume's nodes coordinate through etcd there, not through the LUN. The open files are
+    /// asked through `mountpoint`, a mount of the volume on this host.
+    public static func gather(lun: String, etcd: String? = nil, mountpoint: String? = nil) async throws -> ClusterStatus {
         let device = try LUNDevice.open(lun, readOnly: true)
         defer { device.close() }
         let (superblock, _) = try device.superblock()
@@ -41,13 +46,24 @@ public struct ClusterStatus: Sendable, Codable {
             (leader, members) = try await LocalCoordination.observe(path: lun, region: region)
         }
         let records = NodeRecord.all(on: device, superblock: superblock)
+        var openFiles: [OpenFile]?, openFilesUnknown: String?
+        if let mountpoint {
+            do {
+                openFiles = try ClusterControl.openFiles(through: mountpoint)
+            } catch {
+                openFilesUnknown = "\(error)"
+            }
+        } else {
+            openFilesUnknown = "no mount of this volume on this host to ask"
+        }
         let nodes = members.union(records.keys).sorted().map { id in
             let record = records[id]
             return Node(id: id, alive: members.contains(id), host: record?.host, address: record?.address,
-                        mountpoint: record?.mountpoint, pid: record?.pid, joinedAt: record?.joinedAt)
+                        mountpoint: record?.mountpoint, pid: record?.pid, joinedAt: record?.joinedAt,
+                        openFiles: openFiles?.filter { $0.node == id })
         }
         return ClusterStatus(volume: ClusterNode.volumeID(superblock), label: superblock.label, lun: lun,
                              coordinator: leader.map { Coordinator(node: $0.node, address: $0.address, epoch: $0.epoch) },
-                             nodes: nodes)
+                             nodes: nodes, openFilesUnknown: openFilesUnknown)
     }
 }

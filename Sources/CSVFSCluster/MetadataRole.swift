@@ -8,18 +8,20 @@ import LockManager
 final class MetadataRole: RoleHooks {
     private let device: LUNDevice
     private let superblock: Superblock
+    private let node: UInt32
     private let service: RoutedMetadataService
     private let logger: Logger
 
-    init(device: LUNDevice, superblock: Superblock, service: RoutedMetadataService, logger: Logger) {
+    init(device: LUNDevice, superblock: Superblock, node: UInt32, service: RoutedMetadataService, logger: Logger) {
         self.device = device
         self.superblock = superblock
+        self.node = node
         self.service = service
         self.logger = logger
     }
 
     func willHost(_ leadership: Leadership) async throws {
-        let local = try LocalMetadataService.open(device: device, superblock: superblock)
+        let local = try LocalMetadataService.open(device: device, superblock: superblock, node: node)
         service.host(local)
         logger.info("coordinator for epoch \(leadership.epoch): metadata database open")
     }

@@ -184,8 +184,12 @@ public final class RoutedMetadataService: MetadataService, @unchecked Sendable {
         try routed { (s) throws(Errno) in try s.statistics() }
     }
 
-    public func opened(_ ino: UInt64) throws(Errno) -> UInt64 {
-        try routed { (s) throws(Errno) in try s.opened(ino) }
+    public func openFiles() throws(Errno) -> [OpenFile] {
+        try routed { (s) throws(Errno) in try s.openFiles() }
+    }
+
+    public func opened(_ ino: UInt64, by node: UInt32?) throws(Errno) -> UInt64 {
+        try routed { (s) throws(Errno) in try s.opened(ino, by: node) }
     }
 
     public func released(_ ino: UInt64, handle: UInt64) throws(Errno) {

@@ -6,6 +6,7 @@
 #include <linux/fs.h>
 #include <spawn.h>
 #include <unistd.h>
+#include <sys/xattr.h>
 
 int csvfs_open_direct(const char *path, int flags) {
     return open(path, flags | O_DIRECT | O_CLOEXEC);
@@ -28,4 +29,8 @@ int csvfs_spawn_close_from(void *actions, int lowest_fd) {
 ssize_t csvfs_splice_to(int pipe_fd, int out_fd, int64_t offset, size_t length) {
     loff_t position = offset;
     return splice(pipe_fd, NULL, out_fd, &position, length, SPLICE_F_MOVE);
+}
+
+ssize_t csvfs_getxattr(const char *path, const char *name, void *value, size_t size) {
+    return getxattr(path, name, value, size);
 }

@@ -64,6 +64,46 @@ extension Mounted {
             }
         }
 
+        /// `csvfs status` lists every node's open files with their paths, asked through a mount on this host
+        /// (the one given, or one of the LUN's), and drops them when they are closed.
+        @Test func statusListsTheOpenFilesOfEveryNode() throws {
+            try withVolume { volume in
+                try Self.withSecondMountpoint(volume) { second in
+                    let joined = try volume.csvfs(["mount", volume.lun, second], timeout: 90)
+                    try #require(joined.succeeded, "\(joined)")
+                    try sys("mkdir") { mkdir(volume.path("vms"), 0o755) }
+                    try writeFile(volume.path("vms/a.img"), [1])
+                    try writeFile(volume.path("gone"), [2])
+                    let onFirst = try sys("open") { open(volume.path("vms/a.img"), O_RDONLY) }
+                    defer { close(onFirst) }
+                    let onSecond = [try sys("open") { open(second + "/vms/a.img", O_RDWR) },
+                                    try sys("open") { open(second + "/vms/a.img", O_RDONLY) }]
+                    let unlinked = try sys("open") { open(second + "/gone", O_RDONLY) }
+                    #expect(unlink(volume.path("gone")) == 0)
+                    func openFiles(_ target: String) throws -> [UInt32: [StatusReport.OpenFile]] {
+                        let result = try volume.csvfs(["status", target, "--json"])
+                        try #require(result.succeeded, "\(result)")
+                        let status = try JSONDecoder().decode(StatusReport.self, from: Data(result.stdout.utf8))
+                        #expect(status.openFilesUnknown == nil, "\(result.stdout)")
+                        return Dictionary(uniqueKeysWithValues: status.nodes.map { ($0.id, $0.openFiles ?? []) })
+                    }
+                    let expected: [UInt32: [StatusReport.OpenFile]] = [
+                        1: [.init(node: 1, handles: 1, path: "/vms/a.img")],
+                        2: [.init(node: 2, handles: 2, path: "/vms/a.img"), .init(node: 2, handles: 1, path: nil)],
+                    ]
+                    for target in [volume.mountpoint, second, volume.lun] {
+                        let seen = try openFiles(target)
+                        #expect(seen[1] == expected[1] && Set(seen[2]?.map { "\($0)" } ?? []) == Set(expected[2]!.map { "\($0)" }),
+                                "through \(target): \(seen)")
+                    }
+                    let text = try volume.csvfs(["status", second])
+                    #expect(text.succeeded && text.stdout.contains("/vms/a.img") && text.stdout.contains("(unlinked)"), "\(text)")
+                    for fd in onSecond + [unlinked] { close(fd) }
+                    #expect(try openFiles(second) == [1: expected[1]!, 2: []], "closed files are gone")
+                }
+            }
+        }
+
         @Test func aWrongSecretIsRefused() throws {
             try withVolume { volume in
                 try writeFile(volume.path("first"), Array("first".utf8))

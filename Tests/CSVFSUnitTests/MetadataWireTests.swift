@@ -248,6 +248,7 @@ enum WireSamples {
             return .fallocate(ino: ino, range: range(&random), mode: mode)
         case .commit: return .commit
         case .sync: return .sync(reportingTo: Bool.random(using: &random) ? random.next() : nil)
+        case .openFiles: return .openFiles
         }
     }
 
@@ -274,6 +275,12 @@ enum WireSamples {
             return .mapping(size: UInt64(offset(&random)), segments: segments(&random))
         case .prepareWrite:
             return .segments(segments(&random))
+        case .openFiles:
+            return .openFiles((0..<Int.random(in: 0...20, using: &random)).map { _ in
+                // Paths are text: random bytes would not survive the round trip through String.
+                OpenFile(node: random.next(), ino: random.next(), handles: random.next(),
+                         path: Bool.random(using: &random) ? "/dir/file-\(random.next() as UInt32)" : nil)
+            })
         case .unlink, .rmdir, .rename, .setXattr, .removeXattr, .released, .completeWrite, .fallocate, .commit, .sync:
             return .done
         }

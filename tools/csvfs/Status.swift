@@ -5,7 +5,11 @@ import Foundation
 
 struct Status: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Show a volume's cluster: its coordinator and epoch, and every node (alive or not, where it mounts).")
+        abstract: "Show a volume's cluster: its coordinator and epoch, every node (alive or not, where it mounts) and its open files.",
+        discussion: """
+            Open files are asked through a mount of the volume on this host (the one given, else any), so \
+            they are shown only where the volume is mounted.
+            """)
 
     @Argument(help: "A mountpoint of the volume, or its LUN.")
     var target: String
@@ -18,10 +22,12 @@ struct Status: ParsableCommand {
 
     func run() throws {
         let path = URL(fileURLWithPath: target).standardizedFileURL.path
-        let lun = MountTable.csvfsMount(at: path)?.source ?? target
+        let given = MountTable.csvfsMount(at: path)
+        let lun = given?.source ?? target
+        let mountpoint = given?.mountpoint ?? Self.mount(of: lun)?.mountpoint
         let status: ClusterStatus
         do {
-            status = try blocking { [etcd] in try await ClusterStatus.gather(lun: lun, etcd: etcd) }
+            status = try blocking { [etcd] in try await ClusterStatus.gather(lun: lun, etcd: etcd, mountpoint: mountpoint) }
         } catch {
             throw Failure("csvfs status: \(lun): \(error)")
         }
@@ -43,10 +49,38 @@ struct Status: ParsableCommand {
             [String(n.id) + (n.id == status.coordinator?.node ? "*" : ""), n.alive ? "yes" : "no", n.host ?? "-", n.address ?? "-",
              n.pid.map(String.init) ?? "-", n.joinedAt.map { ISO8601DateFormatter().string(from: $0) } ?? "-", n.mountpoint ?? "-"]
         }
+        Self.printTable(rows)
+        print("")
+        if let unknown = status.openFilesUnknown {
+            print("open files:  unknown (\(unknown))")
+            return
+        }
+        let files = status.nodes.flatMap { $0.openFiles ?? [] }
+        if files.isEmpty {
+            print("open files:  none")
+            return
+        }
+        Self.printTable([["NODE", "INODE", "OPENS", "PATH"]] + files.map { f in
+            [String(f.node), String(f.ino), String(f.handles), f.path ?? "(unlinked)"]
+        })
+    }
+
+    static func printTable(_ rows: [[String]]) {
         let widths = (0..<rows[0].count).map { column in rows.map { $0[column].count }.max() ?? 0 }
         for row in rows {
             let line = zip(row, widths).map { $0.padding(toLength: $1, withPad: " ", startingAt: 0) }.joined(separator: "  ")
             print(line.replacingOccurrences(of: " +$", with: "", options: .regularExpression))
+        }
+    }
+
+    /// A CSVFS mount of the LUN file `lun` on this host: the same file, however its path was written.
+    static func mount(of lun: String) -> MountTable.Entry? {
+        var wanted = stat()
+        guard stat(lun, &wanted) == 0 else { return nil }
+        return MountTable.entries().first { entry in
+            var source = stat()
+            return entry.fileSystemType == "fuse.csvfs" && stat(entry.source, &source) == 0
+                && source.st_dev == wanted.st_dev && source.st_ino == wanted.st_ino
         }
     }
 }

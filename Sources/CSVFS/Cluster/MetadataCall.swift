@@ -23,6 +23,7 @@ public enum MetadataCall: Sendable, Equatable {
     case fallocate(ino: UInt64, range: Range<Int64>, mode: FallocateMode)
     case commit
     case sync(reportingTo: UInt64?)
+    case openFiles
 
     public var kind: MetadataCallKind {
         switch self {
@@ -49,11 +50,12 @@ public enum MetadataCall: Sendable, Equatable {
         case .fallocate: .fallocate
         case .commit: .commit
         case .sync: .sync
+        case .openFiles: .openFiles
         }
     }
 
-    /// Runs the call on `service` (on the node that owns the metadata).
-    func perform(on service: any MetadataService) throws(Errno) -> MetadataResult {
+    /// Runs the call of `node` on `service` (on the node that owns the metadata).
+    func perform(on service: any MetadataService, for node: UInt32) throws(Errno) -> MetadataResult {
         switch self {
         case .lookup(let parent, let name):
             return .attributes(try service.lookup(parent: parent, name: name))
@@ -87,7 +89,7 @@ public enum MetadataCall: Sendable, Equatable {
         case .statistics:
             return .statistics(try service.statistics())
         case .opened(let ino):
-            return .handle(try service.opened(ino))
+            return .handle(try service.opened(ino, by: node))
         case .released(let ino, let handle):
             try service.released(ino, handle: handle)
         case .mapping(let ino, let range):
@@ -103,6 +105,8 @@ public enum MetadataCall: Sendable, Equatable {
             try service.commit()
         case .sync(let handle):
             try service.sync(reportingTo: handle)
+        case .openFiles:
+            return .openFiles(try service.openFiles())
         }
         return .done
     }
@@ -133,6 +137,7 @@ public enum MetadataCallKind: UInt16, Sendable, CaseIterable {
     case fallocate = 21
     case commit = 22
     case sync = 23
+    case openFiles = 24
 }
 
 /// What a call answers when it succeeds; which case is fixed by the call's kind.
@@ -146,6 +151,7 @@ public enum MetadataResult: Sendable, Equatable {
     case handle(UInt64)
     case mapping(size: UInt64, segments: [FileSegment])
     case segments([FileSegment])
+    case openFiles([OpenFile])
 }
 
 /// Names one request across the cluster: the node that sent it and that node's sequence number. A reply

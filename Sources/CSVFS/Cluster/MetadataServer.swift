@@ -20,7 +20,7 @@ public final class MetadataServer: Sendable {
             refusals.withLock { $0 += 1 }
             return MetadataWire.encodeRefusal(of: request, error)
         }
-        let outcome = Result { () throws(Errno) -> MetadataResult in try call.perform(on: service) }
+        let outcome = Result { () throws(Errno) -> MetadataResult in try call.perform(on: service, for: id.node) }
         return MetadataWire.encodeReply(id: id, kind: call.kind, outcome)
     }
 

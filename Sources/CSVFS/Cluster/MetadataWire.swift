@@ -68,7 +68,7 @@ public enum MetadataWire {
         case .getXattr(let ino, let name), .removeXattr(let ino, let name):
             writer.append(ino)
             writer.appendBytes(name)
-        case .statistics, .commit:
+        case .statistics, .commit, .openFiles:
             break
         case .released(let ino, let handle):
             writer.append(ino)
@@ -142,6 +142,7 @@ public enum MetadataWire {
         case .names(let names): 4 + names.reduce(0) { $0 + 4 + $1.count }
         case .entries(let entries): 4 + entries.reduce(0) { $0 + 25 + $1.name.count + ($1.attributes == nil ? 0 : attributesSize) }
         case .mapping(_, let segments), .segments(let segments): 12 + segments.count * segmentSize
+        case .openFiles(let files): 4 + files.reduce(0) { $0 + 21 + ($1.path?.utf8.count ?? 0) }
         }
     }
 
@@ -307,6 +308,15 @@ extension ByteWriter {
             appendSegments(segments)
         case .segments(let segments):
             appendSegments(segments)
+        case .openFiles(let files):
+            appendCount(files.count)
+            for file in files {
+                append(file.node)
+                append(file.ino)
+                append(file.handles)
+                appendBool(file.path != nil)
+                if let path = file.path { appendBytes(Array(path.utf8)) }
+            }
         }
     }
 }
@@ -372,6 +382,7 @@ extension WireReader {
             return .fallocate(ino: ino, range: range, mode: mode)
         case .commit: return .commit
         case .sync: return .sync(reportingTo: try bool() ? try integer(UInt64.self) : nil)
+        case .openFiles: return .openFiles
         }
     }
 
@@ -469,6 +480,18 @@ extension WireReader {
             return .mapping(size: size, segments: try segments())
         case .prepareWrite:
             return .segments(try segments())
+        case .openFiles:
+            let count = try count(minimumSize: 17)
+            var files: [OpenFile] = []
+            files.reserveCapacity(count)
+            for _ in 0..<count {
+                let node: UInt32 = try integer()
+                let ino: UInt64 = try integer()
+                let handles: UInt32 = try integer()
+                let path = try bool() ? String(decoding: try bytes(), as: UTF8.self) : nil
+                files.append(OpenFile(node: node, ino: ino, handles: handles, path: path))
+            }
+            return .openFiles(files)
         case .unlink, .rmdir, .rename, .setXattr, .removeXattr, .released, .completeWrite, .fallocate, .commit, .sync:
             return .done
         }

@@ -114,13 +114,19 @@ public final class RemoteMetadataService: MetadataService {
         return statistics
     }
 
-    public func opened(_ ino: UInt64) throws(Errno) -> UInt64 {
+    /// The coordinator takes the opener from the request's id: a node opens only for itself.
+    public func opened(_ ino: UInt64, by node: UInt32?) throws(Errno) -> UInt64 {
         guard case .handle(let handle) = try send(.opened(ino: ino)) else { throw .protocolError }
         return handle
     }
 
     public func released(_ ino: UInt64, handle: UInt64) throws(Errno) {
         try done(send(.released(ino: ino, handle: handle)))
+    }
+
+    public func openFiles() throws(Errno) -> [OpenFile] {
+        guard case .openFiles(let files) = try send(.openFiles) else { throw .protocolError }
+        return files
     }
 
     public func mapping(_ ino: UInt64, _ range: Range<Int64>) throws(Errno) -> (size: UInt64, segments: [FileSegment]) {

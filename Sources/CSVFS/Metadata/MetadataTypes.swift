@@ -79,6 +79,23 @@ public enum FallocateMode: Sendable, Equatable {
     case zeroRange(keepSize: Bool)
 }
 
+/// A file open on a node, as the coordinator counts its opens (`csvfs status`).
+public struct OpenFile: Sendable, Equatable, Codable {
+    public var node: UInt32
+    public var ino: UInt64
+    /// Open file descriptions of it on that node.
+    public var handles: UInt32
+    /// One of its names from the root, nil when it has none left (unlinked while open).
+    public var path: String?
+
+    public init(node: UInt32, ino: UInt64, handles: UInt32, path: String?) {
+        self.node = node
+        self.ino = ino
+        self.handles = handles
+        self.path = path
+    }
+}
+
 /// A piece of a file's byte range as the data path sees it: where on the LUN, or nowhere (a hole).
 public struct FileSegment: Sendable, Equatable {
     public var logical: Int64

@@ -5,21 +5,34 @@
 struct OpenFiles {
     private var counts: [UInt64: Int] = [:]
     private var inodeOfHandle: [UInt64: UInt64] = [:]
+    /// The cluster node each open file is open on.
+    private var nodeOfHandle: [UInt64: UInt32] = [:]
     private var nextHandle: UInt64 = 1
     private var unreportedFlushErrors: [UInt64: Errno] = [:]
 
     /// Notes an open of `ino`; returns the handle that names this open file until it is closed.
-    mutating func open(_ ino: UInt64) -> UInt64 {
+    mutating func open(_ ino: UInt64, node: UInt32) -> UInt64 {
         counts[ino, default: 0] += 1
         let handle = nextHandle
         nextHandle += 1
         inodeOfHandle[handle] = ino
+        nodeOfHandle[handle] = node
         return handle
+    }
+
+    /// How many open files each node has on each inode, ordered by node and inode.
+    var perNode: [(node: UInt32, ino: UInt64, handles: Int)] {
+        var counted: [UInt32: [UInt64: Int]] = [:]
+        for (handle, ino) in inodeOfHandle { counted[nodeOfHandle[handle] ?? 0, default: [:]][ino, default: 0] += 1 }
+        return counted.keys.sorted().flatMap { node in
+            counted[node]!.keys.sorted().map { (node, $0, counted[node]![$0]!) }
+        }
     }
 
     /// Notes the close of one open file; true when it was the inode's last.
     mutating func close(_ ino: UInt64, handle: UInt64) -> Bool {
         inodeOfHandle[handle] = nil
+        nodeOfHandle[handle] = nil
         unreportedFlushErrors[handle] = nil
         let count = counts[ino, default: 1] - 1
         counts[ino] = count > 0 ? count : nil

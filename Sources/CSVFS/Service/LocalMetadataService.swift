@@ -6,16 +6,19 @@ public final class LocalMetadataService: MetadataService, @unchecked Sendable {
     private let lock = Lock()
     private let syncLock = Lock()
     private let lun: FileDescriptor
+    /// The cluster node this service runs on: the opener of what it opens for its own mount.
+    public let node: UInt32
 
-    init(store: MetadataStore, lun: FileDescriptor) {
+    init(store: MetadataStore, lun: FileDescriptor, node: UInt32) {
         self.store = store
         self.lun = lun
+        self.node = node
     }
 
     /// Opens the volume's metadata database on the LUN and reclaims the files left unlinked but open by an
     /// earlier owner. Only the one process that owns the metadata may call it: one that claimed the LUN
     /// alone, or the cluster's coordinator while it holds the role.
-    public static func open(device: LUNDevice, superblock: Superblock) throws -> LocalMetadataService {
+    public static func open(device: LUNDevice, superblock: Superblock, node: UInt32 = 0) throws -> LocalMetadataService {
         let store = try MetadataStore.open(lun: device.fd, superblock: superblock)
         do {
             try store.reclaimOrphans()
@@ -23,7 +26,7 @@ public final class LocalMetadataService: MetadataService, @unchecked Sendable {
             store.close()
             throw error
         }
-        return LocalMetadataService(store: store, lun: device.fd)
+        return LocalMetadataService(store: store, lun: device.fd, node: node)
     }
 
     private func locked<R>(_ body: (MetadataStore) throws(Errno) -> R) throws(Errno) -> R {
@@ -95,8 +98,12 @@ public final class LocalMetadataService: MetadataService, @unchecked Sendable {
         lock.withLock { store.statistics() }
     }
 
-    public func opened(_ ino: UInt64) throws(Errno) -> UInt64 {
-        lock.withLock { store.opened(ino) }
+    public func opened(_ ino: UInt64, by node: UInt32?) throws(Errno) -> UInt64 {
+        lock.withLock { store.opened(ino, node: node ?? self.node) }
+    }
+
+    public func openFiles() throws(Errno) -> [OpenFile] {
+        try locked { (store) throws(Errno) in try store.openFileList() }
     }
 
     public func released(_ ino: UInt64, handle: UInt64) throws(Errno) {

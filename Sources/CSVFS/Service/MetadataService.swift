@@ -25,8 +25,12 @@ public protocol MetadataService: Sendable {
     func statistics() throws(Errno) -> VolumeStatistics
 
     /// Open files keep their data after their last name goes, until `released`. The handle names one open file.
-    func opened(_ ino: UInt64) throws(Errno) -> UInt64
+    /// `node` is the cluster node that opened it, nil for the caller's own (the coordinator learns a remote
+    /// caller's from its request).
+    func opened(_ ino: UInt64, by node: UInt32?) throws(Errno) -> UInt64
     func released(_ ino: UInt64, handle: UInt64) throws(Errno)
+    /// Every file open anywhere, per node.
+    func openFiles() throws(Errno) -> [OpenFile]
 
     /// Where `range` of the file lives, and the file's size; allocates nothing.
     func mapping(_ ino: UInt64, _ range: Range<Int64>) throws(Errno) -> (size: UInt64, segments: [FileSegment])
@@ -45,4 +49,5 @@ public protocol MetadataService: Sendable {
 
 extension MetadataService {
     public func sync() throws(Errno) { try sync(reportingTo: nil) }
+    public func opened(_ ino: UInt64) throws(Errno) -> UInt64 { try opened(ino, by: nil) }
 }

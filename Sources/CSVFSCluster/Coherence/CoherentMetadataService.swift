@@ -109,10 +109,14 @@ public final class CoherentMetadataService: MetadataService, KernelCachePolicy {
     }
 
     public func readlink(_ ino: UInt64) throws(Errno) -> [UInt8] { try inner.readlink(ino) }
-    public func getXattr(_ ino: UInt64, name: [UInt8]) throws(Errno) -> [UInt8] { try inner.getXattr(ino, name: name) }
+    public func getXattr(_ ino: UInt64, name: [UInt8]) throws(Errno) -> [UInt8] {
+        if ino == ClusterControl.rootInode, name == ClusterControl.openFilesAttribute { return try ClusterControl.encode(openFiles()) }
+        return try inner.getXattr(ino, name: name)
+    }
     public func listXattrs(_ ino: UInt64) throws(Errno) -> [[UInt8]] { try inner.listXattrs(ino) }
     public func statistics() throws(Errno) -> VolumeStatistics { try inner.statistics() }
-    public func opened(_ ino: UInt64) throws(Errno) -> UInt64 { try inner.opened(ino) }
+    public func opened(_ ino: UInt64, by node: UInt32?) throws(Errno) -> UInt64 { try inner.opened(ino, by: node) }
+    public func openFiles() throws(Errno) -> [OpenFile] { try inner.openFiles() }
 
     public func released(_ ino: UInt64, handle: UInt64) throws(Errno) {
         try licences.tellWrittenInPlace(ino)

@@ -12,6 +12,7 @@ int csvfs_pipe_cloexec(int fds[2]);                           // pipe2(fds, O_CL
 short csvfs_posix_spawn_setsid_flag(void);                    // POSIX_SPAWN_SETSID
 ssize_t csvfs_splice_to(int pipe_fd, int out_fd, int64_t offset, size_t length);  // splice(pipe -> file at offset)
 int csvfs_spawn_close_from(void *actions, int lowest_fd);     // posix_spawn_file_actions_addclosefrom_np
+ssize_t csvfs_getxattr(const char *path, const char *name, void *value, size_t size);  // getxattr(2)
 
 // Mode bits of fallocate(2) and flags of renameat2(2), as FUSE hands them to us.
 enum {
