@@ -152,7 +152,7 @@ public final class ClusterNode: Sendable {
             }
         }
         let members = try await coordination.members()
-        coherent.setAlone(members.count <= 1)
+        coherent.setAlone(members.count <= 1, wait: true)
         if members.count > 1 {
             // Others see this member within milliseconds (etcd: its watch); what they cached before expires
             // within a second of that.

@@ -140,6 +140,52 @@ extension Mounted {
             }
         }
 
+        /// A node left alone skips the locks and caches nothing of its own; when another node joins, every
+        /// change made meanwhile is seen there, and what the newcomer changes is seen by the first node, even
+        /// for files whose metadata the first node had cached while they shared the volume before.
+        @Test func changesMadeAloneAreSeenByTheNextNodeToJoin() throws {
+            try withVolume { volume in
+                try ClusterJoinTests.withSecondMountpoint(volume) { second in
+                    let one = volume.mountpoint
+                    func join() throws {
+                        let joined = try volume.csvfs(["mount", volume.lun, second], timeout: 90)
+                        try #require(joined.succeeded, "\(joined)")
+                    }
+                    try join()
+                    for name in ["a", "b", "c"] { try writeFile(second + "/" + name, Array(name.utf8)) }
+                    // The first node reads them under licences, and caches them.
+                    for pass in 0..<2 {
+                        for name in ["a", "b", "c", "absent"] { _ = statErrno(one + "/" + name) }
+                        if pass == 0 { usleep(300_000) }  // the licences the first pass asked for are granted
+                    }
+                    let left = try volume.csvfs(["unmount", second])
+                    try #require(left.succeeded, "\(left)")
+                    usleep(300_000)  // the first node hears that it is alone
+
+                    #expect(chmod(one + "/a", 0o600) == 0)
+                    try writeFile(one + "/b", Array("bigger b".utf8))
+                    #expect(unlink(one + "/c") == 0)
+                    try writeFile(one + "/absent", Array("now here".utf8))
+                    try join()
+                    // What the first node cached before it was alone is gone: it changed the files without locks.
+                    #expect(try lstatOrThrow(one + "/a").st_mode & 0o7777 == 0o600, "its own chmod, after the join")
+                    #expect(statErrno(one + "/c") == ENOENT, "its own unlink, after the join")
+                    #expect(try lstatOrThrow(one + "/absent").st_size == 8, "its own create, after the join")
+                    #expect(try lstatOrThrow(second + "/a").st_mode & 0o7777 == 0o600, "the chmod made alone")
+                    #expect(try readFile(second + "/b") == Array("bigger b".utf8), "the write made alone")
+                    #expect(statErrno(second + "/c") == ENOENT, "the unlink made alone")
+                    #expect(try readFile(second + "/absent") == Array("now here".utf8), "the create made alone")
+
+                    #expect(chmod(second + "/b", 0o640) == 0)
+                    try writeFile(second + "/a", Array("a from the newcomer".utf8))
+                    #expect(unlink(second + "/absent") == 0)
+                    #expect(try lstatOrThrow(one + "/b").st_mode & 0o7777 == 0o640, "the newcomer's chmod")
+                    #expect(try readFile(one + "/a") == Array("a from the newcomer".utf8), "the newcomer's write")
+                    #expect(statErrno(one + "/absent") == ENOENT, "the newcomer's unlink")
+                }
+            }
+        }
+
         @Test func namesAndAttributesChangedOnOneNodeAreSeenOnTheOther() throws {
             try Self.withTwoNodes { one, two in
                 // A failed lookup is not remembered: the name created on the other node is found at once.

@@ -1,4 +1,5 @@
 import CSVFS
+import Dispatch
 import LockManager
 import Logging
 import Primitives
@@ -17,9 +18,12 @@ public final class CoherentMetadataService: MetadataService, KernelCachePolicy {
     let inner: any MetadataService
     let licences: InodeLicences
     public let notifier: KernelNotifier?
-    /// Whether this node is the volume's only member: then nobody else changes anything, and the kernel
-    /// may cache names and attributes for a fixed second (a node that joins waits that second out).
-    private let alone = Locked(true)
+    /// Open while this node is the volume's only member: then nobody else caches or changes anything, so
+    /// calls go straight to the routed service, and the kernel may cache names and attributes for a fixed
+    /// second (a node that joins waits that second out).
+    private let alone = AloneGate(open: true)
+    /// Where the switches between alone and shared run, in order, off the membership watch's task.
+    private let switches = DispatchQueue(label: "csvfs.alone-switches")
     /// How long the kernel keeps attributes under a licence; the licence's release drops them sooner.
     static let licensedSeconds = 10.0
 
@@ -33,7 +37,30 @@ public final class CoherentMetadataService: MetadataService, KernelCachePolicy {
         client.onBlocking { [licences] handle, _ in licences.blocked(handle) }
     }
 
-    func setAlone(_ value: Bool) { alone.withLock { $0 = value } }
+    /// Alone: the node cache is emptied and kept empty (changes made without locks would leave it stale),
+    /// then calls skip the locks. Shared: calls take the locks once those that skipped them are done.
+    /// `wait`: return only once switched (at join, before the mount serves).
+    func setAlone(_ value: Bool, wait: Bool = false) {
+        let (alone, licences) = (alone, licences)
+        let change: @Sendable () -> Void = {
+            guard alone.admits != value else { return }
+            if value {
+                licences.startBypass()
+                alone.open()
+            } else {
+                alone.close()
+                licences.endBypass()
+            }
+        }
+        if wait { switches.sync(execute: change) } else { switches.async(execute: change) }
+    }
+
+    /// While this node is alone, `call` made on the routed service; nil otherwise, for the locked path.
+    private func whileAlone<R>(_ call: () throws(Errno) -> R) throws(Errno) -> R? {
+        guard alone.enter() else { return nil }
+        defer { alone.leave() }
+        return try call()
+    }
 
     /// Attributes, names and extent maps this node holds in its cache now.
     public var cached: (attributes: Int, names: Int, maps: Int) { licences.cached }
@@ -44,11 +71,11 @@ public final class CoherentMetadataService: MetadataService, KernelCachePolicy {
 
     public func attributeTimeout(_ ino: UInt64, since ticket: CacheTicket) -> Double {
         if licences.isLicensed(ino, since: ticket.event) { return Self.licensedSeconds }
-        return alone.withLock { $0 } ? FixedKernelCachePolicy.alone : 0
+        return alone.admits ? FixedKernelCachePolicy.alone : 0
     }
 
     public func entryTimeout(since ticket: CacheTicket) -> Double {
-        alone.withLock { $0 } ? FixedKernelCachePolicy.alone : 0
+        alone.admits ? FixedKernelCachePolicy.alone : 0
     }
 
     public func forgotten(_ ino: UInt64) { licences.forgotten(ino) }
@@ -56,6 +83,7 @@ public final class CoherentMetadataService: MetadataService, KernelCachePolicy {
     // MARK: reads
 
     public func lookup(parent: UInt64, name: [UInt8]) throws(Errno) -> InodeAttributes {
+        if let done = try whileAlone({ () throws(Errno) in try inner.lookup(parent: parent, name: name) }) { return done }
         switch licences.cachedName(name, in: parent) {
         case .absent?:
             throw .noEntry
@@ -83,6 +111,7 @@ public final class CoherentMetadataService: MetadataService, KernelCachePolicy {
     }
 
     public func attributes(_ ino: UInt64) throws(Errno) -> InodeAttributes {
+        if let done = try whileAlone({ () throws(Errno) in try inner.attributes(ino) }) { return done }
         try licences.tellWrittenInPlace(ino)
         if let attributes = licences.cachedAttributes(ino) { return attributes }
         let ticket = licences.ticket()
@@ -93,6 +122,7 @@ public final class CoherentMetadataService: MetadataService, KernelCachePolicy {
     }
 
     public func readdir(_ ino: UInt64, after cookie: Int64, limit: Int, plus: Bool) throws(Errno) -> [DirectoryEntry] {
+        if let done = try whileAlone({ () throws(Errno) in try inner.readdir(ino, after: cookie, limit: limit, plus: plus) }) { return done }
         if plus { try licences.tellAllWrittenInPlace() }
         let ticket = licences.ticket()
         licences.want(ino)
@@ -126,6 +156,7 @@ public final class CoherentMetadataService: MetadataService, KernelCachePolicy {
     /// The map of a whole window around `range` is asked for, and kept, so the reads and overwrites after it
     /// need no call.
     public func mapping(_ ino: UInt64, _ range: Range<Int64>) throws(Errno) -> (size: UInt64, segments: [FileSegment]) {
+        if let done = try whileAlone({ () throws(Errno) in try inner.mapping(ino, range) }) { return done }
         if let map = licences.cachedMap(ino), let segments = map.segments(in: range) { return (map.size, segments) }
         let window = CachedFileMap.window(around: range)
         let ticket = licences.ticket()
@@ -148,16 +179,19 @@ public final class CoherentMetadataService: MetadataService, KernelCachePolicy {
     // MARK: changes of one inode
 
     public func setAttributes(_ ino: UInt64, _ changes: AttributeChanges) throws(Errno) -> InodeAttributes {
-        try licences.changing([ino]) { () throws(Errno) in try inner.setAttributes(ino, changes) }
+        if let done = try whileAlone({ () throws(Errno) in try inner.setAttributes(ino, changes) }) { return done }
+        return try licences.changing([ino]) { () throws(Errno) in try inner.setAttributes(ino, changes) }
     }
 
     public func setXattr(_ ino: UInt64, name: [UInt8], value: [UInt8], create: Bool, replace: Bool) throws(Errno) {
+        if let done = try whileAlone({ () throws(Errno) in try inner.setXattr(ino, name: name, value: value, create: create, replace: replace) }) { return done }
         try licences.changing([ino]) { () throws(Errno) in
             try inner.setXattr(ino, name: name, value: value, create: create, replace: replace)
         }
     }
 
     public func removeXattr(_ ino: UInt64, name: [UInt8]) throws(Errno) {
+        if let done = try whileAlone({ () throws(Errno) in try inner.removeXattr(ino, name: name) }) { return done }
         try licences.changing([ino]) { () throws(Errno) in try inner.removeXattr(ino, name: name) }
     }
 
@@ -165,6 +199,7 @@ public final class CoherentMetadataService: MetadataService, KernelCachePolicy {
     /// inside the file whose window is not cached reads the window first (one call, then none for the
     /// writes after it); an append does not, it allocates anyway.
     public func prepareWrite(_ ino: UInt64, _ range: Range<Int64>) throws(Errno) -> [FileSegment] {
+        if let done = try whileAlone({ () throws(Errno) in try inner.prepareWrite(ino, range) }) { return done }
         if licences.cachedMap(ino)?.segments(in: range) == nil, let size = licences.sizeHint(ino),
            range.upperBound <= Int64(size) {
             _ = try mapping(ino, range)
@@ -181,6 +216,7 @@ public final class CoherentMetadataService: MetadataService, KernelCachePolicy {
     /// A write that filled no unwritten block and ended inside the file changed only the mtime: that is
     /// told later (`InodeLicences.tellWrittenInPlace`).
     public func completeWrite(_ ino: UInt64, filled: [Range<Int64>], end: Int64) throws(Errno) {
+        if let done = try whileAlone({ () throws(Errno) in try inner.completeWrite(ino, filled: filled, end: end) }) { return done }
         try licences.changing([ino], keepsCache: true) { () throws(Errno) in
             if filled.isEmpty, let map = licences.cachedMap(ino), UInt64(max(end, 0)) <= map.size {
                 licences.wroteInPlace(ino)
@@ -192,6 +228,7 @@ public final class CoherentMetadataService: MetadataService, KernelCachePolicy {
     }
 
     public func fallocate(_ ino: UInt64, _ range: Range<Int64>, mode: FallocateMode) throws(Errno) {
+        if let done = try whileAlone({ () throws(Errno) in try inner.fallocate(ino, range, mode: mode) }) { return done }
         try licences.changing([ino]) { () throws(Errno) in try inner.fallocate(ino, range, mode: mode) }
     }
 
@@ -199,6 +236,9 @@ public final class CoherentMetadataService: MetadataService, KernelCachePolicy {
 
     public func createNode(parent: UInt64, name: [UInt8], mode: UInt32, rdev: UInt64, symlinkTarget: [UInt8]?,
                            caller: Caller) throws(Errno) -> InodeAttributes {
+        if let done = try whileAlone({ () throws(Errno) in
+            try inner.createNode(parent: parent, name: name, mode: mode, rdev: rdev, symlinkTarget: symlinkTarget, caller: caller)
+        }) { return done }
         let attributes = try licences.changing([parent], names: [(parent, name)]) { () throws(Errno) in
             try inner.createNode(parent: parent, name: name, mode: mode, rdev: rdev, symlinkTarget: symlinkTarget,
                                  caller: caller)
@@ -208,20 +248,24 @@ public final class CoherentMetadataService: MetadataService, KernelCachePolicy {
     }
 
     public func link(_ ino: UInt64, newParent: UInt64, newName: [UInt8]) throws(Errno) -> InodeAttributes {
-        try licences.changing([ino, newParent], names: [(newParent, newName)]) { () throws(Errno) in
+        if let done = try whileAlone({ () throws(Errno) in try inner.link(ino, newParent: newParent, newName: newName) }) { return done }
+        return try licences.changing([ino, newParent], names: [(newParent, newName)]) { () throws(Errno) in
             try inner.link(ino, newParent: newParent, newName: newName)
         }
     }
 
     public func unlink(parent: UInt64, name: [UInt8]) throws(Errno) {
+        if let done = try whileAlone({ () throws(Errno) in try inner.unlink(parent: parent, name: name) }) { return done }
         try removing([(parent, name)]) { () throws(Errno) in try inner.unlink(parent: parent, name: name) }
     }
 
     public func rmdir(parent: UInt64, name: [UInt8]) throws(Errno) {
+        if let done = try whileAlone({ () throws(Errno) in try inner.rmdir(parent: parent, name: name) }) { return done }
         try removing([(parent, name)]) { () throws(Errno) in try inner.rmdir(parent: parent, name: name) }
     }
 
     public func rename(parent: UInt64, name: [UInt8], newParent: UInt64, newName: [UInt8], mode: RenameMode) throws(Errno) {
+        if let done = try whileAlone({ () throws(Errno) in try inner.rename(parent: parent, name: name, newParent: newParent, newName: newName, mode: mode) }) { return done }
         try removing([(parent, name), (newParent, newName)]) { () throws(Errno) in
             try inner.rename(parent: parent, name: name, newParent: newParent, newName: newName, mode: mode)
         }

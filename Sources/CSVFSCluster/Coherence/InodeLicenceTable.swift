@@ -61,6 +61,9 @@ struct InodeLicenceTable {
         return events
     }
 
+    /// A new event, for a mark no value read before it passes.
+    mutating func touch() -> UInt64 { bump() }
+
     /// Whether a value of `ino` read after `ticket` may be cached now.
     func isLicensed(_ ino: UInt64, since ticket: UInt64) -> Bool {
         guard let entry = entries[ino], case .held(_, let grantedAt) = entry.state else { return false }

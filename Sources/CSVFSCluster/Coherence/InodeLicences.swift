@@ -20,6 +20,11 @@ final class InodeLicences: @unchecked Sendable {
     /// Where a release that must tell the coordinator first does so: off the lock client's threads, which
     /// the metadata call's answer may need.
     private let releases = DispatchQueue(label: "csvfs.licence-releases")
+    /// While calls skip the locks (the node is alone), nothing is cached: they do not keep the cache right.
+    private var bypassing = false
+    /// Values read before this event (before the last switch between alone and shared) are not cached:
+    /// the locks did not cover all of that time.
+    private var cacheFloor: UInt64 = 0
     /// How long a change waits for its locks before it fails with EIO.
     let changeTimeout: Duration
     /// How long a licence request may wait at the master (it is only asked, never waited for).
@@ -76,23 +81,46 @@ final class InodeLicences: @unchecked Sendable {
     /// The size this node last saw of `ino`, however old: a hint for choosing a call, never an answer.
     func sizeHint(_ ino: UInt64) -> UInt64? { locked { _, cache in cache.sizeHint(ino) } }
 
+    /// Whether a value of `ino` read after `ticket` may be kept now.
+    /// `table` is passed in: it is the one `locked` holds for the caller.
+    private func mayCache(_ ino: UInt64, readAfter ticket: UInt64, in table: InodeLicenceTable) -> Bool {
+        !bypassing && ticket >= cacheFloor && table.isLicensed(ino, since: ticket)
+    }
+
     /// Keeps attributes read after `ticket`, if the inode's licence allows.
     func store(_ attributes: InodeAttributes, readAfter ticket: UInt64) {
         locked { table, cache in
             cache.hintSize(attributes)
-            if table.isLicensed(attributes.ino, since: ticket) { cache.store(attributes) }
+            if mayCache(attributes.ino, readAfter: ticket, in: table) { cache.store(attributes) }
         }
     }
 
     func store(_ ino: UInt64, size: UInt64, window: Range<Int64>, segments: [FileSegment], readAfter ticket: UInt64) {
         locked { table, cache in
-            if table.isLicensed(ino, since: ticket) { cache.store(ino, size: size, window: window, segments: segments) }
+            if mayCache(ino, readAfter: ticket, in: table) { cache.store(ino, size: size, window: window, segments: segments) }
         }
     }
 
     func store(_ name: [UInt8], in parent: UInt64, as entry: NodeMetadataCache.Name, readAfter ticket: UInt64) {
         locked { table, cache in
-            if table.isLicensed(parent, since: ticket) { cache.store(name, in: parent, as: entry) }
+            if mayCache(parent, readAfter: ticket, in: table) { cache.store(name, in: parent, as: entry) }
+        }
+    }
+
+    /// Calls are about to skip the locks: the cache goes, and stays empty until `endBypass`.
+    func startBypass() {
+        locked { table, cache in
+            bypassing = true
+            cache.dropAll()
+            cacheFloor = table.touch()
+        }
+    }
+
+    /// Every call takes the locks again: what is read from now on may be cached under them.
+    func endBypass() {
+        locked { table, _ in
+            bypassing = false
+            cacheFloor = table.touch()
         }
     }
 

@@ -59,6 +59,13 @@ struct NodeMetadataCache {
         maps[ino] = nil
     }
 
+    /// Everything but what waits to be told to the coordinator.
+    mutating func dropAll() {
+        attributes = [:]
+        names = [:]
+        maps = [:]
+    }
+
     var count: (attributes: Int, names: Int, maps: Int) {
         (attributes.count, names.values.reduce(0) { $0 + $1.count }, maps.count)
     }
