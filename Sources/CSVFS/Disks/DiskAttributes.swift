@@ -66,14 +66,21 @@ final class DiskAttributes: Sendable {
     private func chainFacts(_ ino: UInt64) throws(Errno) -> DiskChainFacts? {
         let attributes = try service.attributes(ino)
         guard attributes.isRegular else { return nil }
-        let path = hostPath(of: ino)
-        switch layerState(attributes, path: { path }) {
+        // Finding the path costs a lookup per directory level: only for images, and once.
+        var found: String??
+        func path() -> String? {
+            if let found { return found }
+            let path = hostPath(of: ino)
+            found = .some(path)
+            return path
+        }
+        switch layerState(attributes, path: path) {
         case .notImage:
             return nil
         case .damaged(let format, let message):
             return DiskChainFacts(format: format, damaged: ImageProblem(description: message))
         case .image(var top):
-            if let path {
+            if let path = path() {
                 top.facts.path = path
             } else if top.facts.parent != nil {
                 var chain = DiskChainFacts(format: top.facts.format, damaged: ImageProblem(
