@@ -232,6 +232,36 @@ extension Mounted {
             }
         }
 
+        /// The kernel sends no lookup after a rename it made itself: parents are still found below the new names.
+        @Test func chainsFollowRenamedDirectories() throws {
+            try withVolume { volume in
+                for directory in ["one", "other"] { try sys("mkdir") { mkdir(volume.path(directory), 0o755) } }
+                try DiskTools.run(["vhdtool", "create", "-f", "vhdx", volume.path("one/base.vhdx"), "8M"])
+                try DiskTools.run(["vhdtool", "create", "-f", "vhdx", "-b", volume.path("one/base.vhdx"), volume.path("one/child.vhdx")])
+                try DiskTools.run(["vhdtool", "create", "-f", "vhd", volume.path("other/base.vhdx"), "8M"])
+                #expect(try vhdAttributes(volume.path("one/child.vhdx"))["user.vhd.parent"] == volume.path("one/base.vhdx"))
+
+                #expect(renameErrno(volume.path("one"), volume.path("two")) == 0)
+                let moved = try vhdAttributes(volume.path("two/child.vhdx"))
+                #expect(moved["user.vhd.parent"] == volume.path("two/base.vhdx"), "\(moved)")
+                #expect(moved["user.vhd.parent_identity_ok"] == "yes" && moved["user.vhd.error"] == nil)
+
+                // Swapped with a directory holding another base.vhdx: both directories swap their names, and the
+                // child still finds its own parent, now under "other".
+                #expect(renameErrno(volume.path("two"), volume.path("other"), flags: LinuxFlags.renameExchange) == 0)
+                let swapped = try vhdAttributes(volume.path("other/child.vhdx"))
+                #expect(swapped["user.vhd.parent"] == volume.path("other/base.vhdx"), "\(swapped)")
+                #expect(swapped["user.vhd.parent_identity_ok"] == "yes" && swapped["user.vhd.chain_depth"] == "2")
+                #expect(try vhdAttributes(volume.path("two/base.vhdx"))["user.vhd.format"] == "vhd")
+
+                // The child moved beside the other disk: found under its parent's name, but not its parent.
+                #expect(renameErrno(volume.path("other/child.vhdx"), volume.path("two/child.vhdx")) == 0)
+                let stranger = try vhdAttributes(volume.path("two/child.vhdx"))
+                #expect(stranger["user.vhd.parent"] == volume.path("two/base.vhdx"), "\(stranger)")
+                #expect(stranger["user.vhd.parent_identity_ok"] == "no")
+            }
+        }
+
         @Test func attributesFollowWrites() throws {
             try withVolume { volume in
                 let image = volume.path("growing.vhdx")

@@ -30,6 +30,8 @@ final class InodeNames: Sendable {
     private let table = Locked(Table())
 
     func saw(_ ino: UInt64, parent: UInt64, name: [UInt8]) {
+        // "." and ".." (looked up only for NFS export) name another inode's place, not this one's.
+        guard name != [46], name != [46, 46] else { return }
         let entry = Name(parent: parent, name: name)
         table.withLock { table in
             if table.byInode[ino] != entry { table.set(ino, entry) }
