@@ -66,6 +66,8 @@ let package = Package(
         .target(name: "CSVFS",
                 dependencies: [
                     "CFuse", "CLibAIO", "CSQLite", "CSVFSSystem", "Primitives",
+                    // Reads the volume's VHD/VHDX files for their user.vhd.* attributes.
+                    "VHDFormat",
                     .product(name: "Logging", package: "swift-log"),
                     .product(name: "Metrics", package: "swift-metrics"),
                 ],
@@ -105,7 +107,7 @@ let package = Package(
         // A real etcd for the cluster's tests and `dlmtool bench`; not part of any product.
         .target(name: "ClusterTestSupport", dependencies: ["TestSupport", "Primitives"], path: "Tests/ClusterTestSupport"),
         .testTarget(name: "PrimitivesTests", dependencies: ["Primitives"], path: "Tests/PrimitivesTests"),
-        .testTarget(name: "CSVFSTests", dependencies: ["CSVFS", "Primitives", "TestSupport", "ClusterTestSupport"], path: "Tests/CSVFSTests"),
+        .testTarget(name: "CSVFSTests", dependencies: ["CSVFS", "VHDFormat", "Primitives", "TestSupport", "ClusterTestSupport"], path: "Tests/CSVFSTests"),
         .testTarget(name: "CSVFSClusterTests", dependencies: ["CSVFSCluster", "CSVFS", "LockManager"], path: "Tests/CSVFSClusterTests"),
         .testTarget(name: "CSVFSUnitTests", dependencies: ["CSVFS", "CSQLite", "TestSupport"], path: "Tests/CSVFSUnitTests"),
         // The fuzz target's input decoder and exercise, so the corpus replay test runs the same code.

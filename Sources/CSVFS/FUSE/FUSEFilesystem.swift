@@ -5,19 +5,24 @@ import Glibc
 import Logging
 
 /// The FUSE adapter: turns low-level FUSE requests into metadata-service and data-path calls.
-/// It holds no filesystem state of its own, so the same code serves any `MetadataService`.
+/// It holds no filesystem state of its own (beyond what `DiskAttributes` remembers of names and images),
+/// so the same code serves any `MetadataService`.
 public final class FUSEFilesystem: Sendable {
     let service: any MetadataService
     let data: DataPath
+    /// The `user.vhd.*` attributes of images, in front of the service's xattr calls.
+    let disks: DiskAttributes
     let logger: Logger
     /// How long the kernel may cache names and attributes.
     let cache: any KernelCachePolicy
     /// Called once the kernel's INIT is answered, that is when the mount can serve requests.
     let initialized: @Sendable () -> Void
 
-    public init(service: any MetadataService, data: DataPath, cache: any KernelCachePolicy, logger: Logger,
-                initialized: @escaping @Sendable () -> Void) {
+    /// `mountpoint` (absolute) is where this host sees the volume: images' parent paths are shown under it.
+    public init(service: any MetadataService, data: DataPath, cache: any KernelCachePolicy, mountpoint: String = "",
+                logger: Logger, initialized: @escaping @Sendable () -> Void) {
         self.service = service
+        disks = DiskAttributes(service: service, data: data, mountpoint: mountpoint)
         self.cache = cache
         self.data = data
         self.logger = logger
@@ -50,7 +55,9 @@ public final class FUSEFilesystem: Sendable {
     // MARK: names
 
     /// A name with its inode's attributes, as the kernel may cache them.
-    private func entry(_ reply: consuming FUSEReply, _ attributes: InodeAttributes, since ticket: CacheTicket) {
+    private func entry(_ reply: consuming FUSEReply, _ attributes: InodeAttributes, parent: UInt64, name: [UInt8],
+                       since ticket: CacheTicket) {
+        disks.names.saw(attributes.ino, parent: parent, name: name)
         reply.entry(attributes, timeout: cache.entryTimeout(since: ticket),
                     attributeTimeout: cache.attributeTimeout(attributes.ino, since: ticket))
     }
@@ -58,7 +65,7 @@ public final class FUSEFilesystem: Sendable {
     func lookup(_ reply: consuming FUSEReply, parent: UInt64, name: [UInt8]) {
         let ticket = cache.ticket()
         do {
-            entry(reply, try service.lookup(parent: parent, name: name), since: ticket)
+            entry(reply, try service.lookup(parent: parent, name: name), parent: parent, name: name, since: ticket)
         } catch {
             if error == .noEntry {
                 reply.negativeEntry(timeout: cache.entryTimeout(since: ticket))
@@ -74,7 +81,7 @@ public final class FUSEFilesystem: Sendable {
         do {
             let attributes = try service.createNode(parent: parent, name: name, mode: mode, rdev: rdev,
                                                     symlinkTarget: symlinkTarget, caller: caller)
-            entry(reply, attributes, since: ticket)
+            entry(reply, attributes, parent: parent, name: name, since: ticket)
         } catch {
             reply.error(error)
         }
@@ -87,6 +94,7 @@ public final class FUSEFilesystem: Sendable {
             let attributes = try service.createNode(parent: parent, name: name, mode: mode, rdev: 0,
                                                     symlinkTarget: nil, caller: caller)
             file.pointee.fh = try service.opened(attributes.ino)
+            disks.names.saw(attributes.ino, parent: parent, name: name)
             reply.create(attributes, timeout: cache.entryTimeout(since: ticket),
                          attributeTimeout: cache.attributeTimeout(attributes.ino, since: ticket), file: file)
         } catch {
@@ -97,7 +105,8 @@ public final class FUSEFilesystem: Sendable {
     func link(_ reply: consuming FUSEReply, ino: UInt64, newParent: UInt64, newName: [UInt8]) {
         let ticket = cache.ticket()
         do {
-            entry(reply, try service.link(ino, newParent: newParent, newName: newName), since: ticket)
+            entry(reply, try service.link(ino, newParent: newParent, newName: newName), parent: newParent, name: newName,
+                  since: ticket)
         } catch {
             reply.error(error)
         }
@@ -115,6 +124,7 @@ public final class FUSEFilesystem: Sendable {
         }
         perform(reply) { () throws(Errno) in
             try service.rename(parent: parent, name: name, newParent: newParent, newName: newName, mode: mode)
+            disks.names.renamed(parent: parent, name: name, newParent: newParent, newName: newName, exchange: mode == .exchange)
         }
     }
 
@@ -129,7 +139,10 @@ public final class FUSEFilesystem: Sendable {
     }
 
     /// FORGET: the kernel evicted the inode.
-    func forget(_ ino: UInt64) { cache.forgotten(ino) }
+    func forget(_ ino: UInt64) {
+        cache.forgotten(ino)
+        disks.names.forgot(ino)
+    }
 
     // MARK: attributes
 
@@ -335,6 +348,7 @@ public final class FUSEFilesystem: Sendable {
                     if plus {
                         var parameters = fuse_entry_param()
                         if let attributes = entry.attributes, entry.name != [46], entry.name != [46, 46] {
+                            disks.names.saw(attributes.ino, parent: ino, name: entry.name)
                             parameters = FUSEAttributes.entry(attributes, timeout: cache.entryTimeout(since: ticket),
                                                               attributeTimeout: cache.attributeTimeout(attributes.ino, since: ticket))
                         } else {
@@ -372,7 +386,7 @@ public final class FUSEFilesystem: Sendable {
             return
         }
         perform(reply) { () throws(Errno) in
-            try service.setXattr(ino, name: name, value: value, create: flags & 1 != 0, replace: flags & 2 != 0)
+            try disks.setXattr(ino, name: name, value: value, create: flags & 1 != 0, replace: flags & 2 != 0)
         }
     }
 
@@ -382,7 +396,7 @@ public final class FUSEFilesystem: Sendable {
             return
         }
         do {
-            let value = try service.getXattr(ino, name: name)
+            let value = try disks.getXattr(ino, name: name)
             if size == 0 {
                 reply.xattrSize(value.count)
             } else if value.count > size {
@@ -397,7 +411,7 @@ public final class FUSEFilesystem: Sendable {
 
     func listxattr(_ reply: consuming FUSEReply, ino: UInt64, size: Int) {
         do {
-            let list: [UInt8] = try service.listXattrs(ino).flatMap { $0 + [UInt8(0)] }
+            let list: [UInt8] = try disks.listXattrs(ino).flatMap { $0 + [UInt8(0)] }
             if size == 0 {
                 reply.xattrSize(list.count)
             } else if list.count > size {
@@ -415,7 +429,7 @@ public final class FUSEFilesystem: Sendable {
             reply.error(.notSupported)
             return
         }
-        perform(reply) { () throws(Errno) in try service.removeXattr(ino, name: name) }
+        perform(reply) { () throws(Errno) in try disks.removeXattr(ino, name: name) }
     }
 }
 

@@ -35,13 +35,22 @@ public enum FUSESession {
                   lunPath: lunPath, mountpoint: mountpoint, options: options, logger: logger, ready: ready)
     }
 
+    /// The mountpoint as this host names it, resolved while it is still the directory under the mount
+    /// (afterwards resolving it would go through the mount, that is to this server).
+    private static func absolutePath(_ path: String) -> String {
+        guard let resolved = realpath(path, nil) else { return path }
+        defer { free(resolved) }
+        return String(cString: resolved)
+    }
+
     /// Serves `metadata` and `data`, as a node of a cluster does; the kernel may cache names and attributes
     /// for as long as `cache` says at each reply.
     public static func serve(metadata: any MetadataService, data: DataPath, cache: any KernelCachePolicy, lunPath: String,
                              mountpoint: String, options: [String], logger: Logger,
                              ready: @escaping @Sendable () -> Void) throws {
         try checkMountpoint(mountpoint)
-        let filesystem = FUSEFilesystem(service: metadata, data: data, cache: cache, logger: logger, initialized: ready)
+        let filesystem = FUSEFilesystem(service: metadata, data: data, cache: cache, mountpoint: absolutePath(mountpoint),
+                                        logger: logger, initialized: ready)
         let userdata = Unmanaged.passRetained(filesystem)
         defer { userdata.release() }
 

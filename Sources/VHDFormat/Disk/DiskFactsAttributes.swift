@@ -20,3 +20,18 @@ extension DiskFacts {
         return attributes
     }
 }
+
+extension DiskChainFacts {
+    /// The image's own attributes, then the chain's: `user.vhd.parent` (the parent as found),
+    /// `user.vhd.parent_identity_ok` (yes or no), `user.vhd.chain_depth` (1 without a parent) and
+    /// `user.vhd.error` when the image is damaged or its chain is broken. A damaged image still
+    /// names its format, so tools see it is an image that needs attention.
+    public var extendedAttributes: [(name: String, value: String)] {
+        var attributes = facts?.extendedAttributes ?? [("user.vhd.format", format.rawValue)]
+        if let parentPath { attributes.append(("user.vhd.parent", parentPath)) }
+        if let parentIdentityMatches { attributes.append(("user.vhd.parent_identity_ok", parentIdentityMatches ? "yes" : "no")) }
+        if let chainDepth { attributes.append(("user.vhd.chain_depth", String(chainDepth))) }
+        if let error { attributes.append(("user.vhd.error", error)) }
+        return attributes
+    }
+}

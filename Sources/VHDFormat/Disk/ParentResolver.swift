@@ -4,7 +4,8 @@ import Foundation
 /// relative locators first (they survive moving a chain together), then volume and absolute paths,
 /// then the parent's file name next to the child.
 enum ParentResolver {
-    static func candidates(for link: ParentLink, childPath: String) -> [String] {
+    static func candidates(for link: ParentLink, childPath: String,
+                           normalize: (String) -> String = ParentResolver.normalize) -> [String] {
         let childDirectory = (childPath as NSString).deletingLastPathComponent
         let relativeKinds = ["W2ru", "Wi2r", "relative_path"]
         let ordered = link.locators.filter { relativeKinds.contains($0.kind) }
@@ -30,8 +31,23 @@ enum ParentResolver {
         return paths.filter { seen.insert($0).inserted }
     }
 
-    private static func normalize(_ path: String) -> String {
+    static func normalize(_ path: String) -> String {
         (path as NSString).standardizingPath
+    }
+
+    /// "." and ".." taken away by the text alone, nothing asked of the file system ("/.." stays "/").
+    static func lexicallyNormalized(_ path: String) -> String {
+        var parts: [Substring] = []
+        for part in path.split(separator: "/", omittingEmptySubsequences: true) {
+            switch part {
+            case ".": continue
+            case "..":
+                if let last = parts.last, last != ".." { parts.removeLast() } else if !path.hasPrefix("/") { parts.append(part) }
+            default: parts.append(part)
+            }
+        }
+        let joined = parts.joined(separator: "/")
+        return path.hasPrefix("/") ? "/" + joined : joined
     }
 
     /// The locator value a child stores for a parent: the path from the child's directory, Windows style.

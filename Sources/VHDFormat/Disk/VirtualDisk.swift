@@ -78,15 +78,7 @@ public final class VirtualDisk {
     /// VHD: the parent's unique id. VHDX: the parent's DataWriteGuid (parent_linkage or parent_linkage2).
     private static func checkIdentity(child: any ImageLayer, link: ParentLink, parent: any ImageLayer, allowMismatch: Bool) throws {
         let found = parent.facts.identity
-        var expected = [link.identity]
-        if let vhdx = child as? VHDXLayer, let alternative = vhdx.metadata.parentValue("parent_linkage2") {
-            expected.append(alternative)
-        }
-        let matches = expected.contains { candidate in
-            if let a = GUID(mixedEndianString: candidate), let b = GUID(mixedEndianString: found) { return a == b }
-            return candidate.lowercased() == found.lowercased()
-        }
-        if !matches, !allowMismatch {
+        if !ImageLayerFacts(child).accepts(parentIdentity: found), !allowMismatch {
             throw VHDError.parentMismatch(child: child.file.path, parent: parent.file.path, expected: link.identity, found: found)
         }
     }

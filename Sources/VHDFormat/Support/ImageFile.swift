@@ -4,63 +4,53 @@ import Glibc
 import Darwin
 #endif
 
-/// A file opened for positional I/O. A VHDX with an unreplayed log opened read-only carries the log's
-/// writes as an in-memory overlay, so readers see the replayed state while the file stays untouched.
+/// An image file for positional I/O, over any `ImageStorage`. A VHDX with an unreplayed log opened read-only
+/// carries the log's writes as an in-memory overlay, so readers see the replayed state while the file stays untouched.
 final class ImageFile {
     let path: String
     let writable: Bool
-    private let descriptor: Int32
+    private let storage: any ImageStorage
     private(set) var overlay = LogOverlay()
 
     init(path: String, writable: Bool, create: Bool = false) throws {
         self.path = path
         self.writable = writable
-        var flags = writable ? O_RDWR : O_RDONLY
-        if create { flags |= O_CREAT | O_EXCL }
-        let fd = open(path, flags | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw VHDError.io(path: path, operation: create ? "create" : "open", errno: errno) }
-        descriptor = fd
+        storage = try POSIXImageStorage(path: path, writable: writable, create: create)
     }
 
-    deinit { close(descriptor) }
+    /// `path` names the file in messages and is where relative parent locators start.
+    init(storage: any ImageStorage, path: String) {
+        self.path = path
+        writable = storage.isWritable
+        self.storage = storage
+    }
 
     /// The size readers see: the file's, or larger when a replayed log extends it.
     func size() throws -> UInt64 {
-        var info = stat()
-        guard fstat(descriptor, &info) == 0 else { throw VHDError.io(path: path, operation: "stat", errno: errno) }
-        return max(UInt64(info.st_size), overlay.extendedSize)
+        max(try storage.size(), overlay.extendedSize)
     }
 
     func setOverlay(_ overlay: LogOverlay) { self.overlay = overlay }
 
     /// pread and pwrite take a signed offset: a position past 2^63, which only a damaged image names,
     /// is refused instead of trapping in the conversion.
-    private func fileOffset(_ offset: UInt64, count: Int, what: String) throws -> off_t {
+    private func fileOffset(_ offset: UInt64, count: Int, what: String) throws -> UInt64 {
         let range = try CheckedImageMath(path: path).range(what, offset: offset, length: UInt64(count),
                                                            within: UInt64(off_t.max), of: "largest possible file")
-        return off_t(range.lowerBound)
+        return range.lowerBound
     }
 
     /// Reads exactly `buffer.count` bytes; a short read means the file ends inside a structure.
     func read(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer, what: String) throws {
         let start = try fileOffset(offset, count: buffer.count, what: what)
-        var done = 0
-        while done < buffer.count {
-            let n = pread(descriptor, buffer.baseAddress! + done, buffer.count - done, start + off_t(done))
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw VHDError.io(path: path, operation: "read", errno: errno)
+        let done = buffer.count == 0 ? 0 : try storage.read(at: start, into: buffer)
+        if done < buffer.count {
+            // Past the physical end: only a replayed log may legitimately extend the file.
+            let end = offset + UInt64(buffer.count)
+            guard end <= overlay.extendedSize else {
+                throw VHDError.truncated(path: path, what: what, needed: end, fileSize: try size())
             }
-            if n == 0 {
-                // Past the physical end: only a replayed log may legitimately extend the file.
-                let end = offset + UInt64(buffer.count)
-                guard end <= overlay.extendedSize else {
-                    throw VHDError.truncated(path: path, what: what, needed: end, fileSize: try size())
-                }
-                (buffer.baseAddress! + done).initializeMemory(as: UInt8.self, repeating: 0, count: buffer.count - done)
-                break
-            }
-            done += n
+            (buffer.baseAddress! + done).initializeMemory(as: UInt8.self, repeating: 0, count: buffer.count - done)
         }
         if !overlay.isEmpty { overlay.apply(to: buffer, at: offset) }
     }
@@ -76,16 +66,7 @@ final class ImageFile {
 
     func write(at offset: UInt64, from buffer: UnsafeRawBufferPointer) throws {
         guard writable else { throw VHDError.readOnly(path: path) }
-        let start = try fileOffset(offset, count: buffer.count, what: "write")
-        var done = 0
-        while done < buffer.count {
-            let n = pwrite(descriptor, buffer.baseAddress! + done, buffer.count - done, start + off_t(done))
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw VHDError.io(path: path, operation: "write", errno: errno)
-            }
-            done += n
-        }
+        try storage.write(at: try fileOffset(offset, count: buffer.count, what: "write"), from: buffer)
     }
 
     func write(at offset: UInt64, bytes: [UInt8]) throws {
@@ -100,34 +81,15 @@ final class ImageFile {
         guard overlay.isEmpty, let end = try? CheckedImageMath(path: path).range(
             "data", offset: offset, length: length, within: UInt64(off_t.max), of: "largest possible file").upperBound
         else { return [(offset, length)] }
-        let seekData: Int32 = 3, seekHole: Int32 = 4  // SEEK_DATA, SEEK_HOLE (Linux, FreeBSD, macOS)
-        var runs: [(offset: UInt64, length: UInt64)] = []
-        var position = offset
-        while position < end {
-            let data = lseek(descriptor, off_t(position), seekData)
-            if data < 0 {
-                if errno == ENXIO { break }  // only holes up to the end of the file
-                return [(offset, length)]
-            }
-            let dataStart = UInt64(data)
-            guard dataStart < end else { break }
-            let hole = lseek(descriptor, off_t(dataStart), seekHole)
-            let dataEnd = hole < 0 ? end : min(UInt64(hole), end)
-            runs.append((dataStart, dataEnd - dataStart))
-            position = dataEnd
-        }
-        return runs
+        return storage.dataRuns(at: offset, upTo: end) ?? [(offset, length)]
     }
 
     func truncate(to size: UInt64) throws {
-        let length = try fileOffset(size, count: 0, what: "new file size")
-        guard ftruncate(descriptor, length) == 0 else {
-            throw VHDError.io(path: path, operation: "truncate", errno: errno)
-        }
+        try storage.truncate(to: try fileOffset(size, count: 0, what: "new file size"))
     }
 
     func sync() throws {
-        guard fsync(descriptor) == 0 else { throw VHDError.io(path: path, operation: "fsync", errno: errno) }
+        try storage.sync()
     }
 }
 
