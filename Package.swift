@@ -109,7 +109,7 @@ let package = Package(
         .testTarget(name: "PrimitivesTests", dependencies: ["Primitives"], path: "Tests/PrimitivesTests"),
         .testTarget(name: "CSVFSTests", dependencies: ["CSVFS", "VHDFormat", "Primitives", "TestSupport", "ClusterTestSupport"], path: "Tests/CSVFSTests"),
         .testTarget(name: "CSVFSClusterTests", dependencies: ["CSVFSCluster", "CSVFS", "LockManager"], path: "Tests/CSVFSClusterTests"),
-        .testTarget(name: "CSVFSUnitTests", dependencies: ["CSVFS", "CSQLite", "TestSupport"], path: "Tests/CSVFSUnitTests"),
+        .testTarget(name: "CSVFSUnitTests", dependencies: ["CSVFS", "CSQLite", "Primitives", "TestSupport"], path: "Tests/CSVFSUnitTests"),
         // The fuzz target's input decoder and exercise, so the corpus replay test runs the same code.
         .target(name: "VHDFormatExercise", dependencies: ["VHDFormat"], path: "fuzz/Sources/VHDFormatExercise"),
         .testTarget(name: "VHDFormatTests", dependencies: ["VHDFormat", "VHDFormatExercise", "TestSupport"], path: "Tests/VHDFormatTests"),

@@ -1,6 +1,7 @@
 import ClusterTransport
 import CSVFS
 import Foundation
+import Primitives
 import Glibc
 
 /// The cluster secret of one volume, kept in a file on each host and never on the LUN: whoever can read the
@@ -24,7 +25,7 @@ public enum ClusterSecretFile {
         var generator = SystemRandomNumberGenerator()
         let bytes = (0..<length).map { _ in UInt8.random(in: 0...255, using: &generator) }
         let text = bytes.map { String(format: "%02x", $0) }.joined() + "\n"
-        let parent = (path as NSString).deletingLastPathComponent
+        let parent = PathText.directory(of: path)
         if !parent.isEmpty {
             try FileManager.default.createDirectory(atPath: parent, withIntermediateDirectories: true,
                                                     attributes: [.posixPermissions: 0o700])

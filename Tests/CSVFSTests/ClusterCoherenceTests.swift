@@ -47,8 +47,6 @@ extension Mounted {
             }
         }
 
-        static let dataCalls = ["mapping", "prepareWrite", "completeWrite"]
-
         /// O_DIRECT reads and overwrites of written blocks on a node that holds the file's lock take their
         /// map from the node's cache: no call to the coordinator. The other node's reads, stat, writes and
         /// truncate see every one of them, and this node sees theirs.
@@ -79,13 +77,19 @@ extension Mounted {
                     // The first reads fetch the map, under the lock the write above left here.
                     _ = try readBlock(0)
                     _ = try readBlock(100)
-                    let before = try Self.readCalls(port, Self.dataCalls)
+                    let before = try Self.readCalls(port, ["mapping", "prepareWrite"])
+                    let toldBefore = try Self.readCalls(port, ["completeWrite"])
+                    let start = ContinuousClock.now
                     for index in 0..<(size / block) {
                         #expect(try readBlock(index) == Array(model[index * block..<(index + 1) * block]), "block \(index)")
                     }
                     for index in stride(from: 0, to: size / block, by: 3) { try overwrite(index, seed: UInt64(index + 10)) }
-                    let calls = try Self.readCalls(port, Self.dataCalls) - before
+                    let seconds = (ContinuousClock.now - start).components.seconds
+                    let calls = try Self.readCalls(port, ["mapping", "prepareWrite"]) - before
+                    let told = try Self.readCalls(port, ["completeWrite"]) - toldBefore
                     #expect(calls == 0, "\(size / block) reads and \(size / block / 3 + 1) overwrites sent \(calls) map calls")
+                    // The mount's once-a-second sync tells the coordinator the new mtime: one call a second, not one a write.
+                    #expect(told <= Double(seconds + 2), "\(told) completeWrite calls in \(seconds) s")
 
                     // The other node sees the overwrites and their mtime: this node's lock goes to it first.
                     let written = try lstatOrThrow(second + "/disk").st_mtim

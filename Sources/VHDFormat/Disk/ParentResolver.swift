@@ -1,4 +1,5 @@
 import Foundation
+import Primitives
 
 /// Turns a child's parent locators into candidate paths on this host, in the order worth trying:
 /// relative locators first (they survive moving a chain together), then volume and absolute paths,
@@ -6,7 +7,7 @@ import Foundation
 enum ParentResolver {
     static func candidates(for link: ParentLink, childPath: String,
                            normalize: (String) -> String = ParentResolver.normalize) -> [String] {
-        let childDirectory = (childPath as NSString).deletingLastPathComponent
+        let childDirectory = PathText.directory(of: childPath)
         let relativeKinds = ["W2ru", "Wi2r", "relative_path"]
         let ordered = link.locators.filter { relativeKinds.contains($0.kind) }
             + link.locators.filter { $0.kind == "volume_path" }
