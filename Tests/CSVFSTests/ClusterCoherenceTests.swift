@@ -51,96 +51,86 @@ extension Mounted {
         /// map from the node's cache: no call to the coordinator. The other node's reads, stat, writes and
         /// truncate see every one of them, and this node sees theirs.
         @Test func readsAndOverwritesOfWrittenBlocksAskTheCoordinatorNothing() throws {
-            try withVolume { volume in
-                try ClusterJoinTests.withSecondMountpoint(volume) { second in
-                    let port = try freeLoopbackPort()
-                    let joined = try volume.csvfs(["mount", volume.lun, second, "-o", "metrics=127.0.0.1:\(port)"], timeout: 90)
-                    try #require(joined.succeeded, "\(joined)")
-                    let one = volume.mountpoint, size = 1 << 20, block = 4096
-                    var model = patternBytes(count: size, seed: 1)
-                    try writeFile(second + "/disk", model)
-                    let fd = try sys("open O_DIRECT") { open(second + "/disk", O_RDWR | LinuxFlags.oDirect) }
-                    defer { close(fd) }
-                    let buffer = try AlignedBuffer(size: block)
-                    func readBlock(_ index: Int) throws -> [UInt8] {
-                        let n = Glibc.pread(fd, buffer.pointer, block, off_t(index * block))
-                        try #require(n == block, "pread O_DIRECT: \(n), errno \(errno)")
-                        return buffer.bytes
-                    }
-                    func overwrite(_ index: Int, seed: UInt64) throws {
-                        let bytes = patternBytes(count: block, seed: seed)
-                        buffer.fill(with: bytes)
-                        let n = pwrite(fd, buffer.pointer, block, off_t(index * block))
-                        try #require(n == block, "pwrite O_DIRECT: \(n), errno \(errno)")
-                        model.replaceSubrange(index * block..<(index + 1) * block, with: bytes)
-                    }
-                    // The first reads fetch the map, under the lock the write above left here.
-                    _ = try readBlock(0)
-                    _ = try readBlock(100)
-                    let before = try Self.readCalls(port, ["mapping", "prepareWrite"])
-                    let toldBefore = try Self.readCalls(port, ["completeWrite"])
-                    let start = ContinuousClock.now
-                    for index in 0..<(size / block) {
-                        #expect(try readBlock(index) == Array(model[index * block..<(index + 1) * block]), "block \(index)")
-                    }
-                    for index in stride(from: 0, to: size / block, by: 3) { try overwrite(index, seed: UInt64(index + 10)) }
-                    let seconds = (ContinuousClock.now - start).components.seconds
-                    let calls = try Self.readCalls(port, ["mapping", "prepareWrite"]) - before
-                    let told = try Self.readCalls(port, ["completeWrite"]) - toldBefore
-                    #expect(calls == 0, "\(size / block) reads and \(size / block / 3 + 1) overwrites sent \(calls) map calls")
-                    // The mount's once-a-second sync tells the coordinator the new mtime: one call a second, not one a write.
-                    #expect(told <= Double(seconds + 2), "\(told) completeWrite calls in \(seconds) s")
-
-                    // The other node sees the overwrites and their mtime: this node's lock goes to it first.
-                    let written = try lstatOrThrow(second + "/disk").st_mtim
-                    #expect(try readFile(one + "/disk") == model, "the other node reads the overwrites")
-                    let seen = try lstatOrThrow(one + "/disk").st_mtim
-                    #expect(seen.tv_sec == written.tv_sec && seen.tv_nsec == written.tv_nsec, "mtime here \(written), there \(seen)")
-                    // And this node sees the other's changes through its cached map's file.
-                    let out = try sys("open") { open(one + "/disk", O_WRONLY) }
-                    try writeAll(out, patternBytes(count: block, seed: 99), at: 5 * block)
-                    close(out)
-                    model.replaceSubrange(5 * block..<6 * block, with: patternBytes(count: block, seed: 99))
-                    #expect(try readBlock(5) == patternBytes(count: block, seed: 99), "the other node's overwrite")
-                    #expect(truncate(one + "/disk", off_t(8 * block)) == 0)
-                    #expect(Glibc.pread(fd, buffer.pointer, block, off_t(10 * block)) == 0, "past the other node's truncate")
-                    #expect(try readBlock(7) == Array(model[7 * block..<8 * block]))
+            try MetricsTests.withSecondNodeExportingMetrics { volume, second, port in
+                let one = volume.mountpoint, size = 1 << 20, block = 4096
+                var model = patternBytes(count: size, seed: 1)
+                try writeFile(second + "/disk", model)
+                let fd = try sys("open O_DIRECT") { open(second + "/disk", O_RDWR | LinuxFlags.oDirect) }
+                defer { close(fd) }
+                let buffer = try AlignedBuffer(size: block)
+                func readBlock(_ index: Int) throws -> [UInt8] {
+                    let n = Glibc.pread(fd, buffer.pointer, block, off_t(index * block))
+                    try #require(n == block, "pread O_DIRECT: \(n), errno \(errno)")
+                    return buffer.bytes
                 }
+                func overwrite(_ index: Int, seed: UInt64) throws {
+                    let bytes = patternBytes(count: block, seed: seed)
+                    buffer.fill(with: bytes)
+                    let n = pwrite(fd, buffer.pointer, block, off_t(index * block))
+                    try #require(n == block, "pwrite O_DIRECT: \(n), errno \(errno)")
+                    model.replaceSubrange(index * block..<(index + 1) * block, with: bytes)
+                }
+                // The first reads fetch the map, under the lock the write above left here.
+                _ = try readBlock(0)
+                _ = try readBlock(100)
+                let before = try Self.readCalls(port, ["mapping", "prepareWrite"])
+                let toldBefore = try Self.readCalls(port, ["completeWrite"])
+                let start = ContinuousClock.now
+                for index in 0..<(size / block) {
+                    #expect(try readBlock(index) == Array(model[index * block..<(index + 1) * block]), "block \(index)")
+                }
+                for index in stride(from: 0, to: size / block, by: 3) { try overwrite(index, seed: UInt64(index + 10)) }
+                let seconds = (ContinuousClock.now - start).components.seconds
+                let calls = try Self.readCalls(port, ["mapping", "prepareWrite"]) - before
+                let told = try Self.readCalls(port, ["completeWrite"]) - toldBefore
+                #expect(calls == 0, "\(size / block) reads and \(size / block / 3 + 1) overwrites sent \(calls) map calls")
+                // The mount's once-a-second sync tells the coordinator the new mtime: one call a second, not one a write.
+                #expect(told <= Double(seconds + 2), "\(told) completeWrite calls in \(seconds) s")
+
+                // The other node sees the overwrites and their mtime: this node's lock goes to it first.
+                let written = try lstatOrThrow(second + "/disk").st_mtim
+                #expect(try readFile(one + "/disk") == model, "the other node reads the overwrites")
+                let seen = try lstatOrThrow(one + "/disk").st_mtim
+                #expect(seen.tv_sec == written.tv_sec && seen.tv_nsec == written.tv_nsec, "mtime here \(written), there \(seen)")
+                // And this node sees the other's changes through its cached map's file.
+                let out = try sys("open") { open(one + "/disk", O_WRONLY) }
+                try writeAll(out, patternBytes(count: block, seed: 99), at: 5 * block)
+                close(out)
+                model.replaceSubrange(5 * block..<6 * block, with: patternBytes(count: block, seed: 99))
+                #expect(try readBlock(5) == patternBytes(count: block, seed: 99), "the other node's overwrite")
+                #expect(truncate(one + "/disk", off_t(8 * block)) == 0)
+                #expect(Glibc.pread(fd, buffer.pointer, block, off_t(10 * block)) == 0, "past the other node's truncate")
+                #expect(try readBlock(7) == Array(model[7 * block..<8 * block]))
             }
         }
 
         /// A node that is not the coordinator answers repeated stats from its own cache while it holds the
         /// inodes' DLM licences, and drops exactly what another node changes: the change is seen at once.
         @Test func repeatedStatsAreServedUnderLicencesUntilAnotherNodeChangesThem() throws {
-            try withVolume { volume in
-                try ClusterJoinTests.withSecondMountpoint(volume) { second in
-                    let port = try freeLoopbackPort()
-                    let joined = try volume.csvfs(["mount", volume.lun, second, "-o", "metrics=127.0.0.1:\(port)"], timeout: 90)
-                    try #require(joined.succeeded, "\(joined)")
-                    let one = volume.mountpoint, files = 100
-                    try sys("mkdir") { mkdir(one + "/d", 0o755) }
-                    for index in 0..<files { try writeFile(one + "/d/f\(index)", [UInt8(index)]) }
-                    func statAll() throws {
-                        for index in 0..<files { _ = try lstatOrThrow(second + "/d/f\(index)") }
-                    }
-                    // The first pass asks for the licences; what it read before they were granted is not kept.
-                    try statAll()
-                    usleep(300_000)
-                    try statAll()
-                    let before = try Self.readCalls(port)
-                    for _ in 0..<3 { try statAll() }
-                    let repeated = try Self.readCalls(port) - before
-                    #expect(repeated < Double(files) / 10, "three passes of \(files) stats sent \(repeated) lookups and stats")
-
-                    #expect(chmod(one + "/d/f5", 0o600) == 0)
-                    try writeFile(one + "/d/f7", Array("seven".utf8))
-                    #expect(try lstatOrThrow(second + "/d/f5").st_mode & 0o7777 == 0o600, "the other node's chmod")
-                    #expect(try lstatOrThrow(second + "/d/f7").st_size == 5, "the other node's write")
-                    #expect(try readFile(second + "/d/f7") == Array("seven".utf8))
-                    #expect(unlink(one + "/d/f9") == 0)
-                    #expect(statErrno(second + "/d/f9") == ENOENT, "the other node's unlink")
-                    #expect(try lstatOrThrow(second + "/d/f8").st_mode & 0o7777 != 0o600, "an unchanged neighbour")
+            try MetricsTests.withSecondNodeExportingMetrics { volume, second, port in
+                let one = volume.mountpoint, files = 100
+                try sys("mkdir") { mkdir(one + "/d", 0o755) }
+                for index in 0..<files { try writeFile(one + "/d/f\(index)", [UInt8(index)]) }
+                func statAll() throws {
+                    for index in 0..<files { _ = try lstatOrThrow(second + "/d/f\(index)") }
                 }
+                // The first pass asks for the licences; what it read before they were granted is not kept.
+                try statAll()
+                usleep(300_000)
+                try statAll()
+                let before = try Self.readCalls(port)
+                for _ in 0..<3 { try statAll() }
+                let repeated = try Self.readCalls(port) - before
+                #expect(repeated < Double(files) / 10, "three passes of \(files) stats sent \(repeated) lookups and stats")
+
+                #expect(chmod(one + "/d/f5", 0o600) == 0)
+                try writeFile(one + "/d/f7", Array("seven".utf8))
+                #expect(try lstatOrThrow(second + "/d/f5").st_mode & 0o7777 == 0o600, "the other node's chmod")
+                #expect(try lstatOrThrow(second + "/d/f7").st_size == 5, "the other node's write")
+                #expect(try readFile(second + "/d/f7") == Array("seven".utf8))
+                #expect(unlink(one + "/d/f9") == 0)
+                #expect(statErrno(second + "/d/f9") == ENOENT, "the other node's unlink")
+                #expect(try lstatOrThrow(second + "/d/f8").st_mode & 0o7777 != 0o600, "an unchanged neighbour")
             }
         }
 

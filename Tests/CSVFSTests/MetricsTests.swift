@@ -18,34 +18,41 @@ extension Mounted {
                 """, url], timeout: 30)
         }
 
+        /// `body(volume, second, port)` with a second node mounted at `second` that exports its metrics on `port`.
+        static func withSecondNodeExportingMetrics(_ body: (TestVolume, String, Int) throws -> Void) throws {
+            try withVolume { volume in
+                try ClusterJoinTests.withSecondMountpoint(volume) { second in
+                    let port = try freeLoopbackPort()
+                    let joined = try volume.csvfs(["mount", volume.lun, second, "-o", "metrics=127.0.0.1:\(port)"], timeout: 90)
+                    try #require(joined.succeeded, "\(joined)")
+                    try body(volume, second, port)
+                }
+            }
+        }
+
         /// The value of the sample `name{labels}` in a Prometheus text exposition, if there is one.
         static func sample(_ text: String, _ name: String) -> Double? {
             text.split(separator: "\n").first { $0.hasPrefix(name + " ") }.flatMap { Double($0.split(separator: " ").last ?? "") }
         }
 
         @Test func aNodeExportsItsRPCsAndLUNTrafficForPrometheus() throws {
-            try withVolume { volume in
-                try ClusterJoinTests.withSecondMountpoint(volume) { second in
-                    let port = try freeLoopbackPort()
-                    let joined = try volume.csvfs(["mount", volume.lun, second, "-o", "metrics=127.0.0.1:\(port)"], timeout: 90)
-                    try #require(joined.succeeded, "\(joined)")
-                    for index in 0..<20 { try writeFile(second + "/f\(index)", [UInt8(index)]) }
-                    let data = patternBytes(count: 1 << 20, seed: 9)
-                    try writeFile(second + "/big", data)
-                    #expect(try readFile(second + "/big") == data)
+            try MetricsTests.withSecondNodeExportingMetrics { volume, second, port in
+                for index in 0..<20 { try writeFile(second + "/f\(index)", [UInt8(index)]) }
+                let data = patternBytes(count: 1 << 20, seed: 9)
+                try writeFile(second + "/big", data)
+                #expect(try readFile(second + "/big") == data)
 
-                    let metrics = try Self.fetch("http://127.0.0.1:\(port)/metrics")
-                    try #require(metrics.succeeded, "\(metrics)")
-                    let text = metrics.stdout
-                    #expect((Self.sample(text, #"csvfs_metadata_rpcs_total{kind="createNode"}"#) ?? 0) >= 21, "21 creates: \(text)")
-                    #expect((Self.sample(text, #"csvfs_metadata_rpc_duration_seconds_count{kind="createNode"}"#) ?? 0) >= 21, "\(text)")
-                    #expect((Self.sample(text, #"csvfs_lun_bytes_total{direction="write"}"#) ?? 0) >= Double(1 << 20), "\(text)")
-                    #expect((Self.sample(text, #"csvfs_lun_bytes_total{direction="read"}"#) ?? 0) >= Double(1 << 20), "\(text)")
-                    #expect((Self.sample(text, #"csvfs_lun_ios_total{direction="write"}"#) ?? 0) >= 1, "\(text)")
-                    #expect(text.contains("csvfs_dlm_lock_wait_seconds"), "\(text)")
-                    let missing = try Self.fetch("http://127.0.0.1:\(port)/other")
-                    #expect(missing.status == 3 && missing.stdout == "HTTP 404", "\(missing)")
-                }
+                let metrics = try Self.fetch("http://127.0.0.1:\(port)/metrics")
+                try #require(metrics.succeeded, "\(metrics)")
+                let text = metrics.stdout
+                #expect((Self.sample(text, #"csvfs_metadata_rpcs_total{kind="createNode"}"#) ?? 0) >= 21, "21 creates: \(text)")
+                #expect((Self.sample(text, #"csvfs_metadata_rpc_duration_seconds_count{kind="createNode"}"#) ?? 0) >= 21, "\(text)")
+                #expect((Self.sample(text, #"csvfs_lun_bytes_total{direction="write"}"#) ?? 0) >= Double(1 << 20), "\(text)")
+                #expect((Self.sample(text, #"csvfs_lun_bytes_total{direction="read"}"#) ?? 0) >= Double(1 << 20), "\(text)")
+                #expect((Self.sample(text, #"csvfs_lun_ios_total{direction="write"}"#) ?? 0) >= 1, "\(text)")
+                #expect(text.contains("csvfs_dlm_lock_wait_seconds"), "\(text)")
+                let missing = try Self.fetch("http://127.0.0.1:\(port)/other")
+                #expect(missing.status == 3 && missing.stdout == "HTTP 404", "\(missing)")
             }
         }
 
