@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import Testing
+import TestSupport
 
 /// Real I/O errors of the LUN (see `FaultyLUN`), as the callers of the filesystem see them.
 extension Mounted {
@@ -41,6 +42,25 @@ extension Mounted {
                 lun.heal(.read)
                 #expect(pread(fd, buffer.pointer, Self.size, 0) == Self.size)
                 #expect(buffer.bytes == data)
+            }
+        }
+
+        /// A disk's `user.vhd.*` attributes read the image from the LUN: a read that fails is getxattr's EIO,
+        /// not an answer that the file is no image (ENODATA); once the LUN heals, the facts are there.
+        @Test func aFailedReadOfAnImageIsTheAttributesEIO() throws {
+            try withFaultyVolume { volume, lun in
+                let layout = try lun.superblock()
+                let image = volume.path("disk.vhd")
+                let made = try runProcess("/usr/bin/qemu-img", ["create", "-q", "-f", "vpc", image, "8M"], timeout: 60)
+                try #require(made.succeeded, "\(made)")
+                try lun.fail(.read, in: layout.dataOffset..<(layout.dataOffset + layout.dataLength))
+                if case .failure(let error) = getxattr(image, "user.vhd.format") {
+                    #expect(error.code == EIO, "getxattr of a failing LUN: \(error)")
+                } else {
+                    Issue.record("getxattr answered while the LUN fails every read")
+                }
+                lun.heal(.read)
+                #expect(getxattr(image, "user.vhd.format") == .success(Array("vhd".utf8)))
             }
         }
 

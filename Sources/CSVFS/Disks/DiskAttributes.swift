@@ -60,7 +60,7 @@ final class DiskAttributes: Sendable {
     private func isImage(_ ino: UInt64) throws(Errno) -> Bool {
         let attributes = try service.attributes(ino)
         guard attributes.isRegular else { return false }
-        return layerState(attributes, path: { hostPath(of: ino) }) != .notImage
+        return try layerState(attributes, path: { hostPath(of: ino) }) != .notImage
     }
 
     private func chainFacts(_ ino: UInt64) throws(Errno) -> DiskChainFacts? {
@@ -74,7 +74,7 @@ final class DiskAttributes: Sendable {
             found = .some(path)
             return path
         }
-        switch layerState(attributes, path: path) {
+        switch try layerState(attributes, path: path) {
         case .notImage:
             return nil
         case .damaged(let format, let message):
@@ -94,37 +94,42 @@ final class DiskAttributes: Sendable {
     }
 
     /// Reads the first and last sectors to tell whether the file is an image at all, and parses it only then.
-    func layerState(_ attributes: InodeAttributes, path: () -> String?) -> ImageLayerState {
-        layers.state(attributes) {
+    /// A read of the file that fails is the call's error (EIO), never an answer about the file.
+    func layerState(_ attributes: InodeAttributes, path: () -> String?) throws(Errno) -> ImageLayerState {
+        try layers.state(attributes) { () throws(Errno) -> ImageLayerState in
             let ino = attributes.ino
             let unnamed = "inode \(ino)"
+            let format: ImageFormat
             do {
                 let probe = InodeImageStorage(ino: ino, size: attributes.size, path: unnamed, data: data)
-                guard let format = try ImageLayerFacts.detectFormat(probe, path: unnamed), format != .raw else {
-                    return (.notImage, true)
+                guard let detected = try ImageLayerFacts.detectFormat(probe, path: unnamed), detected != .raw else {
+                    return .notImage
                 }
-                let name = path() ?? unnamed
-                let storage = InodeImageStorage(ino: ino, size: attributes.size, path: name, data: data)
-                do {
-                    return (.image(try ImageLayerFacts(storage: storage, path: name, format: format)), true)
-                } catch {
-                    return (.damaged(format, message: Self.message(error)), !Self.isIOError(error))
-                }
+                format = detected
             } catch {
-                // The first sectors could not be read: say nothing now, and look again next time.
-                return (.notImage, false)
+                throw Self.readError(error)
+            }
+            let name = path() ?? unnamed
+            let storage = InodeImageStorage(ino: ino, size: attributes.size, path: name, data: data)
+            do {
+                return .image(try ImageLayerFacts(storage: storage, path: name, format: format))
+            } catch {
+                if case .io = error as? VHDError { throw Self.readError(error) }
+                return .damaged(format, message: Self.message(error))
             }
         }
+    }
+
+    /// The errno of a failed read of the file (EIO for anything else that stopped the read).
+    private static func readError(_ error: any Error) -> Errno {
+        if case .io(_, _, let code)? = error as? VHDError, code != 0 { return Errno(code) }
+        return .io
     }
 
     private static func message(_ error: any Error) -> String {
         (error as? VHDError)?.description ?? String(describing: error)
     }
 
-    private static func isIOError(_ error: any Error) -> Bool {
-        if case .io = error as? VHDError { return true }
-        return false
-    }
 
     // MARK: paths
 

@@ -39,12 +39,11 @@ final class ImageLayerCache: Sendable {
     }
 
     /// The state for `attributes`, from the cache or from `compute`, which runs outside the lock (it reads
-    /// the file) and says whether its answer may be kept: an I/O error of the LUN is no fact about the file.
-    func state(_ attributes: InodeAttributes, compute: () -> (state: ImageLayerState, keep: Bool)) -> ImageLayerState {
+    /// the file); an I/O error of the LUN is no fact about the file: it is thrown, and nothing is kept.
+    func state(_ attributes: InodeAttributes, compute: () throws(Errno) -> ImageLayerState) throws(Errno) -> ImageLayerState {
         let stamp = Stamp(attributes), ino = attributes.ino
         if let cached = entries.withLock({ $0.states[ino] }), cached.stamp == stamp { return cached.state }
-        let (state, keep) = compute()
-        guard keep else { return state }
+        let state = try compute()
         entries.withLock { entries in
             if entries.states.updateValue((stamp, state), forKey: ino) == nil {
                 entries.order.append(ino)

@@ -19,7 +19,13 @@ struct VolumeImageNamespace: ImageNamespace {
         }
         // Only regular files, as VirtualDisk.open: a symbolic link is not followed here.
         guard attributes.isRegular else { return nil }
-        switch disks.layerState(attributes, path: { path }) {
+        let state: ImageLayerState
+        do {
+            state = try disks.layerState(attributes, path: { path })
+        } catch {
+            throw VHDError.io(path: path, operation: "read", errno: error.code)
+        }
+        switch state {
         case .notImage: throw VHDError.unrecognizedFormat(path: path)
         case .damaged(_, let message): throw ImageProblem(description: message)
         case .image(var facts):
