@@ -6,7 +6,6 @@ import Foundation
 /// computes and never lists (as GlusterFS's `trusted.glusterfs.*` ones). `trusted.` needs CAP_SYS_ADMIN, so
 /// only root asks; the answer is JSON.
 public enum ClusterControl {
-    static let rootInode: UInt64 = 1
     /// Every file open on any node (`[OpenFile]`), as the coordinator counts them.
     public static let openFilesAttributeName = "trusted.csvfs.open_files"
     static let openFilesAttribute = Array(openFilesAttributeName.utf8)

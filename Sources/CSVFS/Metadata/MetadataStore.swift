@@ -8,7 +8,7 @@ import Glibc
 /// Sizes and mtimes of writes that did not allocate are kept in memory (`pendingWrites`) and folded into the
 /// next transaction, at flush/fsync/release, or by the periodic commit, so plain overwrites cost no SQL.
 final class MetadataStore {
-    static let rootInode: UInt64 = 1
+    static let rootInode = rootInodeNumber
     static let nameMax = 255
     /// SQLite's page size, fixed when a volume is formatted.
     static let pageSize: Int64 = 4096

@@ -79,6 +79,9 @@ public enum FallocateMode: Sendable, Equatable {
     case zeroRange(keepSize: Bool)
 }
 
+/// The root directory's inode number: FUSE's FUSE_ROOT_ID, and the first inode the store makes.
+public let rootInodeNumber: UInt64 = 1
+
 /// A file open on a node, as the coordinator counts its opens (`csvfs status`).
 public struct OpenFile: Sendable, Equatable, Codable {
     public var node: UInt32

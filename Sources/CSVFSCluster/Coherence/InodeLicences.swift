@@ -146,10 +146,15 @@ final class InodeLicences: @unchecked Sendable {
             condition.unlock()
             return
         }
-        let told = cache.takeWrittenInPlace(ino)
+        let taken = cache.takeWrittenInPlace(ino)
         condition.unlock()
         defer { apply { $0.finishChange(ino) } }
-        guard told else { return }
+        if taken { try tell(ino) }
+    }
+
+    /// Tells the coordinator about the overwrites of `ino` taken from the cache; they are put back if it
+    /// cannot be told, for the next try.
+    private func tell(_ ino: UInt64) throws(Errno) {
         do throws(Errno) {
             try tellWrites(ino)
         } catch {
@@ -187,14 +192,7 @@ final class InodeLicences: @unchecked Sendable {
             holding.append(ino)
         }
         if !keepsCache {
-            for ino in order where locked({ _, cache in cache.takeWrittenInPlace(ino) }) {
-                do throws(Errno) {
-                    try tellWrites(ino)
-                } catch {
-                    locked { _, cache in cache.wroteInPlace(ino) }
-                    throw error
-                }
-            }
+            for ino in order where locked({ _, cache in cache.takeWrittenInPlace(ino) }) { try tell(ino) }
         }
         return try body()
     }
