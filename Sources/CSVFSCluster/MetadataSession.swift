@@ -33,14 +33,23 @@ final class MetadataSession: TransportService {
                 connection.fail(message, "this node is no longer the coordinator")
             }
         }
-        if let kind = MetadataWire.requestKind(request), Self.servedOnTheLoop.contains(kind) { serve() } else { queue.async(execute: serve) }
+        switch MetadataWire.requestKind(request) {
+        case let kind? where Self.servedOnTheLoop.contains(kind): serve()
+        case .setLock? where !MetadataWire.waitsForLock(request): serve()
+        // A lock wait sleeps until granted (or its patience ends): each on a thread of its own, never holding up
+        // the calls queued behind it.
+        case .setLock?: Self.lockWaits.async(execute: serve)
+        default: queue.async(execute: serve)
+        }
     }
+
+    private static let lockWaits = DispatchQueue(label: "csvfs.lock-waits", attributes: .concurrent)
 
     /// The calls that never wait on the LUN's flush and touch a bounded amount of metadata.
     static let servedOnTheLoop: Set<MetadataCallKind> = [
         .lookup, .attributes, .createNode, .readlink, .link, .unlink, .rmdir, .rename, .readdir,
         .setXattr, .getXattr, .listXattrs, .removeXattr, .statistics, .opened, .released, .mapping,
-        .prepareWrite, .completeWrite, .commit,
+        .prepareWrite, .completeWrite, .commit, .lockConflict, .cancelLockWait, .unlock, .releaseRecordLocks, .fileLocks,
     ]
 
     func closed(_ connection: TransportConnection, reason: TransportError?) {}

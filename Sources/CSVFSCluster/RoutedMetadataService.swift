@@ -42,6 +42,9 @@ public final class RoutedMetadataService: MetadataService, @unchecked Sendable {
         defer { condition.unlock() }
         guard case .local(let service, _) = state.route else { return nil }
         state.route = .pending
+        // Callers asleep in a lock wait would hold the hand-over up for their whole patience: they ask again,
+        // of the next coordinator.
+        service.stopLockWaits()
         while state.localCalls > 0 { condition.wait() }
         return service
     }
@@ -194,6 +197,30 @@ public final class RoutedMetadataService: MetadataService, @unchecked Sendable {
 
     public func released(_ ino: UInt64, handle: UInt64) throws(Errno) {
         try routed { (s) throws(Errno) in try s.released(ino, handle: handle) }
+    }
+
+    public func lockConflict(_ request: FileLock) throws(Errno) -> FileLock? {
+        try routed { (s) throws(Errno) in try s.lockConflict(request) }
+    }
+
+    public func setLock(_ request: FileLock, wait: UInt64?) throws(Errno) -> Bool {
+        try routed { (s) throws(Errno) in try s.setLock(request, wait: wait) }
+    }
+
+    public func cancelLockWait(_ wait: UInt64) throws(Errno) {
+        try routed { (s) throws(Errno) in try s.cancelLockWait(wait) }
+    }
+
+    public func unlock(_ ino: UInt64, kind: FileLockKind, range: FileLockRange, owner: FileLockOwner) throws(Errno) {
+        try routed { (s) throws(Errno) in try s.unlock(ino, kind: kind, range: range, owner: owner) }
+    }
+
+    public func releaseRecordLocks(_ ino: UInt64, owner: FileLockOwner) throws(Errno) {
+        try routed { (s) throws(Errno) in try s.releaseRecordLocks(ino, owner: owner) }
+    }
+
+    public func fileLocks() throws(Errno) -> [FileLock] {
+        try routed { (s) throws(Errno) in try s.fileLocks() }
     }
 
     public func mapping(_ ino: UInt64, _ range: Range<Int64>) throws(Errno) -> (size: UInt64, segments: [FileSegment]) {

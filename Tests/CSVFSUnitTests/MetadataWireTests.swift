@@ -121,6 +121,16 @@ struct MetadataWireTests {
                                          id: id, kind: .prepareWrite)
         }
         #expect(throws: Errno.protocolError) { try MetadataWire.decodeReply(patched(prepared, 40, [4]), id: id, kind: .prepareWrite) }
+        // A file lock of no known kind or mode, or whose last byte precedes its first.
+        let lock = FileLock(ino: 2, kind: .record, mode: .shared, range: FileLockRange(first: 10, last: 20),
+                            owner: FileLockOwner(node: 1, owner: 5), handle: 3, pid: 9)
+        let setLock = MetadataWire.encodeRequest(id: id, .setLock(lock, wait: nil))
+        #expect(try MetadataWire.decodeRequest(setLock).call == .setLock(lock, wait: nil))
+        #expect(throws: Errno.protocolError) { try MetadataWire.decodeRequest(patched(setLock, 24, [3])) }
+        #expect(throws: Errno.protocolError) { try MetadataWire.decodeRequest(patched(setLock, 25, [0])) }
+        #expect(throws: Errno.protocolError) {
+            try MetadataWire.decodeRequest(patched(setLock, 34, withUnsafeBytes(of: Int64(9).littleEndian, Array.init)))
+        }
         var sample = SeededRandom(seed: 1)
         var huge = WireSamples.attributes(&sample)
         huge.size = UInt64(Int64.max) + 1
@@ -204,6 +214,18 @@ enum WireSamples {
         }
     }
 
+    static func lockRange(_ random: inout SeededRandom) -> FileLockRange {
+        let first = offset(&random)
+        return FileLockRange(first: first, last: Bool.random(using: &random) ? FileLockRange.endOfFile
+                                 : first + Int64.random(in: 0...(1 << 20), using: &random))
+    }
+
+    static func fileLock(_ random: inout SeededRandom) -> FileLock {
+        FileLock(ino: random.next(), kind: Bool.random(using: &random) ? .record : .flock,
+                 mode: Bool.random(using: &random) ? .shared : .exclusive, range: lockRange(&random),
+                 owner: FileLockOwner(node: random.next(), owner: random.next()), handle: random.next(), pid: random.next())
+    }
+
     static func call(_ kind: MetadataCallKind, _ random: inout SeededRandom) -> MetadataCall {
         let ino = random.next()
         let name = bytes(&random, upTo: 255)
@@ -249,6 +271,14 @@ enum WireSamples {
         case .commit: return .commit
         case .sync: return .sync(reportingTo: Bool.random(using: &random) ? random.next() : nil)
         case .openFiles: return .openFiles
+        case .lockConflict: return .lockConflict(fileLock(&random))
+        case .setLock: return .setLock(fileLock(&random), wait: Bool.random(using: &random) ? random.next() : nil)
+        case .cancelLockWait: return .cancelLockWait(wait: random.next())
+        case .unlock:
+            return .unlock(ino: ino, kind: Bool.random(using: &random) ? .record : .flock, range: lockRange(&random),
+                           owner: random.next())
+        case .releaseRecordLocks: return .releaseRecordLocks(ino: ino, owner: random.next())
+        case .fileLocks: return .fileLocks
         }
     }
 
@@ -281,7 +311,14 @@ enum WireSamples {
                 OpenFile(node: random.next(), ino: random.next(), handles: random.next(),
                          path: Bool.random(using: &random) ? "/dir/file-\(random.next() as UInt32)" : nil)
             })
-        case .unlink, .rmdir, .rename, .setXattr, .removeXattr, .released, .completeWrite, .fallocate, .commit, .sync:
+        case .lockConflict:
+            return .fileLock(Bool.random(using: &random) ? fileLock(&random) : nil)
+        case .setLock:
+            return .granted(Bool.random(using: &random))
+        case .fileLocks:
+            return .fileLocks((0..<Int.random(in: 0...30, using: &random)).map { _ in fileLock(&random) })
+        case .unlink, .rmdir, .rename, .setXattr, .removeXattr, .released, .completeWrite, .fallocate, .commit, .sync,
+             .cancelLockWait, .unlock, .releaseRecordLocks:
             return .done
         }
     }

@@ -61,8 +61,19 @@ public final class ChildProcess: Sendable {
         let argv: [UnsafeMutablePointer<CChar>?] = ([executable] + arguments).map { strdup($0) } + [nil]
         let envp: [UnsafeMutablePointer<CChar>?] = variables.map { strdup("\($0.key)=\($0.value)") } + [nil]
         defer { (argv + envp).forEach { free($0) } }
+        // A clean signal state: the test runner's threads block signals (which a child would inherit), and a
+        // child that waits for its own SIGALRM must get it.
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        var noSignals = sigset_t(), everySignal = sigset_t()
+        sigemptyset(&noSignals)
+        sigfillset(&everySignal)
+        posix_spawnattr_setsigmask(&attributes, &noSignals)
+        posix_spawnattr_setsigdefault(&attributes, &everySignal)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
         var child: pid_t = 0
-        let rc = posix_spawn(&child, executable, &actions, nil, argv, envp)
+        let rc = posix_spawn(&child, executable, &actions, &attributes, argv, envp)
         guard rc == 0 else {
             if pipeEnds[1] >= 0 { close(pipeEnds[1]) }
             throw ProcessFailure("posix_spawn \(executable): \(String(cString: strerror(rc)))")
@@ -122,6 +133,8 @@ public final class ChildProcess: Sendable {
     }
 
     public var stderrText: String { Self.read(stderrPath) }
+    /// What the child has written to stdout so far.
+    public var stdoutText: String { Self.read(stdoutPath) }
 
     public func removeOutputFiles() {
         unlink(stdoutPath)

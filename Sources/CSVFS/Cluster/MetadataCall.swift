@@ -24,6 +24,12 @@ public enum MetadataCall: Sendable, Equatable {
     case commit
     case sync(reportingTo: UInt64?)
     case openFiles
+    case lockConflict(FileLock)
+    case setLock(FileLock, wait: UInt64?)
+    case cancelLockWait(wait: UInt64)
+    case unlock(ino: UInt64, kind: FileLockKind, range: FileLockRange, owner: UInt64)
+    case releaseRecordLocks(ino: UInt64, owner: UInt64)
+    case fileLocks
 
     public var kind: MetadataCallKind {
         switch self {
@@ -51,6 +57,12 @@ public enum MetadataCall: Sendable, Equatable {
         case .commit: .commit
         case .sync: .sync
         case .openFiles: .openFiles
+        case .lockConflict: .lockConflict
+        case .setLock: .setLock
+        case .cancelLockWait: .cancelLockWait
+        case .unlock: .unlock
+        case .releaseRecordLocks: .releaseRecordLocks
+        case .fileLocks: .fileLocks
         }
     }
 
@@ -107,6 +119,20 @@ public enum MetadataCall: Sendable, Equatable {
             try service.sync(reportingTo: handle)
         case .openFiles:
             return .openFiles(try service.openFiles())
+        case .lockConflict(var request):
+            request.owner.node = node
+            return .fileLock(try service.lockConflict(request))
+        case .setLock(var request, let wait):
+            request.owner.node = node
+            return .granted(try service.setLock(request, wait: wait))
+        case .cancelLockWait(let wait):
+            try service.cancelLockWait(wait)
+        case .unlock(let ino, let kind, let range, let owner):
+            try service.unlock(ino, kind: kind, range: range, owner: FileLockOwner(node: node, owner: owner))
+        case .releaseRecordLocks(let ino, let owner):
+            try service.releaseRecordLocks(ino, owner: FileLockOwner(node: node, owner: owner))
+        case .fileLocks:
+            return .fileLocks(try service.fileLocks())
         }
         return .done
     }
@@ -138,6 +164,12 @@ public enum MetadataCallKind: UInt16, Sendable, CaseIterable {
     case commit = 22
     case sync = 23
     case openFiles = 24
+    case lockConflict = 25
+    case setLock = 26
+    case cancelLockWait = 27
+    case unlock = 28
+    case releaseRecordLocks = 29
+    case fileLocks = 30
 }
 
 /// What a call answers when it succeeds; which case is fixed by the call's kind.
@@ -152,6 +184,9 @@ public enum MetadataResult: Sendable, Equatable {
     case mapping(size: UInt64, segments: [FileSegment])
     case segments([FileSegment])
     case openFiles([OpenFile])
+    case fileLock(FileLock?)
+    case granted(Bool)
+    case fileLocks([FileLock])
 }
 
 /// Names one request across the cluster: the node that sent it and that node's sequence number. A reply

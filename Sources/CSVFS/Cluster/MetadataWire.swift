@@ -20,6 +20,7 @@ public enum MetadataWire {
     static let envelopeSize = 16
     static let attributesSize = 72
     static let segmentSize = 25
+    static let fileLockSize = 50
 
     // MARK: requests
 
@@ -68,8 +69,24 @@ public enum MetadataWire {
         case .getXattr(let ino, let name), .removeXattr(let ino, let name):
             writer.append(ino)
             writer.appendBytes(name)
-        case .statistics, .commit, .openFiles:
+        case .statistics, .commit, .openFiles, .fileLocks:
             break
+        case .lockConflict(let request):
+            writer.appendFileLock(request)
+        case .setLock(let request, let wait):
+            writer.appendFileLock(request)
+            writer.appendBool(wait != nil)
+            if let wait { writer.append(wait) }
+        case .cancelLockWait(let wait):
+            writer.append(wait)
+        case .unlock(let ino, let kind, let range, let owner):
+            writer.append(ino)
+            writer.append(kind.rawValue)
+            writer.appendLockRange(range)
+            writer.append(owner)
+        case .releaseRecordLocks(let ino, let owner):
+            writer.append(ino)
+            writer.append(owner)
         case .released(let ino, let handle):
             writer.append(ino)
             writer.append(handle)
@@ -108,6 +125,12 @@ public enum MetadataWire {
         return kind
     }
 
+    /// Whether a request is a lock request that may wait for its grant.
+    public static func waitsForLock(_ message: [UInt8]) -> Bool {
+        guard case .setLock(_, let wait)? = try? decodeRequest(message).call else { return false }
+        return wait != nil
+    }
+
     public static func decodeRequest(_ message: [UInt8]) throws(Errno) -> (id: MetadataRequestID, call: MetadataCall) {
         var reader = WireReader(message)
         let (type, kind, id) = try reader.envelope()
@@ -136,7 +159,9 @@ public enum MetadataWire {
     /// About the body's size, so a large reply is written into one allocation.
     static func estimatedSize(_ result: MetadataResult) -> Int {
         switch result {
-        case .done, .handle: 8
+        case .done, .handle, .granted: 8
+        case .fileLock: 1 + fileLockSize
+        case .fileLocks(let locks): 4 + locks.count * fileLockSize
         case .attributes, .statistics: attributesSize
         case .bytes(let bytes): 4 + bytes.count
         case .names(let names): 4 + names.reduce(0) { $0 + 4 + $1.count }
@@ -274,6 +299,22 @@ extension ByteWriter {
         }
     }
 
+    mutating func appendLockRange(_ range: FileLockRange) {
+        append(range.first)
+        append(range.last)
+    }
+
+    mutating func appendFileLock(_ lock: FileLock) {
+        append(lock.ino)
+        append(lock.kind.rawValue)
+        append(lock.mode.rawValue)
+        appendLockRange(lock.range)
+        append(lock.owner.node)
+        append(lock.owner.owner)
+        append(lock.handle)
+        append(lock.pid)
+    }
+
     mutating func appendResult(_ result: MetadataResult) {
         switch result {
         case .done:
@@ -317,6 +358,14 @@ extension ByteWriter {
                 appendBool(file.path != nil)
                 if let path = file.path { appendBytes(Array(path.utf8)) }
             }
+        case .fileLock(let lock):
+            appendBool(lock != nil)
+            if let lock { appendFileLock(lock) }
+        case .granted(let granted):
+            appendBool(granted)
+        case .fileLocks(let locks):
+            appendCount(locks.count)
+            for lock in locks { appendFileLock(lock) }
         }
     }
 }
@@ -383,7 +432,34 @@ extension WireReader {
         case .commit: return .commit
         case .sync: return .sync(reportingTo: try bool() ? try integer(UInt64.self) : nil)
         case .openFiles: return .openFiles
+        case .lockConflict: return .lockConflict(try fileLock())
+        case .setLock: return .setLock(try fileLock(), wait: try bool() ? try integer(UInt64.self) : nil)
+        case .cancelLockWait: return .cancelLockWait(wait: try integer())
+        case .unlock:
+            return .unlock(ino: try integer(), kind: try lockKind(), range: try lockRange(), owner: try integer())
+        case .releaseRecordLocks: return .releaseRecordLocks(ino: try integer(), owner: try integer())
+        case .fileLocks: return .fileLocks
         }
+    }
+
+    mutating func lockKind() throws(Errno) -> FileLockKind {
+        guard let kind = FileLockKind(rawValue: try integer()) else { throw .protocolError }
+        return kind
+    }
+
+    /// A range is never empty and starts at a non-negative offset, as the kernel's are.
+    mutating func lockRange() throws(Errno) -> FileLockRange {
+        let range = FileLockRange(first: try integer(), last: try integer())
+        guard range.first >= 0, range.last >= range.first else { throw .protocolError }
+        return range
+    }
+
+    mutating func fileLock() throws(Errno) -> FileLock {
+        let ino: UInt64 = try integer()
+        let kind = try lockKind()
+        guard let mode = FileLockMode(rawValue: try integer()) else { throw .protocolError }
+        return FileLock(ino: ino, kind: kind, mode: mode, range: try lockRange(),
+                        owner: FileLockOwner(node: try integer(), owner: try integer()), handle: try integer(), pid: try integer())
     }
 
     mutating func renameMode() throws(Errno) -> RenameMode {
@@ -492,7 +568,18 @@ extension WireReader {
                 files.append(OpenFile(node: node, ino: ino, handles: handles, path: path))
             }
             return .openFiles(files)
-        case .unlink, .rmdir, .rename, .setXattr, .removeXattr, .released, .completeWrite, .fallocate, .commit, .sync:
+        case .lockConflict:
+            return .fileLock(try bool() ? try fileLock() : nil)
+        case .setLock:
+            return .granted(try bool())
+        case .fileLocks:
+            let count = try count(minimumSize: MetadataWire.fileLockSize)
+            var locks: [FileLock] = []
+            locks.reserveCapacity(count)
+            for _ in 0..<count { locks.append(try fileLock()) }
+            return .fileLocks(locks)
+        case .unlink, .rmdir, .rename, .setXattr, .removeXattr, .released, .completeWrite, .fallocate, .commit, .sync,
+             .cancelLockWait, .unlock, .releaseRecordLocks:
             return .done
         }
     }

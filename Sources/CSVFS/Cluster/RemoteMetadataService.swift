@@ -155,6 +155,35 @@ public final class RemoteMetadataService: MetadataService {
         try done(send(.sync(reportingTo: handle)))
     }
 
+    // The coordinator takes a lock's owner node from the request's id, as it does an opener's.
+
+    public func lockConflict(_ request: FileLock) throws(Errno) -> FileLock? {
+        guard case .fileLock(let lock) = try send(.lockConflict(request)) else { throw .protocolError }
+        return lock
+    }
+
+    public func setLock(_ request: FileLock, wait: UInt64?) throws(Errno) -> Bool {
+        guard case .granted(let granted) = try send(.setLock(request, wait: wait)) else { throw .protocolError }
+        return granted
+    }
+
+    public func cancelLockWait(_ wait: UInt64) throws(Errno) {
+        try done(send(.cancelLockWait(wait: wait)))
+    }
+
+    public func unlock(_ ino: UInt64, kind: FileLockKind, range: FileLockRange, owner: FileLockOwner) throws(Errno) {
+        try done(send(.unlock(ino: ino, kind: kind, range: range, owner: owner.owner)))
+    }
+
+    public func releaseRecordLocks(_ ino: UInt64, owner: FileLockOwner) throws(Errno) {
+        try done(send(.releaseRecordLocks(ino: ino, owner: owner.owner)))
+    }
+
+    public func fileLocks() throws(Errno) -> [FileLock] {
+        guard case .fileLocks(let locks) = try send(.fileLocks) else { throw .protocolError }
+        return locks
+    }
+
     // The decoder picks the result's case from the call's kind, so a mismatch here cannot come off the wire;
     // the checks only keep the switch total.
 

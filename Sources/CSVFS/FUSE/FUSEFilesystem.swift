@@ -15,13 +15,17 @@ public final class FUSEFilesystem: Sendable {
     let logger: Logger
     /// How long the kernel may cache names and attributes.
     let cache: any KernelCachePolicy
+    /// File locks, kept cluster-wide by the service.
+    let locks: NodeFileLocks
     /// Called once the kernel's INIT is answered, that is when the mount can serve requests.
     let initialized: @Sendable () -> Void
 
     /// `mountpoint` (absolute) is where this host sees the volume: images' parent paths are shown under it.
+    /// `node` is the cluster node this mount is (0 for a volume mounted alone): the node of its file locks' owners.
     public init(service: any MetadataService, data: DataPath, cache: any KernelCachePolicy, mountpoint: String = "",
-                logger: Logger, initialized: @escaping @Sendable () -> Void) {
+                node: UInt32 = 0, logger: Logger, initialized: @escaping @Sendable () -> Void) {
         self.service = service
+        locks = NodeFileLocks(service: service, node: node)
         disks = DiskAttributes(service: service, data: data, mountpoint: mountpoint)
         self.cache = cache
         self.data = data
@@ -33,7 +37,8 @@ public final class FUSEFilesystem: Sendable {
 
     func initialize(_ connection: UnsafeMutablePointer<fuse_conn_info>) {
         let wanted = UInt32(FUSE_CAP_ASYNC_READ | FUSE_CAP_ASYNC_DIO | FUSE_CAP_ATOMIC_O_TRUNC | FUSE_CAP_READDIRPLUS
-                            | FUSE_CAP_READDIRPLUS_AUTO | FUSE_CAP_PARALLEL_DIROPS | FUSE_CAP_SPLICE_READ)
+                            | FUSE_CAP_READDIRPLUS_AUTO | FUSE_CAP_PARALLEL_DIROPS | FUSE_CAP_SPLICE_READ
+                            | FUSE_CAP_POSIX_LOCKS | FUSE_CAP_FLOCK_LOCKS)
         connection.pointee.want |= wanted & connection.pointee.capable
         connection.pointee.max_write = Self.maxRequest
         connection.pointee.max_readahead = Self.maxRequest
@@ -236,6 +241,8 @@ public final class FUSEFilesystem: Sendable {
     }
 
     func release(_ reply: consuming FUSEReply, ino: UInt64, handle: UInt64) {
+        // The coordinator drops the open file's OFD and flock locks as it releases it.
+        defer { locks.released(handle: handle) }
         perform(reply) { () throws(Errno) in try service.released(ino, handle: handle) }
     }
 

@@ -76,8 +76,21 @@ enum FUSEOperations {
         ops.write_buf = { request, ino, source, offset, _ in
             FUSEOperations.filesystem(request).writeBuffer(FUSEReply(request!), ino: ino, source: source!, offset: Int64(offset))
         }
-        // No flush: writes are not buffered here, so close has nothing to report, and an absent flush
-        // (ENOSYS once) tells the kernel to stop sending one per close().
+        // Writes are not buffered here, so a close has no data to flush; FLUSH is where the kernel lets go of a
+        // process's POSIX locks when it closes the file (it sends no unlock for them).
+        ops.flush = { request, ino, file in
+            FUSEOperations.filesystem(request).flush(FUSEReply(request!), ino: ino, owner: file!.pointee.lock_owner)
+        }
+        ops.getlk = { request, ino, file, lock in
+            FUSEOperations.filesystem(request).getlk(FUSEReply(request!), ino: ino, file: file!.pointee, lock: lock!)
+        }
+        ops.setlk = { request, ino, file, lock, sleep in
+            FUSEOperations.filesystem(request).setlk(FUSEReply(request!), ino: ino, file: file!.pointee, lock: lock!.pointee,
+                                                     sleep: sleep != 0)
+        }
+        ops.flock = { request, ino, file, operation in
+            FUSEOperations.filesystem(request).flockRequest(FUSEReply(request!), ino: ino, file: file!.pointee, operation: operation)
+        }
         ops.release = { request, ino, file in
             FUSEOperations.filesystem(request).release(FUSEReply(request!), ino: ino, handle: file!.pointee.fh)
         }

@@ -105,6 +105,12 @@ public struct FUSEReply: ~Copyable, @unchecked Sendable {
         discard self
     }
 
+    consuming func lock(_ lock: Glibc.flock) {
+        var lock = lock
+        fuse_reply_lock(request, &lock)
+        discard self
+    }
+
     /// For getxattr/listxattr size probes (size 0): how many bytes the value needs.
     consuming func xattrSize(_ count: Int) {
         fuse_reply_xattr(request, count)

@@ -146,6 +146,12 @@ public struct FileLockTable: Sendable {
         return grantWaits(on: [ino])
     }
 
+    /// Grants the waits on `ino` that no longer conflict. After a granted `lock`, the shell asks: a lock that
+    /// turned its owner's exclusive bytes shared (a downgrade) lets the shared waits on them through.
+    public mutating func grantWaits(on ino: UInt64) -> [FileLockGrant] {
+        grantWaits(on: [ino])
+    }
+
     /// Drops a queued wait (interrupted by a signal, or its caller stopped waiting); true if it was queued.
     ///
     /// Nothing is granted: a wait holds no bytes, so dropping one frees none.

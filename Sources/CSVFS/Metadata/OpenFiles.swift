@@ -39,6 +39,9 @@ struct OpenFiles {
         return count <= 0
     }
 
+    /// The node an open file is open on.
+    func node(of handle: UInt64) -> UInt32? { nodeOfHandle[handle] }
+
     func isOpen(_ ino: UInt64) -> Bool { counts[ino, default: 0] > 0 }
 
     /// A flush of the LUN that covered writes to `inodes` failed: each file open on them is told once.

@@ -8,6 +8,9 @@ public final class LocalMetadataService: MetadataService, @unchecked Sendable {
     private let lun: FileDescriptor
     /// The cluster node this service runs on: the opener of what it opens for its own mount.
     public let node: UInt32
+    /// Every node's file locks. In memory: they live as long as the processes that hold them, and after a
+    /// failover the nodes that hold them tell the next coordinator.
+    private let locks = FileLocks()
 
     init(store: MetadataStore, lun: FileDescriptor, node: UInt32) {
         self.store = store
@@ -107,7 +110,13 @@ public final class LocalMetadataService: MetadataService, @unchecked Sendable {
     }
 
     public func released(_ ino: UInt64, handle: UInt64) throws(Errno) {
-        try locked { (store) throws(Errno) in try store.released(ino, handle: handle) }
+        // The handle is closed even when deleting an orphan fails, so its locks go either way.
+        var node: UInt32?
+        defer { if let node { locks.release(handle: handle, node: node) } }
+        try locked { (store) throws(Errno) in
+            node = store.node(of: handle)
+            try store.released(ino, handle: handle)
+        }
     }
 
     public func mapping(_ ino: UInt64, _ range: Range<Int64>) throws(Errno) -> (size: UInt64, segments: [FileSegment]) {
@@ -153,6 +162,31 @@ public final class LocalMetadataService: MetadataService, @unchecked Sendable {
         let unreported = handle.flatMap { handle in lock.withLock { store.takeFlushError(handle: handle) } }
         if let error = flushError ?? unreported { throw error }
     }
+
+    public func lockConflict(_ request: FileLock) throws(Errno) -> FileLock? { locks.conflict(with: request) }
+
+    public func setLock(_ request: FileLock, wait: UInt64?) throws(Errno) -> Bool {
+        if wait != nil { FUSERequestThread.willWait() }
+        return try locks.lock(request, wait: wait)
+    }
+
+    public func cancelLockWait(_ wait: UInt64) throws(Errno) { locks.cancel(wait: wait) }
+
+    public func unlock(_ ino: UInt64, kind: FileLockKind, range: FileLockRange, owner: FileLockOwner) throws(Errno) {
+        locks.unlock(ino, kind: kind, range: range, owner: owner)
+    }
+
+    public func releaseRecordLocks(_ ino: UInt64, owner: FileLockOwner) throws(Errno) {
+        locks.releaseRecordLocks(ino, owner: owner)
+    }
+
+    public func fileLocks() throws(Errno) -> [FileLock] { locks.locks }
+
+    /// Wakes every caller waiting for a lock, answered "still waiting": this service is about to close.
+    public func stopLockWaits() { locks.stopWaits() }
+
+    /// A node left the cluster, or was declared dead once its fencing deadline passed: its file locks go.
+    public func nodeLeft(_ node: UInt32) { locks.release(node: node) }
 
     /// Checkpoints and leaves the database with nothing to replay; the service must not be used afterwards.
     public func close() {

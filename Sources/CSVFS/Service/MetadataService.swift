@@ -45,6 +45,23 @@ public protocol MetadataService: Sendable {
     /// Makes everything done so far durable on the LUN. With a handle, it also throws the error of an earlier
     /// flush that failed to make that open file's changes durable, once (as Linux reports writeback errors).
     func sync(reportingTo handle: UInt64?) throws(Errno)
+
+    // File locks (POSIX record, OFD, flock), kept for the whole cluster where the metadata is. A request's owner
+    // node is the caller's, whatever the request says.
+
+    /// The held lock that keeps `request` from being granted (F_GETLK), nil if none does.
+    func lockConflict(_ request: FileLock) throws(Errno) -> FileLock?
+    /// Sets `request`. Without `wait`, a conflict is EAGAIN. With a wait id (unique to this request) it waits a
+    /// while: true once granted, false if still waiting (call again with the same id), EDEADLK if waiting would
+    /// deadlock, EINTR once `cancelLockWait` was called with the id.
+    func setLock(_ request: FileLock, wait: UInt64?) throws(Errno) -> Bool
+    func cancelLockWait(_ wait: UInt64) throws(Errno)
+    func unlock(_ ino: UInt64, kind: FileLockKind, range: FileLockRange, owner: FileLockOwner) throws(Errno)
+    /// A close() by `owner`: its record locks on `ino` go. (The OFD and flock locks of an open file go at its
+    /// `released`.)
+    func releaseRecordLocks(_ ino: UInt64, owner: FileLockOwner) throws(Errno)
+    /// Every file lock held in the cluster.
+    func fileLocks() throws(Errno) -> [FileLock]
 }
 
 extension MetadataService {

@@ -34,6 +34,9 @@ public struct Errno: Error, Equatable, Hashable, Sendable, CustomStringConvertib
     public static let crossDevice = Errno(EXDEV)
     public static let busy = Errno(EBUSY)
     public static let noSys = Errno(ENOSYS)
+    public static let wouldBlock = Errno(EAGAIN)
+    public static let deadlock = Errno(EDEADLK)
+    public static let interrupted = Errno(EINTR)
 }
 
 /// Retries a syscall that failed with EINTR; the one place that knows about EINTR.

@@ -148,6 +148,16 @@ public final class CoherentMetadataService: MetadataService, KernelCachePolicy {
     public func opened(_ ino: UInt64, by node: UInt32?) throws(Errno) -> UInt64 { try inner.opened(ino, by: node) }
     public func openFiles() throws(Errno) -> [OpenFile] { try inner.openFiles() }
 
+    // File locks protect no cache: they go to the coordinator as they are.
+    public func lockConflict(_ request: FileLock) throws(Errno) -> FileLock? { try inner.lockConflict(request) }
+    public func setLock(_ request: FileLock, wait: UInt64?) throws(Errno) -> Bool { try inner.setLock(request, wait: wait) }
+    public func cancelLockWait(_ wait: UInt64) throws(Errno) { try inner.cancelLockWait(wait) }
+    public func unlock(_ ino: UInt64, kind: FileLockKind, range: FileLockRange, owner: FileLockOwner) throws(Errno) {
+        try inner.unlock(ino, kind: kind, range: range, owner: owner)
+    }
+    public func releaseRecordLocks(_ ino: UInt64, owner: FileLockOwner) throws(Errno) { try inner.releaseRecordLocks(ino, owner: owner) }
+    public func fileLocks() throws(Errno) -> [FileLock] { try inner.fileLocks() }
+
     public func released(_ ino: UInt64, handle: UInt64) throws(Errno) {
         try licences.tellWrittenInPlace(ino)
         try inner.released(ino, handle: handle)

@@ -1,0 +1,131 @@
+import Dispatch
+
+/// The coordinator's file locks: `FileLockTable` behind a lock, and the callers blocked in `F_SETLKW` or a
+/// blocking `flock`, each asleep on its own semaphore until the table grants its wait or it is cancelled.
+///
+/// A wait lasts at most `patience` per call: a remote caller waits inside an RPC, whose deadline must not
+/// pass, so it is answered "still waiting" and asks again. The wait leaves the queue when it gives up, rather
+/// than staying in it unheard: a grant nobody hears of would hold a lock no process knows it has.
+public final class FileLocks: Sendable {
+    private struct Sleeper {
+        let semaphore = DispatchSemaphore(value: 0)
+        /// Set, before the semaphore is signalled, to what ended the wait.
+        var outcome: Result<Void, Errno>?
+    }
+
+    private struct State {
+        var table = FileLockTable()
+        var sleepers: [UInt64: Sleeper] = [:]
+        /// Waits cancelled before their request arrived (the interrupt overtook the request on another
+        /// thread): the request, when it comes, ends at once. Bounded: only the latest are kept.
+        var cancelledEarly: [UInt64] = []
+    }
+
+    private let state = Locked(State())
+    public let patience: Duration
+
+    public init(patience: Duration = .seconds(15)) {
+        self.patience = patience
+    }
+
+    public func conflict(with request: FileLock) -> FileLock? {
+        state.withLock { $0.table.conflict(with: request) }
+    }
+
+    /// Sets `request`. Without a wait id, a conflict is EAGAIN. With one, it waits: true once granted, false
+    /// if still waiting after `patience` (ask again with the same id), EDEADLK if waiting would deadlock,
+    /// EINTR once `cancel(wait:)` was called for it.
+    public func lock(_ request: FileLock, wait: UInt64?) throws(Errno) -> Bool {
+        let queued = try state.withLock { (state) throws(Errno) -> DispatchSemaphore? in
+            if let wait, let early = state.cancelledEarly.firstIndex(of: wait) {
+                state.cancelledEarly.remove(at: early)
+                throw .interrupted
+            }
+            switch state.table.lock(request, wait: wait) {
+            case .granted:
+                Self.wake(state.table.grantWaits(on: request.ino), in: &state)
+                return nil
+            case .conflict: throw .wouldBlock
+            case .deadlock: throw .deadlock
+            case .queued:
+                let sleeper = Sleeper()
+                state.sleepers[wait!] = sleeper
+                return sleeper.semaphore
+            }
+        }
+        guard let wait, let queued else { return true }
+        let (seconds, attoseconds) = patience.components
+        let woken = queued.wait(timeout: .now() + .nanoseconds(Int(seconds) * 1_000_000_000 + Int(attoseconds / 1_000_000_000)))
+        let outcome = state.withLock { (state) -> Result<Void, Errno>? in
+            if woken == .timedOut, state.sleepers[wait]?.outcome == nil {
+                _ = state.table.cancel(wait: wait)
+                state.sleepers[wait] = nil
+                return nil
+            }
+            return state.sleepers.removeValue(forKey: wait)?.outcome
+        }
+        guard let outcome else { return false }
+        try outcome.get()
+        return true
+    }
+
+    /// Ends a wait with EINTR: its caller was interrupted by a signal.
+    public func cancel(wait: UInt64) {
+        state.withLock { state in
+            if state.table.cancel(wait: wait), var sleeper = state.sleepers[wait] {
+                sleeper.outcome = .failure(.interrupted)
+                state.sleepers[wait] = sleeper
+                sleeper.semaphore.signal()
+            } else if state.sleepers[wait] == nil {
+                state.cancelledEarly.append(wait)
+                if state.cancelledEarly.count > 256 { state.cancelledEarly.removeFirst() }
+            }
+        }
+    }
+
+    public func unlock(_ ino: UInt64, kind: FileLockKind, range: FileLockRange, owner: FileLockOwner) {
+        change { $0.unlock(ino: ino, kind: kind, range: range, owner: owner) }
+    }
+
+    /// A close() by `owner`: its record locks on `ino` go.
+    public func releaseRecordLocks(_ ino: UInt64, owner: FileLockOwner) {
+        change { $0.releaseRecordLocks(ino: ino, owner: owner) }
+    }
+
+    /// The last close of an open file: the OFD and flock locks taken through it go.
+    public func release(handle: UInt64, node: UInt32) {
+        change { $0.release(handle: handle, node: node) }
+    }
+
+    /// A node that left or was fenced: every lock and wait of it goes.
+    public func release(node: UInt32) {
+        change { $0.release(node: node) }
+    }
+
+    /// Wakes every waiting caller with "still waiting" (false), its wait dropped: the table is going away, and
+    /// they ask again of whoever keeps the next one.
+    public func stopWaits() {
+        state.withLock { state in
+            for (wait, sleeper) in state.sleepers where sleeper.outcome == nil {
+                _ = state.table.cancel(wait: wait)
+                sleeper.semaphore.signal()
+            }
+        }
+    }
+
+    public var locks: [FileLock] { state.withLock { $0.table.locks } }
+
+    /// Applies a change to the table and wakes the waits it granted.
+    private func change(_ body: (inout FileLockTable) -> [FileLockGrant]) {
+        state.withLock { state in Self.wake(body(&state.table), in: &state) }
+    }
+
+    private static func wake(_ grants: [FileLockGrant], in state: inout State) {
+        for grant in grants {
+            guard var sleeper = state.sleepers[grant.wait] else { continue }
+            sleeper.outcome = .success(())
+            state.sleepers[grant.wait] = sleeper
+            sleeper.semaphore.signal()
+        }
+    }
+}
