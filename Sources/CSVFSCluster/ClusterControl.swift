@@ -9,6 +9,23 @@ public enum ClusterControl {
     /// Every file open on any node (`[OpenFile]`), as the coordinator counts them.
     public static let openFilesAttributeName = "trusted.csvfs.open_files"
     static let openFilesAttribute = Array(openFilesAttributeName.utf8)
+    /// Every file lock held on any node (`[HeldFileLock]`), as the coordinator keeps them.
+    public static let fileLocksAttributeName = "trusted.csvfs.file_locks"
+    static let fileLocksAttribute = Array(fileLocksAttributeName.utf8)
+
+    /// The answer of a control attribute of the root, nil for any other attribute.
+    static func answer(_ name: [UInt8], of service: any MetadataService) throws(Errno) -> [UInt8]? {
+        switch name {
+        case openFilesAttribute:
+            return try encode(service.openFiles())
+        case fileLocksAttribute:
+            // A locked file is open, so the open files name it (unless its last name went).
+            let paths = Dictionary(try service.openFiles().map { ($0.ino, $0.path) }, uniquingKeysWith: { first, _ in first })
+            return try encode(service.fileLocks().map { HeldFileLock($0, path: paths[$0.ino] ?? nil) })
+        default:
+            return nil
+        }
+    }
 
     static func encode<T: Encodable>(_ value: T) throws(Errno) -> [UInt8] {
         do {
@@ -20,12 +37,50 @@ public enum ClusterControl {
 
     /// The open files of the cluster whose volume is mounted at `mountpoint`, asked through that mount.
     public static func openFiles(through mountpoint: String) throws -> [OpenFile] {
-        let size = csvfs_getxattr(mountpoint, openFilesAttributeName, nil, 0)
+        try ask(openFilesAttributeName, through: mountpoint)
+    }
+
+    /// The file locks held in the cluster whose volume is mounted at `mountpoint`, asked through that mount.
+    public static func fileLocks(through mountpoint: String) throws -> [HeldFileLock] {
+        try ask(fileLocksAttributeName, through: mountpoint)
+    }
+
+    private static func ask<T: Decodable>(_ attribute: String, through mountpoint: String) throws -> T {
+        let size = csvfs_getxattr(mountpoint, attribute, nil, 0)
         guard size >= 0 else { throw ControlError(mountpoint: mountpoint, errno: errno) }
+        // Room to spare: what it answers may have grown since the size was asked.
         var buffer = [UInt8](repeating: 0, count: size + 4096)
-        let read = csvfs_getxattr(mountpoint, openFilesAttributeName, &buffer, buffer.count)
+        let read = csvfs_getxattr(mountpoint, attribute, &buffer, buffer.count)
         guard read >= 0 else { throw ControlError(mountpoint: mountpoint, errno: errno) }
-        return try JSONDecoder().decode([OpenFile].self, from: Data(buffer[0..<read]))
+        return try JSONDecoder().decode(T.self, from: Data(buffer[0..<read]))
+    }
+
+    /// One file lock as admins read it.
+    public struct HeldFileLock: Sendable, Codable, Equatable {
+        public var node: UInt32
+        public var ino: UInt64
+        /// One of the file's names, nil when it has none left.
+        public var path: String?
+        /// "posix" for POSIX record and OFD locks (the kernel sends both alike), or "flock".
+        public var kind: String
+        /// "shared" or "exclusive".
+        public var mode: String
+        public var start: Int64
+        /// The last byte; nil for "to the end of the file".
+        public var end: Int64?
+        /// The process that took it, as its node numbers it.
+        public var pid: UInt32
+
+        init(_ lock: FileLock, path: String?) {
+            node = lock.owner.node
+            ino = lock.ino
+            self.path = path
+            kind = lock.kind == .record ? "posix" : "flock"
+            mode = lock.mode == .shared ? "shared" : "exclusive"
+            start = lock.range.first
+            end = lock.range.last == FileLockRange.endOfFile ? nil : lock.range.last
+            pid = lock.pid
+        }
     }
 
     struct ControlError: Error, CustomStringConvertible {

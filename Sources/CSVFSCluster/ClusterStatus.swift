@@ -21,6 +21,8 @@ public struct ClusterStatus: Sendable, Codable {
         public var joinedAt: Date?
         /// Its open files as the coordinator counts them; nil when no mount on this host could be asked.
         public var openFiles: [OpenFile]?
+        /// The file locks its processes hold; nil when no mount on this host could be asked.
+        public var fileLocks: [ClusterControl.HeldFileLock]?
     }
 
     public var volume: String
@@ -28,7 +30,7 @@ public struct ClusterStatus: Sendable, Codable {
     public var lun: String
     public var coordinator: Coordinator?
     public var nodes: [Node]
-    /// Why the nodes' open files are missing, when they are.
+    /// Why the nodes' open files and file locks are missing, when they are.
     public var openFilesUnknown: String?
 
     /// `etcd`: the volume's nodes coordinate through etcd there, not through the LUN. The open files are
@@ -46,10 +48,11 @@ public struct ClusterStatus: Sendable, Codable {
             (leader, members) = try await LocalCoordination.observe(path: lun, region: region)
         }
         let records = NodeRecord.all(on: device, superblock: superblock)
-        var openFiles: [OpenFile]?, openFilesUnknown: String?
+        var openFiles: [OpenFile]?, fileLocks: [ClusterControl.HeldFileLock]?, openFilesUnknown: String?
         if let mountpoint {
             do {
                 openFiles = try ClusterControl.openFiles(through: mountpoint)
+                fileLocks = try ClusterControl.fileLocks(through: mountpoint)
             } catch {
                 openFilesUnknown = "\(error)"
             }
@@ -60,7 +63,7 @@ public struct ClusterStatus: Sendable, Codable {
             let record = records[id]
             return Node(id: id, alive: members.contains(id), host: record?.host, address: record?.address,
                         mountpoint: record?.mountpoint, pid: record?.pid, joinedAt: record?.joinedAt,
-                        openFiles: openFiles?.filter { $0.node == id })
+                        openFiles: openFiles?.filter { $0.node == id }, fileLocks: fileLocks?.filter { $0.node == id })
         }
         return ClusterStatus(volume: ClusterNode.volumeID(superblock), label: superblock.label, lun: lun,
                              coordinator: leader.map { Coordinator(node: $0.node, address: $0.address, epoch: $0.epoch) },

@@ -160,6 +160,29 @@ extension Mounted {
             }
         }
 
+        @Test func statusListsTheFileLocksOfEveryNode() throws {
+            try Self.withTwoNodes { volume, nodes in
+                let agent = try LockAgent(nodes[0] + "/f", ["lock posix W 10 10", "lock flock R 0 0", "hold"], directory: volume.directory)
+                defer { agent.finish() }
+                #expect(agent.answer(2) == "holding", "\(agent.errors)")
+                let fd = try sys("open") { open(nodes[1] + "/f", O_RDWR) }
+                defer { close(fd) }
+                #expect(Self.setLock(fd, F_RDLCK, 100, 0, command: Self.ofdSetLock) == 0)
+                let result = try volume.csvfs(["status", nodes[1], "--json"])
+                try #require(result.succeeded, "\(result)")
+                let status = try JSONDecoder().decode(StatusReport.self, from: Data(result.stdout.utf8))
+                let locks = Dictionary(uniqueKeysWithValues: status.nodes.map { ($0.id, Set($0.fileLocks ?? [])) })
+                let holder = UInt32(agent.process.pid)
+                #expect(locks[1] == [.init(node: 1, path: "/f", kind: "posix", mode: "exclusive", start: 10, end: 19, pid: holder),
+                                     .init(node: 1, path: "/f", kind: "flock", mode: "shared", start: 0, end: nil, pid: holder)],
+                        "\(result.stdout)")
+                #expect(locks[2] == [.init(node: 2, path: "/f", kind: "posix", mode: "shared", start: 100, end: nil, pid: UInt32(getpid()))],
+                        "\(result.stdout)")
+                let text = try volume.csvfs(["status", nodes[0]])
+                #expect(text.stdout.contains("posix  exclusive  10-19") && text.stdout.contains("flock  shared     0-EOF"), "\(text.stdout)")
+            }
+        }
+
         @Test func aDeadlockAcrossTwoNodesIsRefused() throws {
             try Self.withTwoNodes { volume, nodes in
                 let go = volume.directory.appendingPathComponent("go").path

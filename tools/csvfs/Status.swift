@@ -5,10 +5,10 @@ import Foundation
 
 struct Status: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Show a volume's cluster: its coordinator and epoch, every node (alive or not, where it mounts) and its open files.",
+        abstract: "Show a volume's cluster: its coordinator and epoch, every node (alive or not, where it mounts), its open files and file locks.",
         discussion: """
-            Open files are asked through a mount of the volume on this host (the one given, else any), so \
-            they are shown only where the volume is mounted.
+            Open files and file locks are asked through a mount of the volume on this host (the one given, \
+            else any), so they are shown only where the volume is mounted.
             """)
 
     @Argument(help: "A mountpoint of the volume, or its LUN.")
@@ -58,10 +58,19 @@ struct Status: ParsableCommand {
         let files = status.nodes.flatMap { $0.openFiles ?? [] }
         if files.isEmpty {
             print("open files:  none")
+        } else {
+            Self.printTable([["NODE", "INODE", "OPENS", "PATH"]] + files.map { f in
+                [String(f.node), String(f.ino), String(f.handles), f.path ?? "(unlinked)"]
+            })
+        }
+        print("")
+        let locks = status.nodes.flatMap { $0.fileLocks ?? [] }
+        if locks.isEmpty {
+            print("file locks:  none")
             return
         }
-        Self.printTable([["NODE", "INODE", "OPENS", "PATH"]] + files.map { f in
-            [String(f.node), String(f.ino), String(f.handles), f.path ?? "(unlinked)"]
+        Self.printTable([["NODE", "PID", "KIND", "MODE", "BYTES", "PATH"]] + locks.map { l in
+            [String(l.node), String(l.pid), l.kind, l.mode, "\(l.start)-\(l.end.map(String.init) ?? "EOF")", l.path ?? "(unlinked)"]
         })
     }
 

@@ -140,7 +140,7 @@ public final class CoherentMetadataService: MetadataService, KernelCachePolicy {
 
     public func readlink(_ ino: UInt64) throws(Errno) -> [UInt8] { try inner.readlink(ino) }
     public func getXattr(_ ino: UInt64, name: [UInt8]) throws(Errno) -> [UInt8] {
-        if ino == rootInodeNumber, name == ClusterControl.openFilesAttribute { return try ClusterControl.encode(openFiles()) }
+        if ino == rootInodeNumber, let answer = try ClusterControl.answer(name, of: self) { return answer }
         return try inner.getXattr(ino, name: name)
     }
     public func listXattrs(_ ino: UInt64) throws(Errno) -> [[UInt8]] { try inner.listXattrs(ino) }
