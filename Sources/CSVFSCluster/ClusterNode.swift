@@ -112,7 +112,7 @@ public final class ClusterNode: Sendable {
             joined = (dlm, data)
             try await dlm.start(coordinationStarted: true)
             try await admitted(routed, dlm.client, timeout: options.timeout, secretPath: secretPath)
-            let watch = try await followMembership(coordination, coherent)
+            let watch = try await followMembership(coordination, coherent, routed)
             try NodeRecord(node: id, joinedAt: Date(), pid: getpid(), address: "\(host):\(port)", host: hostName(),
                            mountpoint: options.mountpoint).write(to: device, superblock: superblock)
             return ClusterNode(device: device, superblock: superblock, id: id, address: "\(host):\(port)", metadata: routed,
@@ -143,15 +143,20 @@ public final class ClusterNode: Sendable {
     /// The kernel caches names and attributes for a fixed second while this node is the only member, and
     /// only under the DLM's licences while there are others (see `CoherentMetadataService`). A node that joins
     /// others waits out what their kernels cached while they were alone before it serves.
-    private static func followMembership(_ coordination: any CoordinationBackend, _ coherent: CoherentMetadataService)
-        async throws -> Task<Void, Never> {
+    /// The members also tell the coordinator whose file locks go (a node that left).
+    private static func followMembership(_ coordination: any CoordinationBackend, _ coherent: CoherentMetadataService,
+                                         _ routed: RoutedMetadataService) async throws -> Task<Void, Never> {
         let events = coordination.events()
         let watch = Task {
             for await event in events {
-                if case .membersChanged(let members) = event { coherent.setAlone(members.count <= 1) }
+                if case .membersChanged(let members) = event {
+                    coherent.setAlone(members.count <= 1)
+                    routed.membersChanged(members)
+                }
             }
         }
         let members = try await coordination.members()
+        routed.membersChanged(members)
         coherent.setAlone(members.count <= 1, wait: true)
         if members.count > 1 {
             // Others see this member within milliseconds (etcd: its watch); what they cached before expires

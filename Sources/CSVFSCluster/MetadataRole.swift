@@ -39,7 +39,7 @@ final class MetadataRole: RoleHooks {
     }
 
     func follow(_ leader: Leadership?) async {
-        service.follow(leader != nil)
+        service.follow(leader?.epoch)
         if let leader { logger.info("coordinator is node \(leader.node) at \(leader.address), epoch \(leader.epoch)") }
     }
 }

@@ -34,11 +34,11 @@ final class MetadataSession: TransportService {
             }
         }
         switch MetadataWire.requestKind(request) {
+        case .setLock?, .lockConflict?:
+            // A lock call that may sleep (until its grant, or until a new coordinator has heard every node's
+            // reclaim) gets a thread of its own, never holding up the calls behind it, the reclaims among them.
+            if MetadataWire.waitsForLock(request) || service.recoveringLocks { Self.lockWaits.async(execute: serve) } else { serve() }
         case let kind? where Self.servedOnTheLoop.contains(kind): serve()
-        case .setLock? where !MetadataWire.waitsForLock(request): serve()
-        // A lock wait sleeps until granted (or its patience ends): each on a thread of its own, never holding up
-        // the calls queued behind it.
-        case .setLock?: Self.lockWaits.async(execute: serve)
         default: queue.async(execute: serve)
         }
     }
@@ -49,7 +49,8 @@ final class MetadataSession: TransportService {
     static let servedOnTheLoop: Set<MetadataCallKind> = [
         .lookup, .attributes, .createNode, .readlink, .link, .unlink, .rmdir, .rename, .readdir,
         .setXattr, .getXattr, .listXattrs, .removeXattr, .statistics, .opened, .released, .mapping,
-        .prepareWrite, .completeWrite, .commit, .lockConflict, .cancelLockWait, .unlock, .releaseRecordLocks, .fileLocks,
+        .prepareWrite, .completeWrite, .commit, .cancelLockWait, .unlock, .releaseRecordLocks, .fileLocks,
+        .reclaimLocks,
     ]
 
     func closed(_ connection: TransportConnection, reason: TransportError?) {}

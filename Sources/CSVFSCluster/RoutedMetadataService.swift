@@ -18,21 +18,48 @@ public final class RoutedMetadataService: MetadataService, @unchecked Sendable {
         var route: Route = .pending
         /// Calls running on the local service: it is closed only once they are done.
         var localCalls = 0
+        /// The epoch of the coordinator this node follows, when it follows one.
+        var followed: UInt64?
+        /// The cluster's members, as the coordination backend last told them.
+        var members: Set<UInt32> = []
     }
 
     private let condition = NSCondition()
     private var state = State()
     private let remote: RemoteMetadataService
     public let waitLimit: Duration
+    /// This node's file locks, for the next coordinator.
+    private let heldLocks: HeldFileLocks
+    /// How long a new coordinator waits for the other nodes' reclaims at most.
+    static let reclaimLimit: Duration = .seconds(10)
 
     public init(remote: RemoteMetadataService, waitLimit: Duration = .seconds(60)) {
         self.remote = remote
         self.waitLimit = waitLimit
+        heldLocks = HeldFileLocks(node: remote.node)
     }
 
-    /// The node now owns the metadata: calls go to `service`, and the coordinator's RPC server serves it.
+    /// The node now owns the metadata: calls go to `service`, and the coordinator's RPC server serves it. The
+    /// locks the others hold are awaited, this node's own are set before any call arrives.
     func host(_ service: LocalMetadataService) {
+        heldLocks.coordinatorChanged()
+        condition.lock()
+        let members = state.members
+        state.followed = nil
+        condition.unlock()
+        service.membersChanged(members.union([remote.node]))
+        service.awaitLockReclaims(from: members.subtracting([remote.node]), limit: Self.reclaimLimit)
+        do throws(Errno) { try service.reclaimLocks(heldLocks.all, by: nil) } catch { assertionFailure("\(error)") }
         set(.local(service, MetadataServer(service: service)))
+    }
+
+    /// The cluster's members changed: a coordinator drops the file locks of a node that left.
+    func membersChanged(_ members: Set<UInt32>) {
+        condition.lock()
+        state.members = members
+        let local: LocalMetadataService? = if case .local(let service, _) = state.route { service } else { nil }
+        condition.unlock()
+        local?.membersChanged(members)
     }
 
     /// The node no longer owns the metadata: new calls wait for the next route; returns the service it had,
@@ -49,13 +76,18 @@ public final class RoutedMetadataService: MetadataService, @unchecked Sendable {
         return service
     }
 
-    /// Another node is the coordinator (true), or nobody known is (false).
-    func follow(_ known: Bool) {
+    /// Another node is the coordinator under `epoch`, or nobody known is (nil). A new one hears this node's
+    /// file locks.
+    func follow(_ epoch: UInt64?) {
         condition.lock()
         defer { condition.unlock() }
         if case .local = state.route { return }
-        state.route = known ? .remote : .pending
+        state.route = epoch != nil ? .remote : .pending
         condition.broadcast()
+        guard epoch != state.followed else { return }
+        state.followed = epoch
+        let generation = heldLocks.coordinatorChanged()
+        if epoch != nil { heldLocks.reclaim(from: remote, generation: generation) }
     }
 
     private func set(_ route: Route) {
@@ -195,8 +227,9 @@ public final class RoutedMetadataService: MetadataService, @unchecked Sendable {
         try routed { (s) throws(Errno) in try s.opened(ino, by: node) }
     }
 
-    public func released(_ ino: UInt64, handle: UInt64) throws(Errno) {
-        try routed { (s) throws(Errno) in try s.released(ino, handle: handle) }
+    public func released(_ ino: UInt64, handle: UInt64, by node: UInt32?) throws(Errno) {
+        defer { heldLocks.released(handle: handle) }
+        try routed { (s) throws(Errno) in try s.released(ino, handle: handle, by: node) }
     }
 
     public func lockConflict(_ request: FileLock) throws(Errno) -> FileLock? {
@@ -204,7 +237,9 @@ public final class RoutedMetadataService: MetadataService, @unchecked Sendable {
     }
 
     public func setLock(_ request: FileLock, wait: UInt64?) throws(Errno) -> Bool {
-        try routed { (s) throws(Errno) in try s.setLock(request, wait: wait) }
+        let granted = try routed { (s) throws(Errno) in try s.setLock(request, wait: wait) }
+        if granted { heldLocks.granted(request) }
+        return granted
     }
 
     public func cancelLockWait(_ wait: UInt64) throws(Errno) {
@@ -212,11 +247,25 @@ public final class RoutedMetadataService: MetadataService, @unchecked Sendable {
     }
 
     public func unlock(_ ino: UInt64, kind: FileLockKind, range: FileLockRange, owner: FileLockOwner) throws(Errno) {
+        defer { heldLocks.unlocked(ino, kind: kind, range: range, owner: owner) }
         try routed { (s) throws(Errno) in try s.unlock(ino, kind: kind, range: range, owner: owner) }
     }
 
     public func releaseRecordLocks(_ ino: UInt64, owner: FileLockOwner) throws(Errno) {
+        defer { heldLocks.closed(ino, owner: owner) }
         try routed { (s) throws(Errno) in try s.releaseRecordLocks(ino, owner: owner) }
+    }
+
+    public func reclaimLocks(_ locks: [FileLock], by node: UInt32?) throws(Errno) {
+        try routed { (s) throws(Errno) in try s.reclaimLocks(locks, by: node) }
+    }
+
+    /// Whether the coordinator hosted here holds lock calls back until the nodes' reclaims are in.
+    var recoveringLocks: Bool {
+        condition.lock()
+        defer { condition.unlock() }
+        if case .local(let service, _) = state.route { return service.recoveringLocks }
+        return false
     }
 
     public func fileLocks() throws(Errno) -> [FileLock] {

@@ -183,6 +183,65 @@ extension Mounted {
             }
         }
 
+        /// The coordinator keeps the locks in memory: after it dies, the nodes that hold locks tell the next one,
+        /// which grants nothing until they have.
+        @Test func locksAreKeptAcrossACoordinatorFailover() throws {
+            try Self.withTwoNodes { volume, nodes in
+                try ClusterJoinTests.withSecondMountpoint(volume) { third in
+                    let joined = try volume.csvfs(["mount", volume.lun, third], timeout: 90)
+                    try #require(joined.succeeded, "\(joined)")
+                    let agent = try LockAgent(nodes[1] + "/f", ["lock posix W 0 10", "lock ofd R 100 1", "hold"], directory: volume.directory)
+                    defer { agent.finish() }
+                    #expect(agent.answer(2) == "holding", "\(agent.errors)")
+                    let fd = try sys("open") { open(third + "/f", O_RDWR) }
+                    defer { close(fd) }
+                    #expect(Self.setLock(fd, F_WRLCK, 5, 1) == EAGAIN)
+
+                    try volume.killCoordinator()
+                    var coordinator: UInt32?
+                    #expect(Self.eventually(30) {
+                        let result = try? volume.csvfs(["status", third, "--json"])
+                        coordinator = result.flatMap { try? JSONDecoder().decode(StatusReport.self, from: Data($0.stdout.utf8)) }?.coordinator?.node
+                        return coordinator != nil && coordinator != 1
+                    }, "no new coordinator: \(String(describing: coordinator))")
+                    #expect(Self.setLock(fd, F_WRLCK, 5, 1) == EAGAIN, "the POSIX lock is kept across the failover")
+                    #expect(Self.setLock(fd, F_WRLCK, 100, 1, command: Self.ofdSetLock) == EAGAIN, "and the OFD lock")
+                    #expect(Self.setLock(fd, F_WRLCK, 20, 10) == 0, "bytes nobody held")
+                    let held = try Self.lockInTheWay(fd, 0, 100)
+                    #expect(held.l_start == 0 && held.l_len == 10 && held.l_pid == agent.process.pid, "\(held)")
+
+                    #expect(agent.finish() == 0)
+                    #expect(Self.eventually {
+                        Self.setLock(fd, F_WRLCK, 0, 10) == 0 && Self.setLock(fd, F_WRLCK, 100, 1, command: Self.ofdSetLock) == 0
+                    }, "the holder's close released them at the new coordinator")
+                }
+            }
+        }
+
+        /// A node that dies holds its processes' locks until the cluster drops it (the coordination backend drops
+        /// a node once it is fenced: with the local backend, at once), then they go.
+        @Test func aDeadNodesLocksGoOnceTheClusterDropsIt() throws {
+            try Self.withTwoNodes { volume, nodes in
+                try ClusterJoinTests.withSecondMountpoint(volume) { third in
+                    let node = try ChildProcess(volume.binary, volume.withSecret(["mount", volume.lun, third, "--foreground"]),
+                                                outputDirectory: volume.directory)
+                    defer { node.kill() }
+                    #expect(Self.eventually(30) { MountTable.entry(at: third)?.fileSystemType == "fuse.csvfs" }, "\(node.stderrText)")
+                    let agent = try LockAgent(third + "/f", ["lock posix W 0 1", "lock flock W 0 0", "hold"], directory: volume.directory)
+                    defer { agent.process.kill() }
+                    #expect(agent.answer(2) == "holding", "\(agent.errors)")
+                    let fd = try sys("open") { open(nodes[1] + "/f", O_RDWR) }
+                    defer { close(fd) }
+                    #expect(Self.setLock(fd, F_WRLCK, 0, 1) == EAGAIN && errnoOf { flock(fd, LOCK_EX | LOCK_NB) } == EWOULDBLOCK)
+
+                    node.kill()   // the holder stays alive, its locks unreleased by any close
+                    _ = umount2(third, Int32(MNT_DETACH))
+                    #expect(Self.eventually(30) { Self.setLock(fd, F_WRLCK, 0, 1) == 0 }, "its POSIX lock went with the node")
+                    #expect(Self.eventually(30) { flock(fd, LOCK_EX | LOCK_NB) == 0 }, "its flock went with the node")
+                }
+            }
+        }
+
         @Test func aDeadlockAcrossTwoNodesIsRefused() throws {
             try Self.withTwoNodes { volume, nodes in
                 let go = volume.directory.appendingPathComponent("go").path

@@ -279,6 +279,7 @@ enum WireSamples {
                            owner: random.next())
         case .releaseRecordLocks: return .releaseRecordLocks(ino: ino, owner: random.next())
         case .fileLocks: return .fileLocks
+        case .reclaimLocks: return .reclaimLocks((0..<Int.random(in: 0...30, using: &random)).map { _ in fileLock(&random) })
         }
     }
 
@@ -318,7 +319,7 @@ enum WireSamples {
         case .fileLocks:
             return .fileLocks((0..<Int.random(in: 0...30, using: &random)).map { _ in fileLock(&random) })
         case .unlink, .rmdir, .rename, .setXattr, .removeXattr, .released, .completeWrite, .fallocate, .commit, .sync,
-             .cancelLockWait, .unlock, .releaseRecordLocks:
+             .cancelLockWait, .unlock, .releaseRecordLocks, .reclaimLocks:
             return .done
         }
     }

@@ -30,6 +30,7 @@ public enum MetadataCall: Sendable, Equatable {
     case unlock(ino: UInt64, kind: FileLockKind, range: FileLockRange, owner: UInt64)
     case releaseRecordLocks(ino: UInt64, owner: UInt64)
     case fileLocks
+    case reclaimLocks([FileLock])
 
     public var kind: MetadataCallKind {
         switch self {
@@ -63,6 +64,7 @@ public enum MetadataCall: Sendable, Equatable {
         case .unlock: .unlock
         case .releaseRecordLocks: .releaseRecordLocks
         case .fileLocks: .fileLocks
+        case .reclaimLocks: .reclaimLocks
         }
     }
 
@@ -103,7 +105,7 @@ public enum MetadataCall: Sendable, Equatable {
         case .opened(let ino):
             return .handle(try service.opened(ino, by: node))
         case .released(let ino, let handle):
-            try service.released(ino, handle: handle)
+            try service.released(ino, handle: handle, by: node)
         case .mapping(let ino, let range):
             let (size, segments) = try service.mapping(ino, range)
             return .mapping(size: size, segments: segments)
@@ -133,6 +135,12 @@ public enum MetadataCall: Sendable, Equatable {
             try service.releaseRecordLocks(ino, owner: FileLockOwner(node: node, owner: owner))
         case .fileLocks:
             return .fileLocks(try service.fileLocks())
+        case .reclaimLocks(let locks):
+            try service.reclaimLocks(locks.map { lock in
+                var lock = lock
+                lock.owner.node = node
+                return lock
+            }, by: node)
         }
         return .done
     }
@@ -170,6 +178,7 @@ public enum MetadataCallKind: UInt16, Sendable, CaseIterable {
     case unlock = 28
     case releaseRecordLocks = 29
     case fileLocks = 30
+    case reclaimLocks = 31
 }
 
 /// What a call answers when it succeeds; which case is fixed by the call's kind.

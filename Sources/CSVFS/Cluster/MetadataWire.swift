@@ -87,6 +87,9 @@ public enum MetadataWire {
         case .releaseRecordLocks(let ino, let owner):
             writer.append(ino)
             writer.append(owner)
+        case .reclaimLocks(let locks):
+            writer.appendCount(locks.count)
+            for lock in locks { writer.appendFileLock(lock) }
         case .released(let ino, let handle):
             writer.append(ino)
             writer.append(handle)
@@ -439,6 +442,7 @@ extension WireReader {
             return .unlock(ino: try integer(), kind: try lockKind(), range: try lockRange(), owner: try integer())
         case .releaseRecordLocks: return .releaseRecordLocks(ino: try integer(), owner: try integer())
         case .fileLocks: return .fileLocks
+        case .reclaimLocks: return .reclaimLocks(try fileLocks())
         }
     }
 
@@ -460,6 +464,14 @@ extension WireReader {
         guard let mode = FileLockMode(rawValue: try integer()) else { throw .protocolError }
         return FileLock(ino: ino, kind: kind, mode: mode, range: try lockRange(),
                         owner: FileLockOwner(node: try integer(), owner: try integer()), handle: try integer(), pid: try integer())
+    }
+
+    mutating func fileLocks() throws(Errno) -> [FileLock] {
+        let count = try count(minimumSize: MetadataWire.fileLockSize)
+        var locks: [FileLock] = []
+        locks.reserveCapacity(count)
+        for _ in 0..<count { locks.append(try fileLock()) }
+        return locks
     }
 
     mutating func renameMode() throws(Errno) -> RenameMode {
@@ -573,13 +585,9 @@ extension WireReader {
         case .setLock:
             return .granted(try bool())
         case .fileLocks:
-            let count = try count(minimumSize: MetadataWire.fileLockSize)
-            var locks: [FileLock] = []
-            locks.reserveCapacity(count)
-            for _ in 0..<count { locks.append(try fileLock()) }
-            return .fileLocks(locks)
+            return .fileLocks(try fileLocks())
         case .unlink, .rmdir, .rename, .setXattr, .removeXattr, .released, .completeWrite, .fallocate, .commit, .sync,
-             .cancelLockWait, .unlock, .releaseRecordLocks:
+             .cancelLockWait, .unlock, .releaseRecordLocks, .reclaimLocks:
             return .done
         }
     }

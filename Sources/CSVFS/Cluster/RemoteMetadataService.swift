@@ -120,7 +120,7 @@ public final class RemoteMetadataService: MetadataService {
         return handle
     }
 
-    public func released(_ ino: UInt64, handle: UInt64) throws(Errno) {
+    public func released(_ ino: UInt64, handle: UInt64, by node: UInt32?) throws(Errno) {
         try done(send(.released(ino: ino, handle: handle)))
     }
 
@@ -182,6 +182,10 @@ public final class RemoteMetadataService: MetadataService {
     public func fileLocks() throws(Errno) -> [FileLock] {
         guard case .fileLocks(let locks) = try send(.fileLocks) else { throw .protocolError }
         return locks
+    }
+
+    public func reclaimLocks(_ locks: [FileLock], by node: UInt32?) throws(Errno) {
+        try done(send(.reclaimLocks(locks)))
     }
 
     // The decoder picks the result's case from the call's kind, so a mismatch here cannot come off the wire;

@@ -1,4 +1,5 @@
 import Dispatch
+import Glibc
 
 /// The coordinator's file locks: `FileLockTable` behind a lock, and the callers blocked in `F_SETLKW` or a
 /// blocking `flock`, each asleep on its own semaphore until the table grants its wait or it is cancelled.
@@ -19,6 +20,10 @@ public final class FileLocks: Sendable {
         /// Waits cancelled before their request arrived (the interrupt overtook the request on another
         /// thread): the request, when it comes, ends at once. Bounded: only the latest are kept.
         var cancelledEarly: [UInt64] = []
+        /// A new coordinator's recovery: the nodes whose locks it has yet to hear of, and when it stops waiting.
+        var awaiting: Set<UInt32> = []
+        var recoveryEnds: ContinuousClock.Instant?
+        var members: Set<UInt32>?
     }
 
     private let state = Locked(State())
@@ -29,13 +34,15 @@ public final class FileLocks: Sendable {
     }
 
     public func conflict(with request: FileLock) -> FileLock? {
-        state.withLock { $0.table.conflict(with: request) }
+        waitForRecovery()
+        return state.withLock { $0.table.conflict(with: request) }
     }
 
     /// Sets `request`. Without a wait id, a conflict is EAGAIN. With one, it waits: true once granted, false
     /// if still waiting after `patience` (ask again with the same id), EDEADLK if waiting would deadlock,
     /// EINTR once `cancel(wait:)` was called for it.
     public func lock(_ request: FileLock, wait: UInt64?) throws(Errno) -> Bool {
+        waitForRecovery()
         let queued = try state.withLock { (state) throws(Errno) -> DispatchSemaphore? in
             if let wait, let early = state.cancelledEarly.firstIndex(of: wait) {
                 state.cancelledEarly.remove(at: early)
@@ -100,6 +107,57 @@ public final class FileLocks: Sendable {
     /// A node that left or was fenced: every lock and wait of it goes.
     public func release(node: UInt32) {
         change { $0.release(node: node) }
+    }
+
+    /// Holds back every lock and lock test until the nodes of `awaiting` have reclaimed what they held under the
+    /// coordinator before (or left), or `limit` has passed, as the DLM's master does with its locks: granted
+    /// earlier, a lock could take bytes a node still holds.
+    public func beginRecovery(awaiting: Set<UInt32>, limit: Duration) {
+        state.withLock { state in
+            state.awaiting = state.members.map { awaiting.intersection($0) } ?? awaiting
+            state.recoveryEnds = state.awaiting.isEmpty ? nil : .now + limit
+        }
+    }
+
+    /// What `node` held under the coordinator before: set as they were (they were granted then), and the node
+    /// is no longer awaited.
+    public func reclaim(_ locks: [FileLock], node: UInt32) {
+        state.withLock { state in
+            for lock in locks where lock.owner.node == node {
+                if state.table.lock(lock, wait: nil) != .granted {
+                    // Two nodes' reclaims overlap only if the coordinator before granted both, which it never did.
+                    assertionFailure("reclaimed lock \(lock) conflicts")
+                }
+            }
+            state.awaiting.remove(node)
+            if state.awaiting.isEmpty { state.recoveryEnds = nil }
+        }
+    }
+
+    /// The members now: the locks and waits of a node that left go (the coordination backend drops a node only
+    /// once it is fenced), and it is no longer awaited.
+    public func membersChanged(_ members: Set<UInt32>) {
+        change { table in
+            var grants: [FileLockGrant] = []
+            for node in Set(table.locks.map(\.owner.node)).union(table.waiting.map(\.request.owner.node)) where !members.contains(node) {
+                grants += table.release(node: node)
+            }
+            return grants
+        }
+        state.withLock { state in
+            state.members = members
+            state.awaiting.formIntersection(members)
+            if state.awaiting.isEmpty { state.recoveryEnds = nil }
+        }
+    }
+
+    /// Whether lock calls wait for the nodes' reclaims now.
+    public var recovering: Bool { state.withLock { $0.recoveryEnds.map { ContinuousClock.now < $0 } ?? false } }
+
+    private func waitForRecovery() {
+        while let ends = state.withLock({ $0.recoveryEnds }), ContinuousClock.now < ends {
+            usleep(5_000)
+        }
     }
 
     /// Wakes every waiting caller with "still waiting" (false), its wait dropped: the table is going away, and

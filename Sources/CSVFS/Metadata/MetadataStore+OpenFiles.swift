@@ -5,8 +5,6 @@ extension MetadataStore {
     /// Notes an open of `ino`; returns the handle that names this open file until it is released.
     func opened(_ ino: UInt64, node: UInt32) -> UInt64 { openFiles.open(ino, node: node) }
 
-    func node(of handle: UInt64) -> UInt32? { openFiles.node(of: handle) }
-
     func openFileList() throws(Errno) -> [OpenFile] {
         try openFiles.perNode.map { (open) throws(Errno) -> OpenFile in
             OpenFile(node: open.node, ino: open.ino, handles: UInt32(clamping: open.handles),

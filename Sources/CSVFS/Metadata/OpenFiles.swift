@@ -7,7 +7,9 @@ struct OpenFiles {
     private var inodeOfHandle: [UInt64: UInt64] = [:]
     /// The cluster node each open file is open on.
     private var nodeOfHandle: [UInt64: UInt32] = [:]
-    private var nextHandle: UInt64 = 1
+    /// Starts at a random point, so a coordinator's handles do not repeat those of the one before it, which
+    /// the nodes still use for their open files (and their locks) after a failover.
+    private var nextHandle = UInt64.random(in: 1..<(1 << 62))
     private var unreportedFlushErrors: [UInt64: Errno] = [:]
 
     /// Notes an open of `ino`; returns the handle that names this open file until it is closed.
@@ -38,9 +40,6 @@ struct OpenFiles {
         counts[ino] = count > 0 ? count : nil
         return count <= 0
     }
-
-    /// The node an open file is open on.
-    func node(of handle: UInt64) -> UInt32? { nodeOfHandle[handle] }
 
     func isOpen(_ ino: UInt64) -> Bool { counts[ino, default: 0] > 0 }
 

@@ -109,14 +109,10 @@ public final class LocalMetadataService: MetadataService, @unchecked Sendable {
         try locked { (store) throws(Errno) in try store.openFileList() }
     }
 
-    public func released(_ ino: UInt64, handle: UInt64) throws(Errno) {
+    public func released(_ ino: UInt64, handle: UInt64, by node: UInt32?) throws(Errno) {
         // The handle is closed even when deleting an orphan fails, so its locks go either way.
-        var node: UInt32?
-        defer { if let node { locks.release(handle: handle, node: node) } }
-        try locked { (store) throws(Errno) in
-            node = store.node(of: handle)
-            try store.released(ino, handle: handle)
-        }
+        defer { locks.release(handle: handle, node: node ?? self.node) }
+        try locked { (store) throws(Errno) in try store.released(ino, handle: handle) }
     }
 
     public func mapping(_ ino: UInt64, _ range: Range<Int64>) throws(Errno) -> (size: UInt64, segments: [FileSegment]) {
@@ -182,11 +178,25 @@ public final class LocalMetadataService: MetadataService, @unchecked Sendable {
 
     public func fileLocks() throws(Errno) -> [FileLock] { locks.locks }
 
+    public func reclaimLocks(_ locks: [FileLock], by node: UInt32?) throws(Errno) {
+        self.locks.reclaim(locks, node: node ?? self.node)
+    }
+
+    /// This service is a new coordinator's: the locks of `awaiting` (the other nodes alive now) are kept only
+    /// by those nodes until they reclaim them, so no lock is granted until they have, or `limit` has passed.
+    public func awaitLockReclaims(from awaiting: Set<UInt32>, limit: Duration) {
+        locks.beginRecovery(awaiting: awaiting, limit: limit)
+    }
+
+    /// The cluster's members now: a node that left (the coordination backend drops a node only once it is
+    /// fenced) loses its file locks, and is no longer awaited.
+    public func membersChanged(_ members: Set<UInt32>) { locks.membersChanged(members) }
+
+    /// Whether lock calls wait for the nodes' reclaims now.
+    public var recoveringLocks: Bool { locks.recovering }
+
     /// Wakes every caller waiting for a lock, answered "still waiting": this service is about to close.
     public func stopLockWaits() { locks.stopWaits() }
-
-    /// A node left the cluster, or was declared dead once its fencing deadline passed: its file locks go.
-    public func nodeLeft(_ node: UInt32) { locks.release(node: node) }
 
     /// Checkpoints and leaves the database with nothing to replay; the service must not be used afterwards.
     public func close() {

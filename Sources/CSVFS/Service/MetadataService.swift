@@ -28,7 +28,8 @@ public protocol MetadataService: Sendable {
     /// `node` is the cluster node that opened it, nil for the caller's own (the coordinator learns a remote
     /// caller's from its request).
     func opened(_ ino: UInt64, by node: UInt32?) throws(Errno) -> UInt64
-    func released(_ ino: UInt64, handle: UInt64) throws(Errno)
+    /// The handle's OFD and flock locks go with it. `node` as for `opened`.
+    func released(_ ino: UInt64, handle: UInt64, by node: UInt32?) throws(Errno)
     /// Every file open anywhere, per node.
     func openFiles() throws(Errno) -> [OpenFile]
 
@@ -62,9 +63,13 @@ public protocol MetadataService: Sendable {
     func releaseRecordLocks(_ ino: UInt64, owner: FileLockOwner) throws(Errno)
     /// Every file lock held in the cluster.
     func fileLocks() throws(Errno) -> [FileLock]
+    /// After a coordinator changed: the locks the processes of `node` (nil: the caller's) hold, told to the new
+    /// one, which grants no lock until every node alive when it took over has told it (or left).
+    func reclaimLocks(_ locks: [FileLock], by node: UInt32?) throws(Errno)
 }
 
 extension MetadataService {
     public func sync() throws(Errno) { try sync(reportingTo: nil) }
     public func opened(_ ino: UInt64) throws(Errno) -> UInt64 { try opened(ino, by: nil) }
+    public func released(_ ino: UInt64, handle: UInt64) throws(Errno) { try released(ino, handle: handle, by: nil) }
 }

@@ -157,10 +157,11 @@ public final class CoherentMetadataService: MetadataService, KernelCachePolicy {
     }
     public func releaseRecordLocks(_ ino: UInt64, owner: FileLockOwner) throws(Errno) { try inner.releaseRecordLocks(ino, owner: owner) }
     public func fileLocks() throws(Errno) -> [FileLock] { try inner.fileLocks() }
+    public func reclaimLocks(_ locks: [FileLock], by node: UInt32?) throws(Errno) { try inner.reclaimLocks(locks, by: node) }
 
-    public func released(_ ino: UInt64, handle: UInt64) throws(Errno) {
+    public func released(_ ino: UInt64, handle: UInt64, by node: UInt32?) throws(Errno) {
         try licences.tellWrittenInPlace(ino)
-        try inner.released(ino, handle: handle)
+        try inner.released(ino, handle: handle, by: node)
     }
 
     /// The map of a whole window around `range` is asked for, and kept, so the reads and overwrites after it

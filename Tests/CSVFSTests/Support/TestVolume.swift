@@ -161,6 +161,16 @@ final class TestVolume {
         try detachDeadMount()
     }
 
+    /// In `.follower` mode: SIGKILL the coordinator node by PID and detach its dead mount; the test's node and
+    /// any other go on without it.
+    func killCoordinator() throws {
+        guard let coordinator = coordinatorServer else { throw FixtureError("no coordinator node to kill") }
+        coordinator.kill()
+        coordinatorServer = nil
+        if MountTable.isMounted(coordinatorMountpoint) { _ = umount2(coordinatorMountpoint, Int32(MNT_DETACH)) }
+        if MountTable.isMounted(coordinatorMountpoint) { throw FixtureError("cannot detach \(coordinatorMountpoint)") }
+    }
+
     /// Simulates a crash while unmounting: start `csvfs unmount`, SIGKILL the server `delay` µs later.
     func crashDuringUnmount(after delay: UInt32) throws {
         guard let server else { throw FixtureError("no server to kill") }
