@@ -196,6 +196,9 @@ extension Mounted {
                     let fd = try sys("open") { open(third + "/f", O_RDWR) }
                     defer { close(fd) }
                     #expect(Self.setLock(fd, F_WRLCK, 5, 1) == EAGAIN)
+                    let waiter = try LockAgent(third + "/f", ["lockw posix W 9 1", "hold"], directory: volume.directory)
+                    defer { waiter.finish() }
+                    #expect(waiter.answer(0, timeout: 1) == nil, "granted while held: \(waiter.errors)")
 
                     try volume.killCoordinator()
                     var coordinator: UInt32?
@@ -210,9 +213,12 @@ extension Mounted {
                     let held = try Self.lockInTheWay(fd, 0, 100)
                     #expect(held.l_start == 0 && held.l_len == 10 && held.l_pid == agent.process.pid, "\(held)")
 
+                    #expect(waiter.answer(0, timeout: 0.5) == nil, "the wait that began before the failover still waits")
+
                     #expect(agent.finish() == 0)
+                    #expect(waiter.answer(0) == "ok", "the holder's close let the wait through: \(waiter.errors)")
                     #expect(Self.eventually {
-                        Self.setLock(fd, F_WRLCK, 0, 10) == 0 && Self.setLock(fd, F_WRLCK, 100, 1, command: Self.ofdSetLock) == 0
+                        Self.setLock(fd, F_WRLCK, 0, 9) == 0 && Self.setLock(fd, F_WRLCK, 100, 1, command: Self.ofdSetLock) == 0
                     }, "the holder's close released them at the new coordinator")
                 }
             }
