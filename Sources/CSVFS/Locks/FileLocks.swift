@@ -9,6 +9,7 @@ import Glibc
 /// than staying in it unheard: a grant nobody hears of would hold a lock no process knows it has.
 public final class FileLocks: Sendable {
     private struct Sleeper {
+        let node: UInt32
         let semaphore = DispatchSemaphore(value: 0)
         /// Set, before the semaphore is signalled, to what ended the wait.
         var outcome: Result<Void, Errno>?
@@ -28,6 +29,9 @@ public final class FileLocks: Sendable {
 
     private let state = Locked(State())
     public let patience: Duration
+    /// Each wait holds a thread of the coordinator while it sleeps: a node gets this many at once, and ENOLCK
+    /// beyond (as the kernel answers when it runs out of lock records).
+    public static let maxWaitsPerNode = 256
 
     public init(patience: Duration = .seconds(15)) {
         self.patience = patience
@@ -48,6 +52,14 @@ public final class FileLocks: Sendable {
                 state.cancelledEarly.remove(at: early)
                 throw .interrupted
             }
+            if let wait {
+                // Wait ids are the caller's: one already in use, or one wait too many, is refused, never queued.
+                guard state.sleepers[wait] == nil else { throw .invalid }
+                let node = request.owner.node
+                guard state.sleepers.values.lazy.filter({ $0.node == node }).count < Self.maxWaitsPerNode else {
+                    throw .noLocks
+                }
+            }
             switch state.table.lock(request, wait: wait) {
             case .granted:
                 Self.wake(state.table.grantWaits(on: request.ino), in: &state)
@@ -55,7 +67,7 @@ public final class FileLocks: Sendable {
             case .conflict: throw .wouldBlock
             case .deadlock: throw .deadlock
             case .queued:
-                let sleeper = Sleeper()
+                let sleeper = Sleeper(node: request.owner.node)
                 state.sleepers[wait!] = sleeper
                 return sleeper.semaphore
             }

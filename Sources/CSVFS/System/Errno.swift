@@ -37,6 +37,7 @@ public struct Errno: Error, Equatable, Hashable, Sendable, CustomStringConvertib
     public static let wouldBlock = Errno(EAGAIN)
     public static let deadlock = Errno(EDEADLK)
     public static let interrupted = Errno(EINTR)
+    public static let noLocks = Errno(ENOLCK)
 }
 
 /// Retries a syscall that failed with EINTR; the one place that knows about EINTR.
