@@ -31,10 +31,11 @@ public final class FileLocks: Sendable {
     public let patience: Duration
     /// Each wait holds a thread of the coordinator while it sleeps: a node gets this many at once, and ENOLCK
     /// beyond (as the kernel answers when it runs out of lock records).
-    public static let maxWaitsPerNode = 256
+    public let waitsPerNode: Int
 
-    public init(patience: Duration = .seconds(15)) {
+    public init(patience: Duration = .seconds(15), waitsPerNode: Int = 256) {
         self.patience = patience
+        self.waitsPerNode = waitsPerNode
     }
 
     public func conflict(with request: FileLock) -> FileLock? {
@@ -56,7 +57,7 @@ public final class FileLocks: Sendable {
                 // Wait ids are the caller's: one already in use, or one wait too many, is refused, never queued.
                 guard state.sleepers[wait] == nil else { throw .invalid }
                 let node = request.owner.node
-                guard state.sleepers.values.lazy.filter({ $0.node == node }).count < Self.maxWaitsPerNode else {
+                guard state.sleepers.values.lazy.filter({ $0.node == node }).count < waitsPerNode else {
                     throw .noLocks
                 }
             }
