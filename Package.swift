@@ -13,6 +13,7 @@ let package = Package(
         .executable(name: "csvfs", targets: ["csvfs"]),
         .executable(name: "vhdtool", targets: ["vhdtool"]),
         .executable(name: "dlmtool", targets: ["dlmtool"]),
+        .executable(name: "lockbench", targets: ["lockbench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -100,6 +101,8 @@ let package = Package(
                                          .product(name: "NIOPosix", package: "swift-nio"),
                                          .product(name: "Logging", package: "swift-log")],
                           path: "tools/dlmtool"),
+        // bench/lock-bench.sh's driver: fcntl lock latency, nothing of ours, so the baseline pays only the syscall.
+        .executableTarget(name: "lockbench", path: "tools/lockbench"),
 
         // Helpers every test target shares (seeded randomness, child processes, temporary places);
         // not part of any product.
