@@ -92,7 +92,9 @@ final class FUSERequestLoop: @unchecked Sendable {
         case FUSE_LOOKUP, FUSE_FORGET, FUSE_BATCH_FORGET, FUSE_GETATTR, FUSE_READLINK, FUSE_SYMLINK, FUSE_MKNOD,
              FUSE_MKDIR, FUSE_UNLINK, FUSE_RMDIR, FUSE_RENAME, FUSE_RENAME2, FUSE_LINK, FUSE_CREATE, FUSE_STATFS,
              FUSE_RELEASE, FUSE_SETXATTR, FUSE_GETXATTR, FUSE_LISTXATTR, FUSE_REMOVEXATTR, FUSE_FLUSH,
-             FUSE_OPENDIR, FUSE_READDIR, FUSE_READDIRPLUS, FUSE_RELEASEDIR, FUSE_ACCESS, FUSE_INTERRUPT:
+             FUSE_OPENDIR, FUSE_READDIR, FUSE_READDIRPLUS, FUSE_RELEASEDIR, FUSE_ACCESS, FUSE_INTERRUPT,
+             // Lock calls that never wait for a grant (SETLKW is the one that does: it may sleep for ever).
+             FUSE_GETLK, FUSE_SETLK:
             return true
         case FUSE_OPEN:
             // An open with O_TRUNC truncates under the file's exclusive lock, so it may wait for writes.
