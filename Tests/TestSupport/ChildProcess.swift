@@ -128,6 +128,17 @@ public final class ChildProcess: Sendable {
         if let fd = lifeline.withLock({ end -> Int32? in defer { end = nil }; return end }) { close(fd) }
     }
 
+    /// Closes the lifeline and waits for the child to exit, as a child that watches it does; kills it if it has
+    /// not within `timeout`. Its exit status, nil if it had to be killed.
+    public func finishByLifeline(timeout: TimeInterval = 10) -> Int32? {
+        closeLifeline()
+        guard let status = wait(timeout: timeout) else {
+            kill()
+            return nil
+        }
+        return status
+    }
+
     public func result(status: Int32) -> ProcessResult {
         ProcessResult(status: status, stdout: Self.read(stdoutPath), stderr: Self.read(stderrPath))
     }

@@ -136,12 +136,10 @@ public final class FileLocks: Sendable {
     /// is no longer awaited.
     public func reclaim(_ locks: [FileLock], node: UInt32) {
         state.withLock { state in
-            for lock in locks where lock.owner.node == node {
-                if state.table.lock(lock, wait: nil) != .granted {
-                    // Two nodes' reclaims overlap only if the coordinator before granted both, which it never did.
-                    assertionFailure("reclaimed lock \(lock) conflicts")
-                }
-            }
+            // Reclaims never conflict with each other (the coordinator before granted them all). One that comes
+            // after the recovery's limit may conflict with a lock granted since: that one stands, the late one
+            // is not set.
+            for lock in locks where lock.owner.node == node { _ = state.table.lock(lock, wait: nil) }
             state.awaiting.remove(node)
             if state.awaiting.isEmpty { state.recoveryEnds = nil }
         }

@@ -41,14 +41,7 @@ final class LockAgent {
 
     /// Ends the hold: the agent exits, closing the file. Its exit status, nil if it did not exit in time (killed).
     @discardableResult
-    func finish(timeout: TimeInterval = 10) -> Int32? {
-        process.closeLifeline()
-        guard let status = process.wait(timeout: timeout) else {
-            process.kill()
-            return nil
-        }
-        return status
-    }
+    func finish(timeout: TimeInterval = 10) -> Int32? { process.finishByLifeline(timeout: timeout) }
 
     var errors: String { process.stderrText }
 

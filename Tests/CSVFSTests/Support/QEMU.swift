@@ -84,14 +84,7 @@ final class QEMUImageHolder {
 
     /// Closes its stdin: qemu-io closes the image and exits. Its exit status, nil if it was killed for not exiting.
     @discardableResult
-    func finish(timeout: TimeInterval = 10) -> Int32? {
-        process.closeLifeline()
-        guard let status = process.wait(timeout: timeout) else {
-            process.kill()
-            return nil
-        }
-        return status
-    }
+    func finish(timeout: TimeInterval = 10) -> Int32? { process.finishByLifeline(timeout: timeout) }
 }
 
 /// QEMU's human monitor (HMP) over its unix socket: one command at a time, each answered up to the next
