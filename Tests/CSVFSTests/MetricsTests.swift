@@ -51,6 +51,15 @@ extension Mounted {
                 #expect((Self.sample(text, #"csvfs_lun_bytes_total{direction="read"}"#) ?? 0) >= Double(1 << 20), "\(text)")
                 #expect((Self.sample(text, #"csvfs_lun_ios_total{direction="write"}"#) ?? 0) >= 1, "\(text)")
                 #expect(text.contains("csvfs_dlm_lock_wait_seconds"), "\(text)")
+
+                // The other node changes what this one cached: this node drops its cache, and the kernel's.
+                var status = stat()
+                #expect(stat(second + "/f1", &status) == 0)
+                #expect(chmod(volume.path("f1"), 0o600) == 0)
+                #expect(stat(second + "/f1", &status) == 0 && status.st_mode & 0o777 == 0o600, "the other node's chmod")
+                let after = try Self.fetch("http://127.0.0.1:\(port)/metrics").stdout
+                #expect((Self.sample(after, #"csvfs_cache_invalidations_total{cache="node"}"#) ?? 0) >= 1, "\(after)")
+                #expect((Self.sample(after, #"csvfs_cache_invalidations_total{cache="kernel"}"#) ?? 0) >= 1, "\(after)")
                 let missing = try Self.fetch("http://127.0.0.1:\(port)/other")
                 #expect(missing.status == 3 && missing.stdout == "HTTP 404", "\(missing)")
             }

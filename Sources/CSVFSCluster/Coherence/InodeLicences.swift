@@ -14,6 +14,7 @@ final class InodeLicences: @unchecked Sendable {
     private var cache = NodeMetadataCache()
     private let client: LockClient
     private let notifier: KernelNotifier
+    private let invalidations = CacheInvalidationMetrics()
     private let logger: Logger
     /// Tells the coordinator that an inode was overwritten in place (its mtime changed).
     private let tellWrites: @Sendable (UInt64) throws(Errno) -> Void
@@ -256,9 +257,11 @@ final class InodeLicences: @unchecked Sendable {
         switch directive {
         case .convert(let ino, _):
             cache.drop(ino)
+            invalidations.droppedNodeCache()
             return false
         case .release(let ino, _, _):
             cache.drop(ino)
+            invalidations.droppedNodeCache()
             return cache.takeWrittenInPlace(ino)
         case .request:
             return false
@@ -288,7 +291,10 @@ final class InodeLicences: @unchecked Sendable {
             }
         case .release(let ino, let handle, let invalidate):
             // Before the unlock: once another node has the lock, its change may return at any moment.
-            if invalidate { notifier.invalidateAttributes(ino) }
+            if invalidate {
+                notifier.invalidateAttributes(ino)
+                invalidations.droppedKernelAttributes()
+            }
             if tellingWritesFirst {
                 releases.async { [self] in
                     do throws(Errno) {
