@@ -11,8 +11,8 @@ import NIOCore
 /// it synchronously: they are not event-loop threads, so they may wait on the reply's future.
 ///
 /// Between two connections (a new coordinator, a reconnect) a call waits for the lock client's next one,
-/// within its deadline. Requests that were in flight when a connection closed fail with EIO: resending
-/// them is failover's work (exactly-once needs the coordinator to remember its answers).
+/// within its deadline. Requests that were in flight when a connection closed fail with `connectionLost`:
+/// `RemoteMetadataService` sends those that may run twice again.
 public final class NetworkMetadataChannel: MetadataChannel {
     private let client: LockClient
     private let logger: Logger
@@ -32,8 +32,8 @@ public final class NetworkMetadataChannel: MetadataChannel {
         } catch TransportError.timedOut {
             throw .timedOut
         } catch {
-            logger.error("metadata request to the coordinator failed: \(error)")
-            throw .io
+            logger.warning("metadata request to the coordinator lost: \(error)")
+            throw .connectionLost
         }
     }
 

@@ -133,6 +133,31 @@ final class RemoteMetadataServiceTests {
         }
     }
 
+    /// A coordinator lost with a call in flight: the server ran it, the answer never came. A call that may run
+    /// twice is sent again and answers; any other fails with EIO, as it may have taken effect.
+    @Test func aCallLostWithItsConnectionIsSentAgainOnlyIfItMayRunTwice() throws {
+        try withVolume { volume in
+            let losing = AnswerLosingChannel(inner: LoopbackMetadataChannel(server: MetadataServer(service: volume.service)))
+            let remote = RemoteMetadataService(channel: losing, node: 2)
+            let file = try remote.createNode(parent: 1, name: Array("f".utf8), mode: regular, rdev: 0, symlinkTarget: nil, caller: root)
+
+            losing.loseNext(1)
+            #expect(try remote.lookup(parent: 1, name: Array("f".utf8)) == file, "a read is asked again")
+            let lock = FileLock(ino: file.ino, kind: .record, mode: .exclusive, range: FileLockRange(first: 0, last: 9),
+                                owner: FileLockOwner(node: 2, owner: 5), handle: 1, pid: 1)
+            losing.loseNext(2)
+            #expect(try remote.setLock(lock, wait: nil), "a lock is asked again, and setting it twice is one lock")
+            #expect(try volume.service.fileLocks().count == 1)
+
+            losing.loseNext(1)
+            #expect(throws: Errno.io) {
+                try remote.createNode(parent: 1, name: Array("g".utf8), mode: regular, rdev: 0, symlinkTarget: nil, caller: root)
+            }
+            #expect(try volume.service.lookup(parent: 1, name: Array("g".utf8)).fileType == UInt32(S_IFREG), "the lost create took effect")
+            #expect(losing.served == 7, "a create, a read twice, a lock three times, a create once")
+        }
+    }
+
     /// Not a timed assert: prints what a loopback RPC adds to a call, beside the direct call, in the same run.
     @Test func perCallOverheadOfTheLoopbackRPC() throws {
         try withVolume { volume in
@@ -186,6 +211,29 @@ final class RecordingChannel: MetadataChannel {
         let id = try MetadataWire.decodeRequest(request).id
         recorded.withLock { $0.append(id) }
         return try inner.exchange(request, deadline: deadline)
+    }
+}
+
+/// Serves every request, but loses the answers of the next few, as a coordinator that dies after its commit.
+final class AnswerLosingChannel: MetadataChannel {
+    let inner: LoopbackMetadataChannel
+    private let state = Locked((toLose: 0, served: 0))
+
+    init(inner: LoopbackMetadataChannel) { self.inner = inner }
+
+    func loseNext(_ count: Int) { state.withLock { $0.toLose = count } }
+    var served: Int { state.withLock { $0.served } }
+
+    func exchange(_ request: [UInt8], deadline: ContinuousClock.Instant) throws(Errno) -> [UInt8] {
+        let reply = try inner.exchange(request, deadline: deadline)
+        let lose = state.withLock { state -> Bool in
+            state.served += 1
+            guard state.toLose > 0 else { return false }
+            state.toLose -= 1
+            return true
+        }
+        if lose { throw .connectionLost }
+        return reply
     }
 }
 

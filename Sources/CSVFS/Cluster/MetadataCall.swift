@@ -181,6 +181,22 @@ public enum MetadataCallKind: UInt16, Sendable, CaseIterable {
     case reclaimLocks = 31
 }
 
+extension MetadataCallKind {
+    /// Whether running the call twice changes nothing more than running it once: reads, and the file-lock
+    /// calls (setting, unsetting or releasing the same bytes for the same owner again is a no-op).
+    public var mayRunTwice: Bool {
+        switch self {
+        case .lookup, .attributes, .readlink, .readdir, .getXattr, .listXattrs, .statistics, .mapping, .openFiles,
+             .commit, .lockConflict, .setLock, .cancelLockWait, .unlock, .releaseRecordLocks, .fileLocks, .reclaimLocks:
+            true
+        case .setAttributes, .createNode, .link, .unlink, .rmdir, .rename, .setXattr, .removeXattr, .opened, .released,
+             .prepareWrite, .completeWrite, .fallocate, .sync:
+            // `sync` tells a failed flush once: a lost answer would lose the telling.
+            false
+        }
+    }
+}
+
 /// What a call answers when it succeeds; which case is fixed by the call's kind.
 public enum MetadataResult: Sendable, Equatable {
     case done

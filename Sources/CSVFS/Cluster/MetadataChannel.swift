@@ -1,7 +1,8 @@
 /// Carries one encoded metadata request to the node that owns the metadata and brings back its encoded
 /// reply. Synchronous: the FUSE threads call the metadata service synchronously.
 public protocol MetadataChannel: Sendable {
-    /// The reply to `request`, or ETIMEDOUT once `deadline` has passed without one.
+    /// The reply to `request`, or ETIMEDOUT once `deadline` has passed without one, or `connectionLost` when
+    /// the way to the coordinator broke with the request in flight.
     func exchange(_ request: [UInt8], deadline: ContinuousClock.Instant) throws(Errno) -> [UInt8]
 }
 

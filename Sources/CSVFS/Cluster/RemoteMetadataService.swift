@@ -1,3 +1,5 @@
+import Glibc
+
 /// The metadata service of a node that does not own the metadata: every call is encoded, sent through the
 /// channel to the node that does, and its reply decoded. Errors come back as the errno the owner answered;
 /// a reply that does not decode is EPROTO, a reply that does not come in time ETIMEDOUT.
@@ -22,14 +24,31 @@ public final class RemoteMetadataService: MetadataService {
     /// The RPCs sent so far.
     public var counters: MetadataCallCounts { counts.withLock { $0 } }
 
+    /// A call lost with its connection (the coordinator died or gave up the role) is sent again, to whoever
+    /// serves next, when running it twice changes nothing: a failover is a pause for it. Any other call fails
+    /// with EIO, since it may have taken effect (answering what the first attempt did needs the coordinator to
+    /// remember its answers: failover's work).
     private func send(_ call: MetadataCall) throws(Errno) -> MetadataResult {
+        let started = ContinuousClock.now
+        while true {
+            do throws(Errno) {
+                return try send(call, deadline: started + timeout)
+            } catch where error == .connectionLost {
+                guard call.kind.mayRunTwice else { throw .io }
+                guard ContinuousClock.now < started + timeout else { throw .timedOut }
+                usleep(20_000)
+            }
+        }
+    }
+
+    private func send(_ call: MetadataCall, deadline: ContinuousClock.Instant) throws(Errno) -> MetadataResult {
         let id = MetadataRequestID(node: node, sequence: lastSequence.withLock { $0 += 1; return $0 })
         let kind = call.kind
         let request = MetadataWire.encodeRequest(id: id, call)
         let reply: [UInt8]
         let started = ContinuousClock.now
         do throws(Errno) {
-            reply = try channel.exchange(request, deadline: started + timeout)
+            reply = try channel.exchange(request, deadline: deadline)
         } catch {
             counts.withLock { $0.record(kind, sent: request.count, received: 0, failed: true) }
             metrics.record(kind, nanoseconds: Self.nanoseconds(since: started), failed: true)

@@ -1,5 +1,3 @@
-import Glibc
-
 /// This node's side of the cluster-wide file locks, under the FUSE adapter: the kernel's lock requests become
 /// the metadata service's calls (the coordinator keeps every node's locks), and it remembers which owners may
 /// hold record locks on which inode, so that a close() of a file nobody locked (nearly every close) costs no
@@ -32,7 +30,7 @@ final class NodeFileLocks: Sendable {
     func owner(_ owner: UInt64) -> FileLockOwner { FileLockOwner(node: node, owner: owner) }
 
     func conflict(with request: FileLock) throws(Errno) -> FileLock? {
-        try retrying { () throws(Errno) in try service.lockConflict(request) }
+        try service.lockConflict(request)
     }
 
     /// Takes `request`, without waiting (EAGAIN on a conflict), or waiting until granted: `wait` names the wait,
@@ -43,7 +41,9 @@ final class NodeFileLocks: Sendable {
             holders.owners.insert(key)
             holders.ownersOfHandle[request.handle, default: []].insert(key)
         }
-        while try !retrying({ () throws(Errno) in try service.setLock(request, wait: wait) }) {}
+        // A call lost with its coordinator is made again of the next one (`RemoteMetadataService`: every lock
+        // call may run twice), so a wait goes on across a failover.
+        while try !service.setLock(request, wait: wait) {}
     }
 
     func cancel(wait: UInt64) {
@@ -53,33 +53,15 @@ final class NodeFileLocks: Sendable {
     }
 
     func unlock(_ ino: UInt64, kind: FileLockKind, range: FileLockRange, owner: UInt64) throws(Errno) {
-        try retrying { () throws(Errno) in try service.unlock(ino, kind: kind, range: range, owner: self.owner(owner)) }
+        try service.unlock(ino, kind: kind, range: range, owner: self.owner(owner))
     }
 
     /// A close() by `owner` (the kernel's FLUSH): POSIX drops every record lock the process holds on the file.
     func closed(_ ino: UInt64, owner: UInt64) throws(Errno) {
         let key = Key(ino: ino, owner: owner)
         guard holders.withLock({ $0.owners.contains(key) }) else { return }
-        try retrying { () throws(Errno) in try service.releaseRecordLocks(ino, owner: self.owner(owner)) }
+        try service.releaseRecordLocks(ino, owner: self.owner(owner))
         holders.withLock { _ = $0.owners.remove(key) }
-    }
-
-    /// How long a lock call is tried again after the coordinator was lost.
-    static let retryLimit: Duration = .seconds(60)
-
-    /// Runs a lock call, again while it fails with EIO (the coordinator was lost with the call in flight) and
-    /// for at most `retryLimit`: a failover is a pause for the process, not an error. Every lock call may run
-    /// twice: setting, unsetting or releasing the same bytes for the same owner again changes nothing, and a
-    /// coordinator that died took what it had done with it (the node reclaims only what it was answered).
-    private func retrying<R>(_ call: () throws(Errno) -> R) throws(Errno) -> R {
-        let deadline = ContinuousClock.now + Self.retryLimit
-        while true {
-            do throws(Errno) {
-                return try call()
-            } catch where error == .io && ContinuousClock.now < deadline {
-                usleep(50_000)
-            }
-        }
     }
 
     /// The last close of an open file: the coordinator drops its OFD and flock locks as it releases it.

@@ -38,6 +38,9 @@ public struct Errno: Error, Equatable, Hashable, Sendable, CustomStringConvertib
     public static let deadlock = Errno(EDEADLK)
     public static let interrupted = Errno(EINTR)
     public static let noLocks = Errno(ENOLCK)
+    /// A metadata channel's answer when the connection to the coordinator went with the request in flight:
+    /// whether the call took effect is unknown. Never reaches the kernel (see `RemoteMetadataService`).
+    public static let connectionLost = Errno(ECONNRESET)
 }
 
 /// Retries a syscall that failed with EINTR; the one place that knows about EINTR.
