@@ -47,7 +47,7 @@ final class MetadataSession: TransportService {
 
     /// The calls that never wait on the LUN's flush and touch a bounded amount of metadata.
     static let servedOnTheLoop: Set<MetadataCallKind> = [
-        .lookup, .attributes, .createNode, .createOpened, .readlink, .link, .unlink, .rmdir, .rename, .readdir,
+        .lookup, .attributes, .createNode, .readlink, .link, .unlink, .rmdir, .rename, .readdir,
         .setXattr, .getXattr, .listXattrs, .removeXattr, .statistics, .opened, .released, .mapping,
         .prepareWrite, .completeWrite, .commit, .cancelLockWait, .unlock, .releaseRecordLocks, .fileLocks,
         .reclaimLocks,

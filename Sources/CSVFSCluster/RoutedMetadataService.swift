@@ -176,11 +176,6 @@ public final class RoutedMetadataService: MetadataService, @unchecked Sendable {
         }
     }
 
-    public func createOpened(parent: UInt64, name: [UInt8], mode: UInt32, caller: Caller, by node: UInt32?) throws(Errno)
-        -> (attributes: InodeAttributes, handle: UInt64) {
-        try routed { (s) throws(Errno) in try s.createOpened(parent: parent, name: name, mode: mode, caller: caller, by: node) }
-    }
-
     public func readlink(_ ino: UInt64) throws(Errno) -> [UInt8] {
         try routed { (s) throws(Errno) in try s.readlink(ino) }
     }

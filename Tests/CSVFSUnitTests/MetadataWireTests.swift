@@ -237,8 +237,6 @@ enum WireSamples {
             return .createNode(parent: ino, name: name, mode: random.next(), rdev: random.next(),
                                symlinkTarget: Bool.random(using: &random) ? bytes(&random, upTo: 4096) : nil,
                                caller: Caller(uid: random.next(), gid: random.next()))
-        case .createOpened:
-            return .createOpened(parent: ino, name: name, mode: random.next(), caller: Caller(uid: random.next(), gid: random.next()))
         case .readlink: return .readlink(ino: ino)
         case .link: return .link(ino: ino, newParent: random.next(), newName: name)
         case .unlink: return .unlink(parent: ino, name: name)
@@ -289,8 +287,6 @@ enum WireSamples {
         switch kind {
         case .lookup, .attributes, .setAttributes, .createNode, .link:
             return .attributes(attributes(&random))
-        case .createOpened:
-            return .created(attributes(&random), handle: random.next())
         case .readlink, .getXattr:
             return .bytes(bytes(&random, upTo: 4096))
         case .listXattrs:

@@ -4,7 +4,6 @@ public enum MetadataCall: Sendable, Equatable {
     case attributes(ino: UInt64)
     case setAttributes(ino: UInt64, changes: AttributeChanges)
     case createNode(parent: UInt64, name: [UInt8], mode: UInt32, rdev: UInt64, symlinkTarget: [UInt8]?, caller: Caller)
-    case createOpened(parent: UInt64, name: [UInt8], mode: UInt32, caller: Caller)
     case readlink(ino: UInt64)
     case link(ino: UInt64, newParent: UInt64, newName: [UInt8])
     case unlink(parent: UInt64, name: [UInt8])
@@ -39,7 +38,6 @@ public enum MetadataCall: Sendable, Equatable {
         case .attributes: .attributes
         case .setAttributes: .setAttributes
         case .createNode: .createNode
-        case .createOpened: .createOpened
         case .readlink: .readlink
         case .link: .link
         case .unlink: .unlink
@@ -82,9 +80,6 @@ public enum MetadataCall: Sendable, Equatable {
         case .createNode(let parent, let name, let mode, let rdev, let symlinkTarget, let caller):
             return .attributes(try service.createNode(parent: parent, name: name, mode: mode, rdev: rdev,
                                                       symlinkTarget: symlinkTarget, caller: caller))
-        case .createOpened(let parent, let name, let mode, let caller):
-            let (attributes, handle) = try service.createOpened(parent: parent, name: name, mode: mode, caller: caller, by: node)
-            return .created(attributes, handle: handle)
         case .readlink(let ino):
             return .bytes(try service.readlink(ino))
         case .link(let ino, let newParent, let newName):
@@ -184,7 +179,6 @@ public enum MetadataCallKind: UInt16, Sendable, CaseIterable {
     case releaseRecordLocks = 29
     case fileLocks = 30
     case reclaimLocks = 31
-    case createOpened = 32
 }
 
 extension MetadataCallKind {
@@ -195,7 +189,7 @@ extension MetadataCallKind {
         case .lookup, .attributes, .readlink, .readdir, .getXattr, .listXattrs, .statistics, .mapping, .openFiles,
              .commit, .lockConflict, .setLock, .cancelLockWait, .unlock, .releaseRecordLocks, .fileLocks, .reclaimLocks:
             true
-        case .setAttributes, .createNode, .createOpened, .link, .unlink, .rmdir, .rename, .setXattr, .removeXattr, .opened, .released,
+        case .setAttributes, .createNode, .link, .unlink, .rmdir, .rename, .setXattr, .removeXattr, .opened, .released,
              .prepareWrite, .completeWrite, .fallocate, .sync:
             // `sync` tells a failed flush once: a lost answer would lose the telling.
             false
@@ -218,7 +212,6 @@ public enum MetadataResult: Sendable, Equatable {
     case fileLock(FileLock?)
     case granted(Bool)
     case fileLocks([FileLock])
-    case created(InodeAttributes, handle: UInt64)
 }
 
 /// Names one request across the cluster: the node that sent it and that node's sequence number. A reply

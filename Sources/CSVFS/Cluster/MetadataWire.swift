@@ -45,12 +45,6 @@ public enum MetadataWire {
             if let symlinkTarget { writer.appendBytes(symlinkTarget) }
             writer.append(caller.uid)
             writer.append(caller.gid)
-        case .createOpened(let parent, let name, let mode, let caller):
-            writer.append(parent)
-            writer.appendBytes(name)
-            writer.append(mode)
-            writer.append(caller.uid)
-            writer.append(caller.gid)
         case .link(let ino, let newParent, let newName):
             writer.append(ino)
             writer.append(newParent)
@@ -172,7 +166,6 @@ public enum MetadataWire {
         case .fileLock: 1 + fileLockSize
         case .fileLocks(let locks): 4 + locks.count * fileLockSize
         case .attributes, .statistics: attributesSize
-        case .created: attributesSize + 8
         case .bytes(let bytes): 4 + bytes.count
         case .names(let names): 4 + names.reduce(0) { $0 + 4 + $1.count }
         case .entries(let entries): 4 + entries.reduce(0) { $0 + 25 + $1.name.count + ($1.attributes == nil ? 0 : attributesSize) }
@@ -331,9 +324,6 @@ extension ByteWriter {
             break
         case .attributes(let attributes):
             appendAttributes(attributes)
-        case .created(let attributes, let handle):
-            appendAttributes(attributes)
-            append(handle)
         case .bytes(let bytes):
             appendBytes(bytes)
         case .names(let names):
@@ -405,9 +395,6 @@ extension WireReader {
             let symlinkTarget = try bool() ? try bytes() : nil
             return .createNode(parent: parent, name: name, mode: mode, rdev: rdev, symlinkTarget: symlinkTarget,
                                caller: Caller(uid: try integer(), gid: try integer()))
-        case .createOpened:
-            return .createOpened(parent: try integer(), name: try bytes(), mode: try integer(),
-                                 caller: Caller(uid: try integer(), gid: try integer()))
         case .readlink: return .readlink(ino: try integer())
         case .link: return .link(ino: try integer(), newParent: try integer(), newName: try bytes())
         case .unlink: return .unlink(parent: try integer(), name: try bytes())
@@ -549,8 +536,6 @@ extension WireReader {
         switch kind {
         case .lookup, .attributes, .setAttributes, .createNode, .link:
             return .attributes(try attributes())
-        case .createOpened:
-            return .created(try attributes(), handle: try integer())
         case .readlink, .getXattr:
             return .bytes(try bytes())
         case .listXattrs:

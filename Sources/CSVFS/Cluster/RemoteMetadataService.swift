@@ -84,13 +84,6 @@ public final class RemoteMetadataService: MetadataService {
                                             symlinkTarget: symlinkTarget, caller: caller)))
     }
 
-    public func createOpened(parent: UInt64, name: [UInt8], mode: UInt32, caller: Caller, by node: UInt32?) throws(Errno)
-        -> (attributes: InodeAttributes, handle: UInt64) {
-        guard case .created(let attributes, let handle) = try send(.createOpened(parent: parent, name: name, mode: mode, caller: caller))
-        else { throw .protocolError }
-        return (attributes, handle)
-    }
-
     public func readlink(_ ino: UInt64) throws(Errno) -> [UInt8] {
         try bytes(of: send(.readlink(ino: ino)))
     }

@@ -96,8 +96,9 @@ public final class FUSEFilesystem: Sendable {
                 file: UnsafeMutablePointer<fuse_file_info>) {
         let ticket = cache.ticket()
         do {
-            let (attributes, handle) = try service.createOpened(parent: parent, name: name, mode: mode, caller: caller, by: nil)
-            file.pointee.fh = handle
+            let attributes = try service.createNode(parent: parent, name: name, mode: mode, rdev: 0,
+                                                    symlinkTarget: nil, caller: caller)
+            file.pointee.fh = try service.opened(attributes.ino)
             disks.names.saw(attributes.ino, parent: parent, name: name)
             reply.create(attributes, timeout: cache.entryTimeout(since: ticket),
                          attributeTimeout: cache.attributeTimeout(attributes.ino, since: ticket), file: file)

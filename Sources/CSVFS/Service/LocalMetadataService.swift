@@ -55,14 +55,6 @@ public final class LocalMetadataService: MetadataService, @unchecked Sendable {
         }
     }
 
-    public func createOpened(parent: UInt64, name: [UInt8], mode: UInt32, caller: Caller, by node: UInt32?) throws(Errno)
-        -> (attributes: InodeAttributes, handle: UInt64) {
-        try locked { (store) throws(Errno) in
-            let attributes = try store.createNode(parent: parent, name: name, mode: mode, rdev: 0, symlinkTarget: nil, caller: caller)
-            return (attributes, store.opened(attributes.ino, node: node ?? self.node))
-        }
-    }
-
     public func readlink(_ ino: UInt64) throws(Errno) -> [UInt8] {
         try locked { (store) throws(Errno) in try store.readlink(ino) }
     }

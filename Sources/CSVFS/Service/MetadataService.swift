@@ -9,10 +9,6 @@ public protocol MetadataService: Sendable {
     func setAttributes(_ ino: UInt64, _ changes: AttributeChanges) throws(Errno) -> InodeAttributes
     func createNode(parent: UInt64, name: [UInt8], mode: UInt32, rdev: UInt64, symlinkTarget: [UInt8]?,
                     caller: Caller) throws(Errno) -> InodeAttributes
-    /// A new regular file, opened (`createNode`, then `opened`, in one call: a create from another node costs one
-    /// round trip fewer). `node` as for `opened`.
-    func createOpened(parent: UInt64, name: [UInt8], mode: UInt32, caller: Caller, by node: UInt32?) throws(Errno)
-        -> (attributes: InodeAttributes, handle: UInt64)
     func readlink(_ ino: UInt64) throws(Errno) -> [UInt8]
     func link(_ ino: UInt64, newParent: UInt64, newName: [UInt8]) throws(Errno) -> InodeAttributes
     func unlink(parent: UInt64, name: [UInt8]) throws(Errno)

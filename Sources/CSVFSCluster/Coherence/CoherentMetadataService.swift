@@ -258,18 +258,6 @@ public final class CoherentMetadataService: MetadataService, KernelCachePolicy {
         return attributes
     }
 
-    public func createOpened(parent: UInt64, name: [UInt8], mode: UInt32, caller: Caller, by node: UInt32?) throws(Errno)
-        -> (attributes: InodeAttributes, handle: UInt64) {
-        if let done = try whileAlone({ () throws(Errno) in
-            try inner.createOpened(parent: parent, name: name, mode: mode, caller: caller, by: node)
-        }) { return done }
-        let created = try licences.changing([parent], names: [(parent, name)]) { () throws(Errno) in
-            try inner.createOpened(parent: parent, name: name, mode: mode, caller: caller, by: node)
-        }
-        licences.want(created.attributes.ino, mode: .ex)
-        return created
-    }
-
     public func link(_ ino: UInt64, newParent: UInt64, newName: [UInt8]) throws(Errno) -> InodeAttributes {
         if let done = try whileAlone({ () throws(Errno) in try inner.link(ino, newParent: newParent, newName: newName) }) { return done }
         return try licences.changing([ino, newParent], names: [(newParent, newName)]) { () throws(Errno) in
