@@ -159,10 +159,16 @@ public final class LocalMetadataService: MetadataService, @unchecked Sendable {
         if let error = flushError ?? unreported { throw error }
     }
 
-    public func lockConflict(_ request: FileLock) throws(Errno) -> FileLock? { locks.conflict(with: request) }
+    // A lock call of this node's own mount that may sleep (for a grant, or through a new coordinator's wait for
+    // the reclaims) first hands the FUSE reader role over, so the mount's other requests go on meanwhile.
+
+    public func lockConflict(_ request: FileLock) throws(Errno) -> FileLock? {
+        if locks.recovering { FUSERequestThread.willWait() }
+        return locks.conflict(with: request)
+    }
 
     public func setLock(_ request: FileLock, wait: UInt64?) throws(Errno) -> Bool {
-        if wait != nil { FUSERequestThread.willWait() }
+        if wait != nil || locks.recovering { FUSERequestThread.willWait() }
         return try locks.lock(request, wait: wait)
     }
 
