@@ -301,11 +301,12 @@ public struct FileLockTable: Sendable {
 
     // MARK: One holder's sorted locks
 
-    /// The lowest of one holder's `locks` that conflicts with `request` (of another owner, same kind and inode).
+    /// The lowest of one holder's `locks` that conflicts with `request`, by `FileLock.conflicts`, the one rule (the
+    /// search only skips the locks that end before the request begins).
     private static func firstConflict(in locks: [FileLock], with request: FileLock) -> FileLock? {
         var index = firstIndex(in: locks, endingAtOrAfter: request.range.first)
         while index < locks.count && locks[index].range.first <= request.range.last {
-            if request.mode == .exclusive || locks[index].mode == .exclusive { return locks[index] }
+            if locks[index].conflicts(with: request) { return locks[index] }
             index += 1
         }
         return nil
