@@ -107,7 +107,8 @@ public final class ClusterNode: Sendable {
             let routed = RoutedMetadataService(remote: remote)
             session.withLock { $0 = routed }
             role.set(MetadataRole(device: device, superblock: superblock, node: id, service: routed, logger: logger))
-            let coherent = CoherentMetadataService(inner: routed, client: dlm.client, changeTimeout: routed.waitLimit, logger: logger)
+            let coherent = CoherentMetadataService(routed: routed, node: id, client: dlm.client,
+                                                  changeTimeout: routed.waitLimit, logger: logger)
             let data = try DataPath(service: coherent, device: device, io: options.io)
             joined = (dlm, data)
             try await dlm.start(coordinationStarted: true)

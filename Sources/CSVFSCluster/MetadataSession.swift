@@ -34,7 +34,7 @@ final class MetadataSession: TransportService {
             }
         }
         switch MetadataWire.requestKind(request) {
-        case .setLock?, .lockConflict?:
+        case .setLock?, .lockConflict?, .withdrawLocks?:
             // A lock call that may sleep (until its grant, or until a new coordinator has heard every node's
             // reclaim) gets a thread of its own, never holding up the calls behind it, the reclaims among them.
             if MetadataWire.waitsForLock(request) || service.recoveringLocks { Self.lockWaits.async(execute: serve) } else { serve() }
@@ -50,7 +50,7 @@ final class MetadataSession: TransportService {
         .lookup, .attributes, .createNode, .readlink, .link, .unlink, .rmdir, .rename, .readdir,
         .setXattr, .getXattr, .listXattrs, .removeXattr, .statistics, .opened, .released, .mapping,
         .prepareWrite, .completeWrite, .commit, .cancelLockWait, .unlock, .releaseRecordLocks, .fileLocks,
-        .reclaimLocks,
+        .reclaimLocks, .depositLocks, .lockDelegations,
     ]
 
     func closed(_ connection: TransportConnection, reason: TransportError?) {}

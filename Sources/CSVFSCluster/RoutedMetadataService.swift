@@ -1,5 +1,6 @@
 import CSVFS
 import Foundation
+import Primitives
 
 /// The one `MetadataService` of a cluster node, what its FUSE adapter and data path call: while the node is
 /// the coordinator, straight to its own `LocalMetadataService` (so the coordinator's mount costs what a
@@ -30,6 +31,8 @@ public final class RoutedMetadataService: MetadataService, @unchecked Sendable {
     public let waitLimit: Duration
     /// This node's file locks, for the next coordinator.
     private let heldLocks: HeldFileLocks
+    /// Called once this node follows or hosts a new coordinator (after its reclaim is on its way).
+    private let coordinatorChangeHandler = Locked<(@Sendable () -> Void)?>(nil)
     /// How long a new coordinator waits for the other nodes' reclaims at most.
     static let reclaimLimit: Duration = .seconds(10)
 
@@ -52,7 +55,16 @@ public final class RoutedMetadataService: MetadataService, @unchecked Sendable {
         // In this process a reclaim is a table update: it cannot fail.
         try? service.reclaimLocks(heldLocks.all, by: nil)
         set(.local(service, MetadataServer(service: service)))
+        coordinatorChangeHandler.withLock { $0 }?()
     }
+
+    /// `handler` runs each time this node follows or hosts a new coordinator.
+    func onCoordinatorChange(_ handler: @escaping @Sendable () -> Void) {
+        coordinatorChangeHandler.withLock { $0 = handler }
+    }
+
+    /// The locks this node's processes hold on `ino` that the coordinator keeps.
+    func heldFileLocks(on ino: UInt64) -> [FileLock] { heldLocks.locks(on: ino) }
 
     /// The cluster's members changed: a coordinator drops the file locks of a node that left.
     func membersChanged(_ members: Set<UInt32>) {
@@ -81,14 +93,21 @@ public final class RoutedMetadataService: MetadataService, @unchecked Sendable {
     /// file locks.
     func follow(_ epoch: UInt64?) {
         condition.lock()
-        defer { condition.unlock() }
-        if case .local = state.route { return }
+        if case .local = state.route {
+            condition.unlock()
+            return
+        }
         state.route = epoch != nil ? .remote : .pending
         condition.broadcast()
-        guard epoch != state.followed else { return }
+        guard epoch != state.followed else {
+            condition.unlock()
+            return
+        }
         state.followed = epoch
         let generation = heldLocks.coordinatorChanged()
         if epoch != nil { heldLocks.reclaim(from: remote, generation: generation) }
+        condition.unlock()
+        if epoch != nil { coordinatorChangeHandler.withLock { $0 }?() }
     }
 
     private func set(_ route: Route) {
@@ -259,6 +278,23 @@ public final class RoutedMetadataService: MetadataService, @unchecked Sendable {
 
     public func reclaimLocks(_ locks: [FileLock], by node: UInt32?) throws(Errno) {
         try routed { (s) throws(Errno) in try s.reclaimLocks(locks, by: node) }
+    }
+
+    public func withdrawLocks(_ ino: UInt64, by node: UInt32?) throws(Errno) -> [FileLock] {
+        let locks = try routed { (s) throws(Errno) in try s.withdrawLocks(ino, by: node) }
+        heldLocks.withdrawn(ino)
+        return locks
+    }
+
+    public func depositLocks(_ ino: UInt64, _ locks: [FileLock], by node: UInt32?) throws(Errno) {
+        // Noted first: if the coordinator changes before it has heard them, the next one hears them in the
+        // reclaim, and again in the deposit retried with it (which replaces them, so twice is once).
+        heldLocks.deposited(ino, locks)
+        try routed { (s) throws(Errno) in try s.depositLocks(ino, locks, by: node) }
+    }
+
+    public func lockDelegations() throws(Errno) -> [DelegatedInode] {
+        try routed { (s) throws(Errno) in try s.lockDelegations() }
     }
 
     /// Whether the coordinator hosted here holds lock calls back until the nodes' reclaims are in.

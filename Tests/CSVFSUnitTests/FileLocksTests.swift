@@ -112,4 +112,38 @@ struct FileLocksTests {
         locks.membersChanged([2])
         #expect(waiter.result(within: 5) == .success(true), "node 1's lock went with it")
     }
+
+    @Test func aNodeKeepsAnInodesLocksOnlyIfNoOtherNodeHoldsOrWaits() throws {
+        let locks = FileLocks()
+        #expect(try locks.lock(Self.lock(.shared, 0, 9, node: 1, owner: 1), wait: nil))
+        #expect(throws: Errno.wouldBlock, "node 1 holds a lock there") { try locks.withdraw(7, node: 2) }
+        let handed = try locks.withdraw(7, node: 1)
+        #expect(handed == [Self.lock(.shared, 0, 9, owner: 1)])
+        #expect(locks.locks.isEmpty, "they left the table")
+        #expect(locks.delegations == [DelegatedInode(ino: 7, node: 1)])
+        #expect(try locks.withdraw(7, node: 1) == handed, "asked again (its answer lost), it answers the same locks")
+
+        locks.deposit(7, [Self.lock(.exclusive, 20, 29, owner: 1)], node: 1)
+        #expect(locks.locks == [Self.lock(.exclusive, 20, 29, owner: 1)], "what the node held when it gave them back")
+        #expect(locks.delegations.isEmpty)
+        #expect(throws: Errno.wouldBlock) { try locks.lock(Self.lock(.shared, 25, 25, node: 2, owner: 2), wait: nil) }
+
+        let waiter = Background { () throws(Errno) in try locks.lock(Self.lock(.shared, 25, 25, node: 2, owner: 2), wait: 9) }
+        #expect(waiter.result(within: 0.2) == nil)
+        #expect(throws: Errno.wouldBlock, "a wait is granted only at the coordinator") { try locks.withdraw(7, node: 1) }
+        locks.deposit(7, [], node: 1)
+        #expect(waiter.result(within: 5) == .success(true), "the deposit that freed the bytes grants the wait")
+    }
+
+    @Test func aDepositReplacesWhatAReclaimSetAndANodeThatLeavesKeepsNothing() throws {
+        let locks = FileLocks()
+        locks.membersChanged([1, 2])
+        _ = try locks.withdraw(7, node: 1)
+        locks.reclaim([Self.lock(.exclusive, 0, 9, owner: 1)], node: 1)
+        locks.deposit(7, [Self.lock(.shared, 0, 4, owner: 1)], node: 1)
+        #expect(locks.locks == [Self.lock(.shared, 0, 4, owner: 1)])
+        #expect(try locks.withdraw(7, node: 1) == [Self.lock(.shared, 0, 4, owner: 1)])
+        locks.membersChanged([2])
+        #expect(locks.delegations.isEmpty, "node 1 left")
+    }
 }

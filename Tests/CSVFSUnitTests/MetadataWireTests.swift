@@ -280,6 +280,10 @@ enum WireSamples {
         case .releaseRecordLocks: return .releaseRecordLocks(ino: ino, owner: random.next())
         case .fileLocks: return .fileLocks
         case .reclaimLocks: return .reclaimLocks((0..<Int.random(in: 0...30, using: &random)).map { _ in fileLock(&random) })
+        case .withdrawLocks: return .withdrawLocks(ino: ino)
+        case .depositLocks:
+            return .depositLocks(ino: ino, (0..<Int.random(in: 0...30, using: &random)).map { _ in fileLock(&random) })
+        case .lockDelegations: return .lockDelegations
         }
     }
 
@@ -316,10 +320,14 @@ enum WireSamples {
             return .fileLock(Bool.random(using: &random) ? fileLock(&random) : nil)
         case .setLock:
             return .granted(Bool.random(using: &random))
-        case .fileLocks:
+        case .fileLocks, .withdrawLocks:
             return .fileLocks((0..<Int.random(in: 0...30, using: &random)).map { _ in fileLock(&random) })
+        case .lockDelegations:
+            return .delegations((0..<Int.random(in: 0...30, using: &random)).map { _ in
+                DelegatedInode(ino: random.next(), node: random.next())
+            })
         case .unlink, .rmdir, .rename, .setXattr, .removeXattr, .released, .completeWrite, .fallocate, .commit, .sync,
-             .cancelLockWait, .unlock, .releaseRecordLocks, .reclaimLocks:
+             .cancelLockWait, .unlock, .releaseRecordLocks, .reclaimLocks, .depositLocks:
             return .done
         }
     }

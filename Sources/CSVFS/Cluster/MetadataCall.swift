@@ -31,6 +31,9 @@ public enum MetadataCall: Sendable, Equatable {
     case releaseRecordLocks(ino: UInt64, owner: UInt64)
     case fileLocks
     case reclaimLocks([FileLock])
+    case withdrawLocks(ino: UInt64)
+    case depositLocks(ino: UInt64, [FileLock])
+    case lockDelegations
 
     public var kind: MetadataCallKind {
         switch self {
@@ -65,6 +68,9 @@ public enum MetadataCall: Sendable, Equatable {
         case .releaseRecordLocks: .releaseRecordLocks
         case .fileLocks: .fileLocks
         case .reclaimLocks: .reclaimLocks
+        case .withdrawLocks: .withdrawLocks
+        case .depositLocks: .depositLocks
+        case .lockDelegations: .lockDelegations
         }
     }
 
@@ -141,6 +147,16 @@ public enum MetadataCall: Sendable, Equatable {
                 lock.owner.node = node
                 return lock
             }, by: node)
+        case .withdrawLocks(let ino):
+            return .fileLocks(try service.withdrawLocks(ino, by: node))
+        case .depositLocks(let ino, let locks):
+            try service.depositLocks(ino, locks.map { lock in
+                var lock = lock
+                lock.owner.node = node
+                return lock
+            }, by: node)
+        case .lockDelegations:
+            return .delegations(try service.lockDelegations())
         }
         return .done
     }
@@ -179,6 +195,9 @@ public enum MetadataCallKind: UInt16, Sendable, CaseIterable {
     case releaseRecordLocks = 29
     case fileLocks = 30
     case reclaimLocks = 31
+    case withdrawLocks = 32
+    case depositLocks = 33
+    case lockDelegations = 34
 }
 
 extension MetadataCallKind {
@@ -187,7 +206,9 @@ extension MetadataCallKind {
     public var mayRunTwice: Bool {
         switch self {
         case .lookup, .attributes, .readlink, .readdir, .getXattr, .listXattrs, .statistics, .mapping, .openFiles,
-             .commit, .lockConflict, .setLock, .cancelLockWait, .unlock, .releaseRecordLocks, .fileLocks, .reclaimLocks:
+             .commit, .lockConflict, .setLock, .cancelLockWait, .unlock, .releaseRecordLocks, .fileLocks, .reclaimLocks,
+             .withdrawLocks, .depositLocks, .lockDelegations:
+            // A withdrawal asked again by its node answers the locks the first one took out.
             true
         case .setAttributes, .createNode, .link, .unlink, .rmdir, .rename, .setXattr, .removeXattr, .opened, .released,
              .prepareWrite, .completeWrite, .fallocate, .sync:
@@ -212,6 +233,7 @@ public enum MetadataResult: Sendable, Equatable {
     case fileLock(FileLock?)
     case granted(Bool)
     case fileLocks([FileLock])
+    case delegations([DelegatedInode])
 }
 
 /// Names one request across the cluster: the node that sent it and that node's sequence number. A reply

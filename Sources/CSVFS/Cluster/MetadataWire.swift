@@ -69,7 +69,7 @@ public enum MetadataWire {
         case .getXattr(let ino, let name), .removeXattr(let ino, let name):
             writer.append(ino)
             writer.appendBytes(name)
-        case .statistics, .commit, .openFiles, .fileLocks:
+        case .statistics, .commit, .openFiles, .fileLocks, .lockDelegations:
             break
         case .lockConflict(let request):
             writer.appendFileLock(request)
@@ -88,6 +88,12 @@ public enum MetadataWire {
             writer.append(ino)
             writer.append(owner)
         case .reclaimLocks(let locks):
+            writer.appendCount(locks.count)
+            for lock in locks { writer.appendFileLock(lock) }
+        case .withdrawLocks(let ino):
+            writer.append(ino)
+        case .depositLocks(let ino, let locks):
+            writer.append(ino)
             writer.appendCount(locks.count)
             for lock in locks { writer.appendFileLock(lock) }
         case .released(let ino, let handle):
@@ -165,6 +171,7 @@ public enum MetadataWire {
         case .done, .handle, .granted: 8
         case .fileLock: 1 + fileLockSize
         case .fileLocks(let locks): 4 + locks.count * fileLockSize
+        case .delegations(let delegations): 4 + delegations.count * 12
         case .attributes, .statistics: attributesSize
         case .bytes(let bytes): 4 + bytes.count
         case .names(let names): 4 + names.reduce(0) { $0 + 4 + $1.count }
@@ -369,6 +376,12 @@ extension ByteWriter {
         case .fileLocks(let locks):
             appendCount(locks.count)
             for lock in locks { appendFileLock(lock) }
+        case .delegations(let delegations):
+            appendCount(delegations.count)
+            for delegation in delegations {
+                append(delegation.ino)
+                append(delegation.node)
+            }
         }
     }
 }
@@ -443,6 +456,9 @@ extension WireReader {
         case .releaseRecordLocks: return .releaseRecordLocks(ino: try integer(), owner: try integer())
         case .fileLocks: return .fileLocks
         case .reclaimLocks: return .reclaimLocks(try fileLocks())
+        case .withdrawLocks: return .withdrawLocks(ino: try integer())
+        case .depositLocks: return .depositLocks(ino: try integer(), try fileLocks())
+        case .lockDelegations: return .lockDelegations
         }
     }
 
@@ -584,10 +600,16 @@ extension WireReader {
             return .fileLock(try bool() ? try fileLock() : nil)
         case .setLock:
             return .granted(try bool())
-        case .fileLocks:
+        case .fileLocks, .withdrawLocks:
             return .fileLocks(try fileLocks())
+        case .lockDelegations:
+            let count = try count(minimumSize: 12)
+            var delegations: [DelegatedInode] = []
+            delegations.reserveCapacity(count)
+            for _ in 0..<count { delegations.append(DelegatedInode(ino: try integer(), node: try integer())) }
+            return .delegations(delegations)
         case .unlink, .rmdir, .rename, .setXattr, .removeXattr, .released, .completeWrite, .fallocate, .commit, .sync,
-             .cancelLockWait, .unlock, .releaseRecordLocks, .reclaimLocks:
+             .cancelLockWait, .unlock, .releaseRecordLocks, .reclaimLocks, .depositLocks:
             return .done
         }
     }

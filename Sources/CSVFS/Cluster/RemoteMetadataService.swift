@@ -207,6 +207,20 @@ public final class RemoteMetadataService: MetadataService {
         try done(send(.reclaimLocks(locks)))
     }
 
+    public func withdrawLocks(_ ino: UInt64, by node: UInt32?) throws(Errno) -> [FileLock] {
+        guard case .fileLocks(let locks) = try send(.withdrawLocks(ino: ino)) else { throw .protocolError }
+        return locks
+    }
+
+    public func depositLocks(_ ino: UInt64, _ locks: [FileLock], by node: UInt32?) throws(Errno) {
+        try done(send(.depositLocks(ino: ino, locks)))
+    }
+
+    public func lockDelegations() throws(Errno) -> [DelegatedInode] {
+        guard case .delegations(let delegations) = try send(.lockDelegations) else { throw .protocolError }
+        return delegations
+    }
+
     // The decoder picks the result's case from the call's kind, so a mismatch here cannot come off the wire;
     // the checks only keep the switch total.
 

@@ -77,3 +77,15 @@ public struct FileLock: Sendable, Hashable {
             && (mode == .exclusive || other.mode == .exclusive)
     }
 }
+
+/// An inode whose file locks one node keeps itself for now (it holds the inode's DLM lock in EX): the
+/// coordinator's table has none of them until the node gives them back.
+public struct DelegatedInode: Sendable, Hashable {
+    public var ino: UInt64
+    public var node: UInt32
+
+    public init(ino: UInt64, node: UInt32) {
+        self.ino = ino
+        self.node = node
+    }
+}

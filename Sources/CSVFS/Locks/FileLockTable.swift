@@ -104,6 +104,21 @@ public struct FileLockTable: Sendable {
         }
     }
 
+    /// The held locks on `ino`, in the order of `locks`.
+    public func locks(on ino: UInt64) -> [FileLock] {
+        guard let inode = inodes[ino] else { return [] }
+        return inode.held.sorted { Self.sortKey($0.key) < Self.sortKey($1.key) }.flatMap(\.value)
+    }
+
+    public func hasLocks(on ino: UInt64) -> Bool { inodes[ino]?.held.isEmpty == false }
+
+    /// Whether `node` may keep the locks of `ino` itself: every lock held on it is of `node`'s owners, and no
+    /// wait is queued on it (a wait is granted only here).
+    public func onlyHeld(by node: UInt32, on ino: UInt64) -> Bool {
+        guard let inode = inodes[ino] else { return true }
+        return inode.queue.isEmpty && inode.held.keys.allSatisfy { $0.owner.node == node }
+    }
+
     /// The queued waits in the order they were queued.
     public var waiting: [(wait: UInt64, request: FileLock)] {
         waits.sorted { $0.value.order < $1.value.order }.map { (wait: $0.key, request: $0.value.request) }
@@ -192,6 +207,13 @@ public struct FileLockTable: Sendable {
         }
         for lock in held { dropLocks(of: lock.owner, on: lock.ino) }
         return grantWaits(on: Set(held.map(\.ino)))
+    }
+
+    /// Drops every lock of `node`'s owners on `ino` (its waits stay); returns the waits this granted.
+    public mutating func release(ino: UInt64, node: UInt32) -> [FileLockGrant] {
+        guard let inode = inodes[ino] else { return [] }
+        for owner in Set(inode.held.keys.lazy.map(\.owner).filter { $0.node == node }) { dropLocks(of: owner, on: ino) }
+        return grantWaits(on: [ino])
     }
 
     // MARK: The table's bookkeeping

@@ -25,6 +25,9 @@ public final class FileLocks: Sendable {
         var awaiting: Set<UInt32> = []
         var recoveryEnds: ContinuousClock.Instant?
         var members: Set<UInt32>?
+        /// The inodes whose locks a node keeps itself, after `withdraw`, until its `deposit`, with the locks the
+        /// withdrawal took out (asked again, as a call whose answer was lost is, it answers them again).
+        var delegated: [UInt64: (node: UInt32, locks: [FileLock])] = [:]
     }
 
     private let state = Locked(State())
@@ -120,6 +123,41 @@ public final class FileLocks: Sendable {
     /// A node that left or was fenced: every lock and wait of it goes.
     public func release(node: UInt32) {
         change { $0.release(node: node) }
+        state.withLock { $0.delegated = $0.delegated.filter { $0.value.node != node } }
+    }
+
+    /// `node` keeps the locks of `ino` itself from now on (it holds the inode's DLM lock in EX, so no other node
+    /// asks about them until it gives them back): if every lock on it is the node's and nobody waits for one,
+    /// they leave the table and are returned; EAGAIN otherwise.
+    public func withdraw(_ ino: UInt64, node: UInt32) throws(Errno) -> [FileLock] {
+        waitForRecovery()
+        return try state.withLock { (state) throws(Errno) -> [FileLock] in
+            guard state.table.onlyHeld(by: node, on: ino) else { throw .wouldBlock }
+            if let earlier = state.delegated[ino], earlier.node == node { return earlier.locks }
+            let locks = state.table.locks(on: ino)
+            Self.wake(state.table.release(ino: ino, node: node), in: &state)
+            state.delegated[ino] = (node, locks)
+            return locks
+        }
+    }
+
+    /// `node` gives back the locks of `ino` it kept: they replace whatever the table has of it there (a
+    /// reclaim may have set some meanwhile). They were granted by the node, so they are set as a reclaim is.
+    public func deposit(_ ino: UInt64, _ locks: [FileLock], node: UInt32) {
+        change { table in
+            var grants = table.release(ino: ino, node: node)
+            for lock in locks where lock.ino == ino && lock.owner.node == node { _ = table.lock(lock, wait: nil) }
+            grants += table.grantWaits(on: ino)
+            return grants
+        }
+        state.withLock { state in
+            if state.delegated[ino]?.node == node { state.delegated[ino] = nil }
+        }
+    }
+
+    /// The inodes whose locks a node keeps itself now.
+    public var delegations: [DelegatedInode] {
+        state.withLock { $0.delegated.map { DelegatedInode(ino: $0.key, node: $0.value.node) }.sorted { $0.ino < $1.ino } }
     }
 
     /// Holds back every lock and lock test until the nodes of `awaiting` have reclaimed what they held under the
@@ -157,6 +195,7 @@ public final class FileLocks: Sendable {
         }
         state.withLock { state in
             state.members = members
+            state.delegated = state.delegated.filter { members.contains($0.value.node) }
             state.awaiting.formIntersection(members)
             if state.awaiting.isEmpty { state.recoveryEnds = nil }
         }

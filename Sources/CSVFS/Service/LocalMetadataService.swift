@@ -188,6 +188,17 @@ public final class LocalMetadataService: MetadataService, @unchecked Sendable {
         self.locks.reclaim(locks, node: node ?? self.node)
     }
 
+    public func withdrawLocks(_ ino: UInt64, by node: UInt32?) throws(Errno) -> [FileLock] {
+        if locks.recovering { FUSERequestThread.willWait() }
+        return try locks.withdraw(ino, node: node ?? self.node)
+    }
+
+    public func depositLocks(_ ino: UInt64, _ locks: [FileLock], by node: UInt32?) throws(Errno) {
+        self.locks.deposit(ino, locks, node: node ?? self.node)
+    }
+
+    public func lockDelegations() throws(Errno) -> [DelegatedInode] { locks.delegations }
+
     /// This service is a new coordinator's: the locks of `awaiting` (the other nodes alive now) are kept only
     /// by those nodes until they reclaim them, so no lock is granted until they have, or `limit` has passed.
     public func awaitLockReclaims(from awaiting: Set<UInt32>, limit: Duration) {

@@ -66,6 +66,14 @@ public protocol MetadataService: Sendable {
     /// After a coordinator changed: the locks the processes of `node` (nil: the caller's) hold, told to the new
     /// one, which grants no lock until every node alive when it took over has told it (or left).
     func reclaimLocks(_ locks: [FileLock], by node: UInt32?) throws(Errno)
+    /// `node` (nil: the caller's) keeps the locks of `ino` itself from now on, holding the inode's DLM lock in
+    /// EX: the coordinator hands the node's locks there over, or refuses with EAGAIN if another node holds one
+    /// or anyone waits for one.
+    func withdrawLocks(_ ino: UInt64, by node: UInt32?) throws(Errno) -> [FileLock]
+    /// Gives back the locks of `ino` that `node` (nil: the caller's) kept: they replace the node's locks there.
+    func depositLocks(_ ino: UInt64, _ locks: [FileLock], by node: UInt32?) throws(Errno)
+    /// The inodes whose locks a node keeps itself now.
+    func lockDelegations() throws(Errno) -> [DelegatedInode]
 }
 
 extension MetadataService {

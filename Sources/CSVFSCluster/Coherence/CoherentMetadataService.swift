@@ -17,6 +17,8 @@ import Primitives
 public final class CoherentMetadataService: MetadataService, KernelCachePolicy {
     let inner: any MetadataService
     let licences: InodeLicences
+    /// The file locks this node keeps itself, and the way to the coordinator's for the others.
+    let fileLockDelegation: FileLockDelegation
     public let notifier: KernelNotifier?
     /// Open while this node is the volume's only member: then nobody else caches or changes anything, so
     /// calls go straight to the routed service, and the kernel may cache names and attributes for a fixed
@@ -27,14 +29,21 @@ public final class CoherentMetadataService: MetadataService, KernelCachePolicy {
     /// How long the kernel keeps attributes under a licence; the licence's release drops them sooner.
     static let licensedSeconds = 10.0
 
-    init(inner: any MetadataService, client: LockClient, changeTimeout: Duration, logger: Logger) {
+    init(routed: RoutedMetadataService, node: UInt32, client: LockClient, changeTimeout: Duration, logger: Logger) {
         let notifier = KernelNotifier()
-        self.inner = inner
+        inner = routed
         self.notifier = notifier
         licences = InodeLicences(client: client, notifier: notifier, changeTimeout: changeTimeout, logger: logger) {
-            [inner] ino throws(Errno) in try inner.completeWrite(ino, filled: [], end: 0)
+            ino throws(Errno) in try routed.completeWrite(ino, filled: [], end: 0)
         }
-        client.onBlocking { [licences] handle, _ in licences.blocked(handle) }
+        fileLockDelegation = FileLockDelegation(node: node, client: client, service: routed, logger: logger) { ino in
+            routed.heldFileLocks(on: ino)
+        }
+        client.onBlocking { [licences, fileLockDelegation] handle, _ in
+            licences.blocked(handle)
+            fileLockDelegation.blocked(handle)
+        }
+        routed.onCoordinatorChange { [fileLockDelegation] in fileLockDelegation.coordinatorChanged() }
     }
 
     /// Alone: the node cache is emptied and kept empty (changes made without locks would leave it stale),
@@ -148,20 +157,71 @@ public final class CoherentMetadataService: MetadataService, KernelCachePolicy {
     public func opened(_ ino: UInt64, by node: UInt32?) throws(Errno) -> UInt64 { try inner.opened(ino, by: node) }
     public func openFiles() throws(Errno) -> [OpenFile] { try inner.openFiles() }
 
-    // File locks protect no cache: they go to the coordinator as they are.
-    public func lockConflict(_ request: FileLock) throws(Errno) -> FileLock? { try inner.lockConflict(request) }
-    public func setLock(_ request: FileLock, wait: UInt64?) throws(Errno) -> Bool { try inner.setLock(request, wait: wait) }
-    public func cancelLockWait(_ wait: UInt64) throws(Errno) { try inner.cancelLockWait(wait) }
-    public func unlock(_ ino: UInt64, kind: FileLockKind, range: FileLockRange, owner: FileLockOwner) throws(Errno) {
-        try inner.unlock(ino, kind: kind, range: range, owner: owner)
-    }
-    public func releaseRecordLocks(_ ino: UInt64, owner: FileLockOwner) throws(Errno) { try inner.releaseRecordLocks(ino, owner: owner) }
-    public func fileLocks() throws(Errno) -> [FileLock] { try inner.fileLocks() }
-    public func reclaimLocks(_ locks: [FileLock], by node: UInt32?) throws(Errno) { try inner.reclaimLocks(locks, by: node) }
+    // MARK: file locks
 
+    // They protect no cache. An inode's locks are kept by this node while no other node holds or wants one
+    // (`FileLockDelegation`), and the calls on it are answered here; the others go to the coordinator.
+
+    public func lockConflict(_ request: FileLock) throws(Errno) -> FileLock? {
+        try fileLockDelegation.serve(request.ino, .lock, local: { table in .some(table.conflict(with: request)) }) {
+            () throws(Errno) in try inner.lockConflict(request)
+        }
+    }
+
+    public func setLock(_ request: FileLock, wait: UInt64?) throws(Errno) -> Bool {
+        try fileLockDelegation.serve(request.ino, .lock, local: { (table) throws(Errno) -> Bool? in
+            guard case .granted = table.lock(request, wait: nil) else {
+                // One that would wait does so at the coordinator, which sees every node's waits.
+                if wait == nil { throw .wouldBlock }
+                return nil
+            }
+            return true
+        }) { () throws(Errno) in try inner.setLock(request, wait: wait) }
+    }
+
+    public func cancelLockWait(_ wait: UInt64) throws(Errno) { try inner.cancelLockWait(wait) }
+
+    public func unlock(_ ino: UInt64, kind: FileLockKind, range: FileLockRange, owner: FileLockOwner) throws(Errno) {
+        try fileLockDelegation.serve(ino, .release, local: { table in
+            _ = table.unlock(ino: ino, kind: kind, range: range, owner: owner)
+            return ()
+        }) { () throws(Errno) in try inner.unlock(ino, kind: kind, range: range, owner: owner) }
+    }
+
+    public func releaseRecordLocks(_ ino: UInt64, owner: FileLockOwner) throws(Errno) {
+        try fileLockDelegation.serve(ino, .release, local: { table in
+            _ = table.releaseRecordLocks(ino: ino, owner: owner)
+            return ()
+        }) { () throws(Errno) in try inner.releaseRecordLocks(ino, owner: owner) }
+    }
+
+    /// Every lock in the cluster: the nodes that keep some give them back first, this node's own are added.
+    public func fileLocks() throws(Errno) -> [FileLock] {
+        let kept = try inner.lockDelegations().filter { $0.node != fileLockDelegation.node }.map(\.ino)
+        let central = try fileLockDelegation.looking(at: kept) { () throws(Errno) in try inner.fileLocks() }
+        return central + fileLockDelegation.localLocks
+    }
+
+    public func reclaimLocks(_ locks: [FileLock], by node: UInt32?) throws(Errno) { try inner.reclaimLocks(locks, by: node) }
+    public func withdrawLocks(_ ino: UInt64, by node: UInt32?) throws(Errno) -> [FileLock] { try inner.withdrawLocks(ino, by: node) }
+    public func depositLocks(_ ino: UInt64, _ locks: [FileLock], by node: UInt32?) throws(Errno) {
+        try inner.depositLocks(ino, locks, by: node)
+    }
+    public func lockDelegations() throws(Errno) -> [DelegatedInode] { try inner.lockDelegations() }
+
+    /// The OFD and flock locks of the handle go with it: from this node's table if it keeps the inode's, and
+    /// the coordinator's otherwise, which releases the open file itself too.
     public func released(_ ino: UInt64, handle: UInt64, by node: UInt32?) throws(Errno) {
         try licences.tellWrittenInPlace(ino)
-        try inner.released(ino, handle: handle, by: node)
+        var releasedCentrally = false
+        try fileLockDelegation.serve(ino, .release, local: { [fileLockDelegation] table in
+            _ = table.release(handle: handle, node: fileLockDelegation.node)
+            return ()
+        }) { () throws(Errno) in
+            try inner.released(ino, handle: handle, by: node)
+            releasedCentrally = true
+        }
+        if !releasedCentrally { try inner.released(ino, handle: handle, by: node) }
     }
 
     /// The map of a whole window around `range` is asked for, and kept, so the reads and overwrites after it

@@ -38,6 +38,22 @@ final class HeldFileLocks: Sendable {
         table.withLock { _ = $0.release(handle: handle, node: node) }
     }
 
+    func locks(on ino: UInt64) -> [FileLock] { table.withLock { $0.locks(on: ino) } }
+
+    /// The node keeps the locks of `ino` itself now (`FileLockDelegation`): a new coordinator hears them from it
+    /// when it gives them back, not in a reclaim.
+    func withdrawn(_ ino: UInt64) {
+        table.withLock { _ = $0.release(ino: ino, node: node) }
+    }
+
+    /// The node gives back the locks of `ino` it kept: they are the coordinator's to keep again.
+    func deposited(_ ino: UInt64, _ locks: [FileLock]) {
+        table.withLock { table in
+            _ = table.release(ino: ino, node: node)
+            for lock in locks { _ = table.lock(lock, wait: nil) }
+        }
+    }
+
     /// A new coordinator was elected (or this node stopped following one): reclaims still being sent go stale.
     @discardableResult
     func coordinatorChanged() -> Int { generation.withLock { $0 += 1; return $0 } }
