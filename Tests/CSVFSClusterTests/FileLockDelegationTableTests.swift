@@ -5,8 +5,8 @@ import Testing
 
 /// The races of the file-lock delegation, replayed event by event on the pure table.
 @Suite struct FileLockDelegationTableTests {
-    static let ex = LockHandle(id: LockID(node: 1, serial: 1), resource: FileLockDelegation.resource(7))
-    static let pr = LockHandle(id: LockID(node: 1, serial: 2), resource: FileLockDelegation.resource(7))
+    static let ex = LockHandle(id: LockID(node: 1, serial: 1), resource: InodeLock.fileLocks.resource(7))
+    static let pr = LockHandle(id: LockID(node: 1, serial: 2), resource: InodeLock.fileLocks.resource(7))
 
     static func lock(_ mode: FileLockMode, _ first: Int64, _ last: Int64, owner: UInt64) -> FileLock {
         FileLock(ino: 7, kind: .record, mode: mode, range: FileLockRange(first: first, last: last),
@@ -136,7 +136,7 @@ import Testing
     @Test func pastTheLimitTheOldestIdleInodeGoesBack() {
         var table = FileLockDelegationTable(node: 1, idleLimit: 2)
         func keep(_ ino: UInt64) {
-            let handle = LockHandle(id: LockID(node: 1, serial: ino), resource: FileLockDelegation.resource(ino))
+            let handle = LockHandle(id: LockID(node: 1, serial: ino), resource: InodeLock.fileLocks.resource(ino))
             #expect(table.begin(ino, .lock) == .wait(.requestExclusive(ino)))
             #expect(table.exclusiveGranted(ino, handle) == .withdraw(ino, handle))
             #expect(table.withdrawn(ino, handle, []) == nil)
@@ -150,7 +150,7 @@ import Testing
         #expect(table.localCallDone(2) == nil)
         #expect(table.localCallDone(3) == nil, "two idle: within the limit")
         keep(4)
-        let four = LockHandle(id: LockID(node: 1, serial: 2), resource: FileLockDelegation.resource(2))
+        let four = LockHandle(id: LockID(node: 1, serial: 2), resource: InodeLock.fileLocks.resource(2))
         #expect(table.localCallDone(4) == .deposit(2, four, [], thenShared: false), "the oldest idle one goes back")
         #expect(table.idleSince.keys.sorted() == [3, 4])
     }

@@ -5,7 +5,7 @@ import Testing
 /// The races of the inode licences, replayed event by event on the pure table.
 @Suite struct InodeLicenceTableTests {
     static func handle(_ ino: UInt64, _ serial: UInt64 = 1) -> LockHandle {
-        LockHandle(id: LockID(node: 1, serial: serial), resource: InodeLicences.resource(ino))
+        LockHandle(id: LockID(node: 1, serial: serial), resource: InodeLock.metadata.resource(ino))
     }
 
     @Test func whatWasReadBeforeTheGrantIsNotCached() {
@@ -100,9 +100,12 @@ import Testing
     }
 
     @Test func inodeLockNamesRoundTrip() {
-        #expect(InodeLicences.inode(InodeLicences.resource(123)) == 123)
-        #expect(InodeLicences.inode("x123") == nil)
-        #expect(InodeLicences.inode("i") == nil)
+        for lock in InodeLock.allCases {
+            #expect(InodeLock.parse(lock.resource(123)).map { [$0.0 == lock, $0.1 == 123] } == [true, true])
+        }
+        #expect(InodeLock.parse("x123") == nil)
+        #expect(InodeLock.parse("i") == nil)
+        #expect(InodeLock.parse("p-1") == nil)
     }
 }
 

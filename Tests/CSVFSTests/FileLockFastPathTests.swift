@@ -94,12 +94,7 @@ extension Mounted {
                     #expect(holder.answer(2) == "holding", "\(holder.errors)")
 
                     try volume.killCoordinator()
-                    var coordinator: UInt32?
-                    #expect(Locks.eventually(30) {
-                        let result = try? volume.csvfs(["status", third, "--json"])
-                        coordinator = result.flatMap { try? JSONDecoder().decode(StatusReport.self, from: Data($0.stdout.utf8)) }?.coordinator?.node
-                        return coordinator != nil && coordinator != 1
-                    }, "no new coordinator: \(String(describing: coordinator))")
+                    Locks.expectNewCoordinator(volume, through: third)
                     let fd = try sys("open") { open(third + "/f", O_RDWR) }
                     defer { close(fd) }
                     #expect(Locks.setLock(fd, F_WRLCK, 5, 1) == EAGAIN, "the POSIX lock is kept across the failover")

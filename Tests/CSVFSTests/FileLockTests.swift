@@ -31,6 +31,16 @@ extension Mounted {
             return request
         }
 
+        /// Waits until `csvfs status` through `mountpoint` names a coordinator other than node 1 (the one killed).
+        static func expectNewCoordinator(_ volume: TestVolume, through mountpoint: String) {
+            var coordinator: UInt32?
+            #expect(eventually(30) {
+                let result = try? volume.csvfs(["status", mountpoint, "--json"])
+                coordinator = result.flatMap { try? JSONDecoder().decode(StatusReport.self, from: Data($0.stdout.utf8)) }?.coordinator?.node
+                return coordinator != nil && coordinator != 1
+            }, "no new coordinator: \(String(describing: coordinator))")
+        }
+
         static func eventually(_ timeout: TimeInterval = 10, _ condition: () -> Bool) -> Bool {
             let deadline = Date().addingTimeInterval(timeout)
             while !condition() {
@@ -201,12 +211,7 @@ extension Mounted {
                     #expect(waiter.answer(0, timeout: 1) == nil, "granted while held: \(waiter.errors)")
 
                     try volume.killCoordinator()
-                    var coordinator: UInt32?
-                    #expect(Self.eventually(30) {
-                        let result = try? volume.csvfs(["status", third, "--json"])
-                        coordinator = result.flatMap { try? JSONDecoder().decode(StatusReport.self, from: Data($0.stdout.utf8)) }?.coordinator?.node
-                        return coordinator != nil && coordinator != 1
-                    }, "no new coordinator: \(String(describing: coordinator))")
+                    Self.expectNewCoordinator(volume, through: third)
                     #expect(Self.setLock(fd, F_WRLCK, 5, 1) == EAGAIN, "the POSIX lock is kept across the failover")
                     #expect(Self.setLock(fd, F_WRLCK, 100, 1, command: Self.ofdSetLock) == EAGAIN, "and the OFD lock")
                     #expect(Self.setLock(fd, F_WRLCK, 20, 10) == 0, "bytes nobody held")

@@ -40,8 +40,11 @@ public final class CoherentMetadataService: MetadataService, KernelCachePolicy {
             routed.heldFileLocks(on: ino)
         }
         client.onBlocking { [licences, fileLockDelegation] handle, _ in
-            licences.blocked(handle)
-            fileLockDelegation.blocked(handle)
+            switch InodeLock.parse(handle.resource) {
+            case (.metadata, let ino)?: licences.blocked(ino)
+            case (.fileLocks, let ino)?: fileLockDelegation.blocked(ino)
+            case nil: break
+            }
         }
         routed.onCoordinatorChange { [fileLockDelegation] in fileLockDelegation.coordinatorChanged() }
     }

@@ -40,15 +40,8 @@ final class InodeLicences: @unchecked Sendable {
         self.logger = logger
     }
 
-    static func resource(_ ino: UInt64) -> String { "i\(ino)" }
-    static func inode(_ resource: String) -> UInt64? {
-        guard resource.first == "i" else { return nil }
-        return UInt64(resource.dropFirst())
-    }
-
-    /// The lock client's blocking callback, for the resources that are inode locks.
-    func blocked(_ handle: LockHandle) {
-        guard let ino = Self.inode(handle.resource) else { return }
+    /// Another node waits for the inode's lock (the lock client's blocking callback).
+    func blocked(_ ino: UInt64) {
         apply { $0.blocked(ino) }
     }
 
@@ -274,7 +267,7 @@ final class InodeLicences: @unchecked Sendable {
             let timeout = mode == .ex ? changeTimeout : Self.licenceTimeout
             Task {
                 do {
-                    let (handle, _) = try await client.lock(Self.resource(ino), mode: mode, timeout: timeout)
+                    let (handle, _) = try await client.lock(InodeLock.metadata.resource(ino), mode: mode, timeout: timeout)
                     apply { $0.granted(ino, handle: handle, mode: mode) }
                 } catch {
                     apply { $0.failed(ino) }

@@ -35,15 +35,8 @@ final class FileLockDelegation: @unchecked Sendable {
         self.centralLocks = centralLocks
     }
 
-    static func resource(_ ino: UInt64) -> String { "p\(ino)" }
-    static func inode(_ resource: String) -> UInt64? {
-        guard resource.first == "p" else { return nil }
-        return UInt64(resource.dropFirst())
-    }
-
-    /// The lock client's blocking callback, for the resources that are file-lock delegations.
-    func blocked(_ handle: LockHandle) {
-        guard let ino = Self.inode(handle.resource) else { return }
+    /// Another node asked for the inode's `p` lock (the lock client's blocking callback).
+    func blocked(_ ino: UInt64) {
         apply { $0.blocked(ino) }
     }
 
@@ -161,7 +154,7 @@ final class FileLockDelegation: @unchecked Sendable {
         case .requestExclusive(let ino):
             Task {
                 do {
-                    let (handle, _) = try await client.lock(Self.resource(ino), mode: .ex, flags: .noQueue,
+                    let (handle, _) = try await client.lock(InodeLock.fileLocks.resource(ino), mode: .ex, flags: .noQueue,
                                                             timeout: Self.exclusiveTimeout)
                     apply { $0.exclusiveGranted(ino, handle) }
                 } catch {
@@ -184,7 +177,7 @@ final class FileLockDelegation: @unchecked Sendable {
         case .requestShared(let ino):
             Task {
                 do {
-                    let (handle, _) = try await client.lock(Self.resource(ino), mode: .pr, timeout: Self.waitLimit)
+                    let (handle, _) = try await client.lock(InodeLock.fileLocks.resource(ino), mode: .pr, timeout: Self.waitLimit)
                     apply { $0.sharedGranted(ino, handle) }
                 } catch {
                     logger.warning("no PR lock for the file locks of inode \(ino): \(error)")
