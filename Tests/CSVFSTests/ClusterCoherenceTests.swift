@@ -134,6 +134,37 @@ extension Mounted {
             }
         }
 
+        /// A listing with attributes on a node that is not the coordinator is read under the licences of the
+        /// directory and its entries: the stat of every entry that follows (`ls -l`) is answered from the
+        /// node's cache, and what another node changes afterwards is seen at once.
+        @Test func aListingLeavesItsEntriesCachedAndAnotherNodesChangesAreSeen() throws {
+            try MetricsTests.withSecondNodeExportingMetrics { volume, second, port in
+                let one = volume.mountpoint, files = 1000
+                try sys("mkdir") { mkdir(one + "/d", 0o755) }
+                for index in 0..<files { try writeFile(one + "/d/f\(index)", Array(repeating: 1, count: index)) }
+                let before = try Self.readCalls(port)
+                let names = try FileManager.default.contentsOfDirectory(atPath: second + "/d")
+                #expect(names.count == files)
+                for name in names {
+                    let index = try #require(Int(name.dropFirst()), "\(name)")
+                    #expect(try lstatOrThrow(second + "/d/" + name).st_size == index, "\(name)")
+                }
+                let calls = try Self.readCalls(port) - before
+                #expect(calls < Double(files) / 20, "a listing and \(files) stats sent \(calls) lookups and stats")
+
+                #expect(chmod(one + "/d/f5", 0o600) == 0)
+                try writeFile(one + "/d/f7", Array("seven".utf8))
+                try writeFile(one + "/d/new", [1])
+                #expect(unlink(one + "/d/f9") == 0)
+                #expect(try lstatOrThrow(second + "/d/f5").st_mode & 0o7777 == 0o600, "the other node's chmod")
+                #expect(try lstatOrThrow(second + "/d/f7").st_size == 5, "the other node's write")
+                #expect(statErrno(second + "/d/f9") == ENOENT, "the other node's unlink")
+                let after = Set(try FileManager.default.contentsOfDirectory(atPath: second + "/d"))
+                #expect(after.contains("new") && !after.contains("f9") && after.count == files, "the listing after the changes")
+                #expect(try lstatOrThrow(second + "/d/new").st_size == 1)
+            }
+        }
+
         /// A node left alone skips the locks and caches nothing of its own; when another node joins, every
         /// change made meanwhile is seen there, and what the newcomer changes is seen by the first node, even
         /// for files whose metadata the first node had cached while they shared the volume before.

@@ -37,9 +37,13 @@ public final class FUSEFilesystem: Sendable {
 
     func initialize(_ connection: UnsafeMutablePointer<fuse_conn_info>) {
         let wanted = UInt32(FUSE_CAP_ASYNC_READ | FUSE_CAP_ASYNC_DIO | FUSE_CAP_ATOMIC_O_TRUNC | FUSE_CAP_READDIRPLUS
-                            | FUSE_CAP_READDIRPLUS_AUTO | FUSE_CAP_PARALLEL_DIROPS | FUSE_CAP_SPLICE_READ
+                            | FUSE_CAP_PARALLEL_DIROPS | FUSE_CAP_SPLICE_READ
                             | FUSE_CAP_POSIX_LOCKS | FUSE_CAP_FLOCK_LOCKS)
         connection.pointee.want |= wanted & connection.pointee.capable
+        // Every listing with attributes, not only the first batch of one (the kernel's "auto" would list the
+        // rest without, and `ls -l` would then look up every entry on its own): a node that shares the volume
+        // reads them under licences, and the lookups that follow are answered from its cache.
+        connection.pointee.want &= ~UInt32(FUSE_CAP_READDIRPLUS_AUTO)
         connection.pointee.max_write = Self.maxRequest
         connection.pointee.max_readahead = Self.maxRequest
         connection.pointee.max_background = 64

@@ -28,6 +28,8 @@ public final class CoherentMetadataService: MetadataService, KernelCachePolicy {
     private let switches = DispatchQueue(label: "csvfs.alone-switches")
     /// How long the kernel keeps attributes under a licence; the licence's release drops them sooner.
     static let licensedSeconds = 10.0
+    /// How long a listing waits for its licences; past it, what it read is answered but not kept.
+    static let listingLicenceWait: Duration = .seconds(1)
 
     init(routed: RoutedMetadataService, node: UInt32, client: LockClient, changeTimeout: Duration, logger: Logger) {
         let notifier = KernelNotifier()
@@ -135,20 +137,46 @@ public final class CoherentMetadataService: MetadataService, KernelCachePolicy {
 
     public func readdir(_ ino: UInt64, after cookie: Int64, limit: Int, plus: Bool) throws(Errno) -> [DirectoryEntry] {
         if let done = try whileAlone({ () throws(Errno) in try inner.readdir(ino, after: cookie, limit: limit, plus: plus) }) { return done }
-        if plus { try licences.tellAllWrittenInPlace() }
+        if plus { return try listing(ino, after: cookie, limit: limit) }
         let ticket = licences.ticket()
         licences.want(ino)
-        let entries = try inner.readdir(ino, after: cookie, limit: limit, plus: plus)
-        for entry in entries where entry.name != [46] && entry.name != [46, 46] {
+        let entries = try inner.readdir(ino, after: cookie, limit: limit, plus: false)
+        for entry in entries where !Self.isDots(entry.name) {
             licences.store(entry.name, in: ino, as: .inode(entry.ino), readAfter: ticket)
-            // readdirplus hands the kernel the inodes (it will FORGET them); plain readdir does not.
-            if plus, let attributes = entry.attributes {
-                licences.want(entry.ino)
-                licences.store(attributes, readAfter: ticket)
-            }
         }
         return entries
     }
+
+    /// A listing with attributes (`ls -l`; the mount asks for them with every listing) is read under the
+    /// licences of the directory and of its entries, so that what it returns is kept here: the kernel's lookup
+    /// of each entry that follows (it keeps no names while others are members) is answered from the cache.
+    /// What was read before a licence was granted cannot be kept, so the entries without one are read again
+    /// once they have it. Twice as many entries as the kernel asked for are read, and the licences of those
+    /// that do not fit are asked for now: its next batch finds them granted and is read once.
+    private func listing(_ ino: UInt64, after cookie: Int64, limit: Int) throws(Errno) -> [DirectoryEntry] {
+        try licences.tellAllWrittenInPlace()
+        let deadline = ContinuousClock.now + Self.listingLicenceWait
+        licences.awaitLicences([ino], until: deadline)
+        var ticket = licences.ticket()
+        var entries = try inner.readdir(ino, after: cookie, limit: 2 * limit, plus: true)
+        let children = entries.filter { !Self.isDots($0.name) }
+        let unlicensed = children.prefix(limit).map(\.ino).filter { !licences.isLicensed($0, since: ticket) }
+        for entry in children.dropFirst(limit) { licences.want(entry.ino) }
+        if !unlicensed.isEmpty {
+            licences.awaitLicences(unlicensed, until: deadline)
+            ticket = licences.ticket()
+            entries = try inner.readdir(ino, after: cookie, limit: 2 * limit, plus: true)
+        }
+        for entry in entries where !Self.isDots(entry.name) {
+            licences.store(entry.name, in: ino, as: .inode(entry.ino), readAfter: ticket)
+            // readdirplus hands the kernel the inodes (it will FORGET them).
+            licences.want(entry.ino)
+            if let attributes = entry.attributes { licences.store(attributes, readAfter: ticket) }
+        }
+        return entries
+    }
+
+    private static func isDots(_ name: [UInt8]) -> Bool { name == [46] || name == [46, 46] }
 
     public func readlink(_ ino: UInt64) throws(Errno) -> [UInt8] { try inner.readlink(ino) }
     public func getXattr(_ ino: UInt64, name: [UInt8]) throws(Errno) -> [UInt8] {

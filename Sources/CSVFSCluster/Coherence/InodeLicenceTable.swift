@@ -70,6 +70,11 @@ struct InodeLicenceTable {
         return grantedAt <= ticket && entry.changes == 0 && entry.changedAt <= ticket
     }
 
+    /// Whether a licence of `ino` is still being asked for.
+    func isRequesting(_ ino: UInt64) -> Bool {
+        if case .requesting? = entries[ino]?.state { true } else { false }
+    }
+
     /// The node reads `ino`: ask for a licence if it has none, without waiting for it. A new inode this node
     /// just made is asked for in EX, since its maker usually goes on to change it (write, mkdir inside).
     mutating func want(_ ino: UInt64, mode: LockMode = .pr) -> Directive? {

@@ -53,6 +53,24 @@ final class InodeLicences: @unchecked Sendable {
     }
 
     func want(_ ino: UInt64, mode: LockMode = .pr) { apply { $0.want(ino, mode: mode) } }
+
+    /// Asks for the licences of `inodes` that this node lacks, all at once, and waits until they are
+    /// granted or refused, or `deadline` passes: what is read afterwards may be cached. (Read before, it
+    /// could not: another node may change it before the grant.)
+    func awaitLicences(_ inodes: [UInt64], until deadline: ContinuousClock.Instant) {
+        condition.lock()
+        let directives = inodes.compactMap { table.want($0) }
+        condition.unlock()
+        for directive in directives { run(directive) }
+        condition.lock()
+        defer { condition.unlock() }
+        guard inodes.contains(where: { table.isRequesting($0) }) else { return }
+        condition.unlock()
+        FUSERequestThread.willWait()
+        condition.lock()
+        let until = Date(timeIntervalSinceNow: Double((deadline - .now) / .milliseconds(1)) / 1000)
+        while inodes.contains(where: { table.isRequesting($0) }), condition.wait(until: until) {}
+    }
     func forgotten(_ ino: UInt64) { apply { $0.forgotten(ino) } }
 
     // MARK: the cache, under the licences
