@@ -54,7 +54,7 @@ public final class RoutedMetadataService: MetadataService, @unchecked Sendable {
         service.awaitLockReclaims(from: members.subtracting([remote.node]), limit: Self.reclaimLimit)
         // In this process a reclaim is a table update: it cannot fail.
         try? service.reclaimLocks(heldLocks.all, by: nil)
-        set(.local(service, MetadataServer(service: service)))
+        set(.local(service, MetadataServer(service: service, applied: service)))
         coordinatorChangeHandler.withLock { $0 }?()
     }
 

@@ -162,6 +162,21 @@ public enum MetadataCall: Sendable, Equatable {
     }
 }
 
+extension MetadataCall {
+    /// What a call that takes effect once answered, read again without changing anything: its change was
+    /// committed, and its answer lost with the coordinator that made it.
+    func answerAgain(on service: any MetadataService) throws(Errno) -> MetadataResult {
+        switch self {
+        case .createNode(let parent, let name, _, _, _, _):
+            return .attributes(try service.lookup(parent: parent, name: name))
+        case .link(_, let newParent, let newName):
+            return .attributes(try service.lookup(parent: newParent, name: newName))
+        default:
+            return .done
+        }
+    }
+}
+
 /// Which call a message carries; the number is its code on the wire and must never change meaning.
 public enum MetadataCallKind: UInt16, Sendable, CaseIterable {
     case lookup = 1
@@ -201,19 +216,17 @@ public enum MetadataCallKind: UInt16, Sendable, CaseIterable {
 }
 
 extension MetadataCallKind {
-    /// Whether running the call twice changes nothing more than running it once: reads, and the file-lock
-    /// calls (setting, unsetting or releasing the same bytes for the same owner again is a no-op).
-    public var mayRunTwice: Bool {
+    /// Whether running the call a second time would answer or change otherwise than the first did: a
+    /// create, a link, a removal, a rename, an xattr set with "create" or removed. The coordinator records
+    /// these requests in their change's transaction and answers one sent again (after a failover) from
+    /// what is there. Every other call may run again: reads; the file-lock calls (the same bytes for the same
+    /// owner); attribute changes, allocations and write completions (the same values again); a release (of a
+    /// handle already closed, nothing); an open (a second handle, at a coordinator that lost the first with
+    /// its memory); a sync (again, though an error of the first is then not told).
+    public var takesEffectOnce: Bool {
         switch self {
-        case .lookup, .attributes, .readlink, .readdir, .getXattr, .listXattrs, .statistics, .mapping, .openFiles,
-             .commit, .lockConflict, .setLock, .cancelLockWait, .unlock, .releaseRecordLocks, .fileLocks, .reclaimLocks,
-             .withdrawLocks, .depositLocks, .lockDelegations:
-            // A withdrawal asked again by its node answers the locks the first one took out.
-            true
-        case .setAttributes, .createNode, .link, .unlink, .rmdir, .rename, .setXattr, .removeXattr, .opened, .released,
-             .prepareWrite, .completeWrite, .fallocate, .sync:
-            // `sync` tells a failed flush once: a lost answer would lose the telling.
-            false
+        case .createNode, .link, .unlink, .rmdir, .rename, .setXattr, .removeXattr: true
+        default: false
         }
     }
 }

@@ -24,25 +24,24 @@ public final class RemoteMetadataService: MetadataService {
     /// The RPCs sent so far.
     public var counters: MetadataCallCounts { counts.withLock { $0 } }
 
-    /// A call lost with its connection (the coordinator died or gave up the role) is sent again, to whoever
-    /// serves next, when running it twice changes nothing: a failover is a pause for it. Any other call fails
-    /// with EIO, since it may have taken effect (answering what the first attempt did needs the coordinator to
-    /// remember its answers: failover's work).
+    /// A call lost with its connection (the coordinator died or gave up the role) is sent again, under the same
+    /// id, to whoever serves next, until its timeout: a failover is a pause. A call that must take effect once
+    /// is answered again by a coordinator that finds its change committed (`MetadataCallKind.takesEffectOnce`);
+    /// the others may run twice.
     private func send(_ call: MetadataCall) throws(Errno) -> MetadataResult {
         let started = ContinuousClock.now
+        let id = MetadataRequestID(node: node, sequence: lastSequence.withLock { $0 += 1; return $0 })
         while true {
             do throws(Errno) {
-                return try send(call, deadline: started + timeout)
+                return try send(call, id: id, deadline: started + timeout)
             } catch where error == .connectionLost {
-                guard call.kind.mayRunTwice else { throw .io }
                 guard ContinuousClock.now < started + timeout else { throw .timedOut }
                 usleep(20_000)
             }
         }
     }
 
-    private func send(_ call: MetadataCall, deadline: ContinuousClock.Instant) throws(Errno) -> MetadataResult {
-        let id = MetadataRequestID(node: node, sequence: lastSequence.withLock { $0 += 1; return $0 })
+    private func send(_ call: MetadataCall, id: MetadataRequestID, deadline: ContinuousClock.Instant) throws(Errno) -> MetadataResult {
         let kind = call.kind
         let request = MetadataWire.encodeRequest(id: id, call)
         let reply: [UInt8]

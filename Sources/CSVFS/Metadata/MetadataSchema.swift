@@ -29,5 +29,14 @@ enum MetadataSchema {
     -- Inodes with no name left but still open; reclaimed at last close, or at the next mount after a crash.
     CREATE TABLE orphans(ino INTEGER PRIMARY KEY);
     CREATE TABLE volume(key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+    \(appliedRequests)
+    """
+
+    /// The requests of other nodes whose change is committed, written in the change's own transaction, so a
+    /// request sent again after a failover (its answer lost with the coordinator) is answered, not run twice.
+    /// Volumes formatted before it have it made at their next mount.
+    static let appliedRequests = """
+    CREATE TABLE IF NOT EXISTS applied_requests(node INTEGER NOT NULL, sequence INTEGER NOT NULL,
+                                                PRIMARY KEY(node, sequence)) WITHOUT ROWID;
     """
 }

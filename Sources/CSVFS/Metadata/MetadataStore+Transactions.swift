@@ -20,7 +20,9 @@ extension MetadataStore {
         do {
             let result = try db.transaction {
                 try applyPendingWrites()
-                return try body()
+                let result = try body()
+                if let servedRequest { try recordApplied(servedRequest) }
+                return result
             }
             // The VFS writes the log when it sees the commit frame; this covers any commit it did not see.
             try vfs.flushLog()
@@ -32,6 +34,32 @@ extension MetadataStore {
         } catch {
             dropCachesAfterRollback()
             throw Self.errno(error)
+        }
+    }
+
+    /// Notes, in the transaction of its change, that another node's request took effect. A node's sequence
+    /// numbers only grow, and it sends a request again only while it waits for its answer: the records of
+    /// a node far behind its latest are dropped now and then.
+    private func recordApplied(_ id: MetadataRequestID) throws {
+        try db.statement("INSERT OR IGNORE INTO applied_requests(node, sequence) VALUES (?, ?)")
+            .bind(.integer(Int64(id.node)), .integer(Int64(bitPattern: id.sequence))).run()
+        recordsSincePruning += 1
+        guard recordsSincePruning >= Self.appliedRequestsPruningInterval else { return }
+        recordsSincePruning = 0
+        try db.statement("DELETE FROM applied_requests WHERE node = ? AND sequence < ?")
+            .bind(.integer(Int64(id.node)), .integer(Int64(bitPattern: id.sequence) - Self.appliedRequestsKept)).run()
+    }
+
+    static let appliedRequestsPruningInterval = 1024
+    /// How far behind a node's latest request its records are kept: far more than it ever has unanswered.
+    static let appliedRequestsKept: Int64 = 1 << 20
+
+    /// Whether the change of another node's request was committed.
+    func wasApplied(_ id: MetadataRequestID) throws(Errno) -> Bool {
+        try read {
+            let statement = try db.statement("SELECT 1 FROM applied_requests WHERE node = ? AND sequence = ?")
+            statement.bind(.integer(Int64(id.node)), .integer(Int64(bitPattern: id.sequence)))
+            return try statement.step()
         }
     }
 

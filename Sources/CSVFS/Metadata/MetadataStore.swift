@@ -41,6 +41,11 @@ final class MetadataStore {
     var orphans: Set<UInt64> = []
 
     /// Counts commits; `syncedGeneration` is the count the last completed flush of the LUN covered.
+    /// The request of another node this call serves, if it must take effect once: each transaction records
+    /// it (`applied_requests`).
+    var servedRequest: MetadataRequestID?
+    /// Records since the last pruning of `applied_requests`.
+    var recordsSincePruning = 0
     var commitGeneration = 0
     var syncedGeneration = 0
     var metadataSpace = MetadataSpaceGauge()
@@ -100,6 +105,7 @@ final class MetadataStore {
             }
             try store.loadCounters()
             if !readOnly {
+                try store.db.execute(MetadataSchema.appliedRequests)
                 try store.reclaimFreedSpace()
                 try store.commit()
             }

@@ -33,7 +33,11 @@ public final class LocalMetadataService: MetadataService, @unchecked Sendable {
     }
 
     private func locked<R>(_ body: (MetadataStore) throws(Errno) -> R) throws(Errno) -> R {
-        try lock.withLock { () throws(Errno) -> R in try body(store) }
+        try lock.withLock { () throws(Errno) -> R in
+            store.servedRequest = ServedRequest.current
+            defer { store.servedRequest = nil }
+            return try body(store)
+        }
     }
 
     public func lookup(parent: UInt64, name: [UInt8]) throws(Errno) -> InodeAttributes {
@@ -218,5 +222,11 @@ public final class LocalMetadataService: MetadataService, @unchecked Sendable {
     /// Checkpoints and leaves the database with nothing to replay; the service must not be used afterwards.
     public func close() {
         lock.withLock { store.close() }
+    }
+}
+
+extension LocalMetadataService: AppliedRequests {
+    public func wasApplied(_ id: MetadataRequestID) throws(Errno) -> Bool {
+        try locked { (store) throws(Errno) in try store.wasApplied(id) }
     }
 }

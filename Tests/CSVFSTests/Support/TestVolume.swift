@@ -86,18 +86,19 @@ final class TestVolume {
     var isMounted: Bool { MountTable.isMounted(mountpoint) }
 
     /// Starts the server in the foreground as our child and waits until the kernel lists the mount; in
-    /// `.follower` mode a coordinator node first. `options` go to `csvfs mount -o`.
-    func mount(options: [String] = []) throws {
+    /// `.follower` mode a coordinator node first. `options` go to `csvfs mount -o`; `coordinatorEnvironment` is
+    /// added to the coordinator node's environment.
+    func mount(options: [String] = [], coordinatorEnvironment: [String: String] = [:]) throws {
         guard server == nil else { throw FixtureError("already mounted by this fixture") }
         if metadataMode == .follower && coordinatorServer == nil {
-            coordinatorServer = try startServer(at: coordinatorMountpoint, options: options)
+            coordinatorServer = try startServer(at: coordinatorMountpoint, options: options, environment: coordinatorEnvironment)
         }
         server = try startServer(at: mountpoint, options: options)
     }
 
-    private func startServer(at target: String, options: [String]) throws -> ChildProcess {
+    private func startServer(at target: String, options: [String], environment: [String: String] = [:]) throws -> ChildProcess {
         let arguments = withSecret(["mount", lun, target, "--foreground"] + (options.isEmpty ? [] : ["-o", options.joined(separator: ",")]))
-        let child = try ChildProcess(binary, arguments, outputDirectory: directory)
+        let child = try ChildProcess(binary, arguments, environment: environment, outputDirectory: directory)
         let deadline = Date().addingTimeInterval(Self.mountTimeout)
         while MountTable.entry(at: target)?.fileSystemType != "fuse.csvfs" {
             if let status = child.wait(timeout: 0) {
