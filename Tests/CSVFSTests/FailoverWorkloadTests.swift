@@ -1,3 +1,4 @@
+import ClusterTestSupport
 import CSVFS
 import Foundation
 import Glibc
@@ -112,70 +113,116 @@ extension Mounted {
             }
         }
 
-        @Test func theSurvivorsWorkloadRunsThroughACoordinatorKill() throws {
+        /// The coordination backend the nodes join through.
+        enum Backend: CustomTestStringConvertible, Sendable {
+            case local
+            case etcd
+            var testDescription: String { self == .local ? "local" : "etcd" }
+        }
+
+        @Test(arguments: [Backend.local, .etcd]) func theSurvivorsWorkloadRunsThroughACoordinatorKill(_ backend: Backend) async throws {
+            let etcd = backend == .etcd ? try await EtcdServer() : nil
+            defer { etcd?.stop() }
             var pauses: [Duration] = []
             for round in 0..<Self.rounds {
                 let seed = UInt64.random(in: 1...UInt64(UInt32.max))
-                print("failover round \(round), seed \(seed)")
-                if let pause = try Self.round(seed: seed) { pauses.append(pause) }
+                print("failover round \(round) (\(backend.testDescription)), seed \(seed)")
+                if let pause = try Self.round(seed: seed, etcd: etcd?.endpoint) { pauses.append(pause) }
             }
             let sorted = pauses.sorted()
             if let maximum = sorted.last {
-                print("failover pause over \(sorted.count) rounds: p50 \(sorted[sorted.count / 2]), max \(maximum)")
+                print("failover pause (\(backend.testDescription)) over \(sorted.count) rounds: p50 \(sorted[sorted.count / 2]), max \(maximum)")
+            }
+        }
+
+        /// Three nodes, mounted one after the other (so node 1 is the coordinator), each a process of ours.
+        final class Nodes {
+            let volume: TestVolume
+            var servers: [ChildProcess] = []
+            var mountpoints: [String] = []
+
+            init(_ volume: TestVolume, etcd: String?) throws {
+                self.volume = volume
+                for index in 1...3 {
+                    let mountpoint = volume.directory.appendingPathComponent("node\(index)").path
+                    try FileManager.default.createDirectory(atPath: mountpoint, withIntermediateDirectories: false)
+                    mountpoints.append(mountpoint)
+                    let arguments = ["mount", volume.lun, mountpoint, "--foreground"] + (etcd.map { ["--etcd", $0] } ?? [])
+                    let server = try ChildProcess(volume.binary, volume.withSecret(arguments), outputDirectory: volume.directory)
+                    servers.append(server)
+                    let deadline = Date().addingTimeInterval(60)
+                    while MountTable.entry(at: mountpoint)?.fileSystemType != "fuse.csvfs" {
+                        if let status = server.wait(timeout: 0) { throw FixtureError("node \(index) exited: \(server.result(status: status))") }
+                        if Date() > deadline { throw FixtureError("node \(index) not mounted within 60 s: \(server.stderrText)") }
+                        usleep(20_000)
+                    }
+                }
+            }
+
+            /// SIGKILL node 1 by its PID and detach its dead mount.
+            func killCoordinator() {
+                servers[0].kill()
+                _ = umount2(mountpoints[0], Int32(MNT_DETACH))
+            }
+
+            func stop() {
+                for mountpoint in mountpoints.dropFirst() where MountTable.isMounted(mountpoint) { _ = try? volume.csvfs(["unmount", mountpoint]) }
+                for server in servers { server.kill() }
+                for mountpoint in mountpoints where MountTable.isMounted(mountpoint) {
+                    _ = try? runProcess("/usr/bin/fusermount3", ["-u", "-z", mountpoint], timeout: 30)
+                }
             }
         }
 
         /// One round; the pause: from the kill until every survivor has completed an operation.
-        static func round(seed: UInt64) throws -> Duration? {
+        static func round(seed: UInt64, etcd: String?) throws -> Duration? {
             var random = SeededRandom(seed: seed)
             var pause: Duration?
-            try withVolume(.follower) { volume in
-                try ClusterJoinTests.withSecondMountpoint(volume) { third in
-                    let joined = try volume.csvfs(["mount", volume.lun, third], timeout: 90)
-                    try #require(joined.succeeded, "\(joined)")
-                    let mounts = [volume.mountpoint, third]
-                    for (index, mount) in mounts.enumerated() { try sys("mkdir") { mkdir(mount + "/w\(index)", 0o755) } }
-                    let workloads = mounts.enumerated().map { Workload(directory: $1 + "/w\($0)", seed: seed &+ UInt64($0)) }
-                    workloads.forEach { $0.start() }
-                    defer {
-                        workloads.forEach { $0.finish() }
-                        for workload in workloads where !workload.joined(within: .seconds(90)) {
-                            Issue.record("seed \(seed): the workload in \(workload.directory) did not end")
-                        }
-                    }
-                    usleep(UInt32.random(in: 300_000...1_500_000, using: &random))
-                    let killed = ContinuousClock.now
-                    try volume.killCoordinator()
-                    // The workload goes on through the failover, then a while under the new coordinator.
-                    let deadline = ContinuousClock.now + .seconds(60)
-                    while workloads.contains(where: { workload in workload.state.withLock { $0.ends.last.map { $0 < killed + .seconds(1) } ?? true } }),
-                          workloads.allSatisfy({ $0.state.withLock { $0.failure == nil } }), ContinuousClock.now < deadline {
-                        usleep(20_000)
-                    }
+            try withVolume(mounted: false) { volume in
+                let nodes = try Nodes(volume, etcd: etcd)
+                defer { nodes.stop() }
+                let mounts = Array(nodes.mountpoints.dropFirst())
+                for (index, mount) in mounts.enumerated() { try sys("mkdir") { mkdir(mount + "/w\(index)", 0o755) } }
+                let workloads = mounts.enumerated().map { Workload(directory: $1 + "/w\($0)", seed: seed &+ UInt64($0)) }
+                workloads.forEach { $0.start() }
+                defer {
                     workloads.forEach { $0.finish() }
-                    for workload in workloads { #expect(workload.joined(within: .seconds(90)), "seed \(seed)") }
-                    for workload in workloads {
-                        let state = workload.state.withLock { $0 }
-                        #expect(state.failure == nil, "seed \(seed), \(workload.directory): \(state.failure ?? "")")
+                    for workload in workloads where !workload.joined(within: .seconds(90)) {
+                        Issue.record("seed \(seed): the workload in \(workload.directory) did not end")
                     }
-                    // Every fsync'd byte, through either survivor.
-                    for (index, workload) in workloads.enumerated() {
-                        let state = workload.state.withLock { $0 }
-                        for mount in mounts {
-                            let directory = mount + "/w\(index)"
-                            let names = Set(try FileManager.default.contentsOfDirectory(atPath: directory))
-                            #expect(names == Set(state.files.keys).union(["log"]), "seed \(seed), \(directory)")
-                            for (name, content) in state.files {
-                                #expect(try readFile(directory + "/" + name) == content, "seed \(seed), \(directory)/\(name)")
-                            }
-                            #expect(try readFile(directory + "/log") == state.log, "seed \(seed), \(directory)/log")
-                        }
-                    }
-                    let firstEnds = workloads.compactMap { workload in workload.state.withLock { $0.ends.first { $0 > killed } } }
-                    guard firstEnds.count == workloads.count, let last = firstEnds.max() else { return }
-                    print("seed \(seed): pause \(last - killed), \(workloads.map { $0.state.withLock { $0.ends.count } }) operations")
-                    pause = last - killed
                 }
+                usleep(UInt32.random(in: 300_000...1_500_000, using: &random))
+                let killed = ContinuousClock.now
+                nodes.killCoordinator()
+                // The workload goes on through the failover, then a while under the new coordinator.
+                let deadline = ContinuousClock.now + .seconds(60)
+                while workloads.contains(where: { workload in workload.state.withLock { $0.ends.last.map { $0 < killed + .seconds(1) } ?? true } }),
+                      workloads.allSatisfy({ $0.state.withLock { $0.failure == nil } }), ContinuousClock.now < deadline {
+                    usleep(20_000)
+                }
+                workloads.forEach { $0.finish() }
+                for workload in workloads { #expect(workload.joined(within: .seconds(90)), "seed \(seed)") }
+                for workload in workloads {
+                    let state = workload.state.withLock { $0 }
+                    #expect(state.failure == nil, "seed \(seed), \(workload.directory): \(state.failure ?? "")")
+                }
+                // Every fsync'd byte, through either survivor.
+                for (index, workload) in workloads.enumerated() {
+                    let state = workload.state.withLock { $0 }
+                    for mount in mounts {
+                        let directory = mount + "/w\(index)"
+                        let names = Set(try FileManager.default.contentsOfDirectory(atPath: directory))
+                        #expect(names == Set(state.files.keys).union(["log"]), "seed \(seed), \(directory)")
+                        for (name, content) in state.files {
+                            #expect(try readFile(directory + "/" + name) == content, "seed \(seed), \(directory)/\(name)")
+                        }
+                        #expect(try readFile(directory + "/log") == state.log, "seed \(seed), \(directory)/log")
+                    }
+                }
+                let firstEnds = workloads.compactMap { workload in workload.state.withLock { $0.ends.first { $0 > killed } } }
+                guard firstEnds.count == workloads.count, let last = firstEnds.max() else { return }
+                print("seed \(seed): pause \(last - killed), \(workloads.map { $0.state.withLock { $0.ends.count } }) operations")
+                pause = last - killed
             }
             return pause
         }
