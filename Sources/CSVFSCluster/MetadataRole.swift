@@ -21,7 +21,7 @@ final class MetadataRole: RoleHooks {
     }
 
     func willHost(_ leadership: Leadership) async throws {
-        let local = try LocalMetadataService.open(device: device, superblock: superblock, node: node)
+        let local = try LocalMetadataService.open(device: device, superblock: superblock, node: node, takingOver: true)
         service.host(local)
         logger.info("coordinator for epoch \(leadership.epoch): metadata database open")
     }

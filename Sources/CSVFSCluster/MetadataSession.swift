@@ -50,7 +50,7 @@ final class MetadataSession: TransportService {
         .lookup, .attributes, .createNode, .readlink, .link, .unlink, .rmdir, .rename, .readdir,
         .setXattr, .getXattr, .listXattrs, .removeXattr, .statistics, .opened, .released, .mapping,
         .prepareWrite, .completeWrite, .commit, .cancelLockWait, .unlock, .releaseRecordLocks, .fileLocks,
-        .reclaimLocks, .depositLocks, .lockDelegations,
+        .reclaimLocks, .depositLocks, .lockDelegations, .reclaimOpenFiles,
     ]
 
     func closed(_ connection: TransportConnection, reason: TransportError?) {}

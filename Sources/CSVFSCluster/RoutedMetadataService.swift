@@ -31,6 +31,8 @@ public final class RoutedMetadataService: MetadataService, @unchecked Sendable {
     public let waitLimit: Duration
     /// This node's file locks, for the next coordinator.
     private let heldLocks: HeldFileLocks
+    /// This node's open files (handle to inode), for the next coordinator.
+    private let openHandles = Locked<[UInt64: UInt64]>([:])
     /// Called once this node follows or hosts a new coordinator (after its reclaim is on its way).
     private let coordinatorChangeHandler = Locked<(@Sendable () -> Void)?>(nil)
     /// How long a new coordinator waits for the other nodes' reclaims at most.
@@ -52,7 +54,9 @@ public final class RoutedMetadataService: MetadataService, @unchecked Sendable {
         condition.unlock()
         service.membersChanged(members.union([remote.node]))
         service.awaitLockReclaims(from: members.subtracting([remote.node]), limit: Self.reclaimLimit)
-        // In this process a reclaim is a table update: it cannot fail.
+        // In this process a reclaim is a table update: only reading the database can fail, and then this node's
+        // open files are not kept across this change (their data stays until the next coordinator's mount).
+        try? service.reclaimOpenFiles(heldOpenFiles, by: nil)
         try? service.reclaimLocks(heldLocks.all, by: nil)
         set(.local(service, MetadataServer(service: service, applied: service)))
         coordinatorChangeHandler.withLock { $0 }?()
@@ -61,6 +65,11 @@ public final class RoutedMetadataService: MetadataService, @unchecked Sendable {
     /// `handler` runs each time this node follows or hosts a new coordinator.
     func onCoordinatorChange(_ handler: @escaping @Sendable () -> Void) {
         coordinatorChangeHandler.withLock { $0 = handler }
+    }
+
+    /// The files this node has open, as the coordinators that opened them numbered them.
+    private var heldOpenFiles: [OpenHandle] {
+        openHandles.withLock { $0.map { OpenHandle(ino: $0.value, handle: $0.key) } }
     }
 
     /// The locks this node's processes hold on `ino` that the coordinator keeps.
@@ -105,7 +114,11 @@ public final class RoutedMetadataService: MetadataService, @unchecked Sendable {
         }
         state.followed = epoch
         let generation = heldLocks.coordinatorChanged()
-        if epoch != nil { heldLocks.reclaim(from: remote, generation: generation) }
+        if epoch != nil {
+            heldLocks.reclaim(from: remote, generation: generation) { [self] () throws(Errno) in
+                try remote.reclaimOpenFiles(heldOpenFiles, by: nil)
+            }
+        }
         condition.unlock()
         if epoch != nil { coordinatorChangeHandler.withLock { $0 }?() }
     }
@@ -244,11 +257,20 @@ public final class RoutedMetadataService: MetadataService, @unchecked Sendable {
     }
 
     public func opened(_ ino: UInt64, by node: UInt32?) throws(Errno) -> UInt64 {
-        try routed { (s) throws(Errno) in try s.opened(ino, by: node) }
+        let handle = try routed { (s) throws(Errno) in try s.opened(ino, by: node) }
+        openHandles.withLock { $0[handle] = ino }
+        return handle
+    }
+
+    public func reclaimOpenFiles(_ files: [OpenHandle], by node: UInt32?) throws(Errno) {
+        try routed { (s) throws(Errno) in try s.reclaimOpenFiles(files, by: node) }
     }
 
     public func released(_ ino: UInt64, handle: UInt64, by node: UInt32?) throws(Errno) {
-        defer { heldLocks.released(handle: handle) }
+        defer {
+            heldLocks.released(handle: handle)
+            openHandles.withLock { _ = $0.removeValue(forKey: handle) }
+        }
         try routed { (s) throws(Errno) in try s.released(ino, handle: handle, by: node) }
     }
 

@@ -246,5 +246,33 @@ extension Mounted {
                 close(fd)
             }
         }
+
+        /// A new coordinator hears of the files the other nodes have open before it deletes what an earlier one
+        /// left unlinked: a file unlinked while open keeps its data across the failover, until its last close.
+        @Test func anUnlinkedOpenFileKeepsItsDataAcrossACoordinatorFailover() throws {
+            try withVolume(.follower) { volume in
+                try ClusterJoinTests.withSecondMountpoint(volume) { third in
+                    let joined = try volume.csvfs(["mount", volume.lun, third], timeout: 90)
+                    try #require(joined.succeeded, "\(joined)")
+                    let data = patternBytes(count: 300_000, seed: 6)
+                    try writeFile(volume.mountpoint + "/kept", data)
+                    let fd = try sys("open") { open(volume.mountpoint + "/kept", O_RDWR) }
+                    defer { close(fd) }
+                    #expect(unlink(third + "/kept") == 0)
+                    try volume.killCoordinator()
+                    FileLockTests.expectNewCoordinator(volume, through: third)
+                    // Its blocks must not go to another file: the new coordinator kept the inode.
+                    // (Freed blocks are reused only after a sync: two fsync'd writes would take them.)
+                    try writeFile(third + "/filler", patternBytes(count: 600_000, seed: 7), fsync: true)
+                    try writeFile(third + "/filler2", patternBytes(count: 600_000, seed: 9), fsync: true)
+                    #expect(try Self.pread(fd, 300_000, at: 0) == data, "the open file keeps its data")
+                    try writeAll(fd, patternBytes(count: 4096, seed: 8), at: 300_000)
+                    #expect(try Self.pread(fd, 4096, at: 300_000) == patternBytes(count: 4096, seed: 8), "and takes writes")
+                    #expect(try readFile(third + "/filler") == patternBytes(count: 600_000, seed: 7))
+                    let names = try FileManager.default.contentsOfDirectory(atPath: volume.mountpoint)
+                    #expect(!names.contains("kept"), "\(names)")
+                }
+            }
+        }
     }
 }

@@ -284,6 +284,10 @@ enum WireSamples {
         case .depositLocks:
             return .depositLocks(ino: ino, (0..<Int.random(in: 0...30, using: &random)).map { _ in fileLock(&random) })
         case .lockDelegations: return .lockDelegations
+        case .reclaimOpenFiles:
+            return .reclaimOpenFiles((0..<Int.random(in: 0...30, using: &random)).map { _ in
+                OpenHandle(ino: random.next(), handle: random.next())
+            })
         }
     }
 
@@ -327,7 +331,7 @@ enum WireSamples {
                 DelegatedInode(ino: random.next(), node: random.next())
             })
         case .unlink, .rmdir, .rename, .setXattr, .removeXattr, .released, .completeWrite, .fallocate, .commit, .sync,
-             .cancelLockWait, .unlock, .releaseRecordLocks, .reclaimLocks, .depositLocks:
+             .cancelLockWait, .unlock, .releaseRecordLocks, .reclaimLocks, .depositLocks, .reclaimOpenFiles:
             return .done
         }
     }

@@ -34,6 +34,7 @@ public enum MetadataCall: Sendable, Equatable {
     case withdrawLocks(ino: UInt64)
     case depositLocks(ino: UInt64, [FileLock])
     case lockDelegations
+    case reclaimOpenFiles([OpenHandle])
 
     public var kind: MetadataCallKind {
         switch self {
@@ -71,6 +72,7 @@ public enum MetadataCall: Sendable, Equatable {
         case .withdrawLocks: .withdrawLocks
         case .depositLocks: .depositLocks
         case .lockDelegations: .lockDelegations
+        case .reclaimOpenFiles: .reclaimOpenFiles
         }
     }
 
@@ -157,6 +159,8 @@ public enum MetadataCall: Sendable, Equatable {
             }, by: node)
         case .lockDelegations:
             return .delegations(try service.lockDelegations())
+        case .reclaimOpenFiles(let files):
+            try service.reclaimOpenFiles(files, by: node)
         }
         return .done
     }
@@ -213,6 +217,7 @@ public enum MetadataCallKind: UInt16, Sendable, CaseIterable {
     case withdrawLocks = 32
     case depositLocks = 33
     case lockDelegations = 34
+    case reclaimOpenFiles = 35
 }
 
 extension MetadataCallKind {

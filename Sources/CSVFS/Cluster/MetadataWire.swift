@@ -92,6 +92,12 @@ public enum MetadataWire {
             for lock in locks { writer.appendFileLock(lock) }
         case .withdrawLocks(let ino):
             writer.append(ino)
+        case .reclaimOpenFiles(let files):
+            writer.appendCount(files.count)
+            for file in files {
+                writer.append(file.ino)
+                writer.append(file.handle)
+            }
         case .depositLocks(let ino, let locks):
             writer.append(ino)
             writer.appendCount(locks.count)
@@ -459,6 +465,12 @@ extension WireReader {
         case .withdrawLocks: return .withdrawLocks(ino: try integer())
         case .depositLocks: return .depositLocks(ino: try integer(), try fileLocks())
         case .lockDelegations: return .lockDelegations
+        case .reclaimOpenFiles:
+            let count = try count(minimumSize: 16)
+            var files: [OpenHandle] = []
+            files.reserveCapacity(count)
+            for _ in 0..<count { files.append(OpenHandle(ino: try integer(), handle: try integer())) }
+            return .reclaimOpenFiles(files)
         }
     }
 
@@ -609,7 +621,7 @@ extension WireReader {
             for _ in 0..<count { delegations.append(DelegatedInode(ino: try integer(), node: try integer())) }
             return .delegations(delegations)
         case .unlink, .rmdir, .rename, .setXattr, .removeXattr, .released, .completeWrite, .fallocate, .commit, .sync,
-             .cancelLockWait, .unlock, .releaseRecordLocks, .reclaimLocks, .depositLocks:
+             .cancelLockWait, .unlock, .releaseRecordLocks, .reclaimLocks, .depositLocks, .reclaimOpenFiles:
             return .done
         }
     }

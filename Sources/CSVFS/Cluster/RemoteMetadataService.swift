@@ -206,6 +206,10 @@ public final class RemoteMetadataService: MetadataService {
         try done(send(.reclaimLocks(locks)))
     }
 
+    public func reclaimOpenFiles(_ files: [OpenHandle], by node: UInt32?) throws(Errno) {
+        try done(send(.reclaimOpenFiles(files)))
+    }
+
     public func withdrawLocks(_ ino: UInt64, by node: UInt32?) throws(Errno) -> [FileLock] {
         guard case .fileLocks(let locks) = try send(.withdrawLocks(ino: ino)) else { throw .protocolError }
         return locks

@@ -132,12 +132,26 @@ final class MetadataStore {
     }
 
     /// Frees inodes left without a name by a mount that died while they were open.
+    /// Deletes the inodes left unlinked by an earlier owner that nobody has open now.
     func reclaimOrphans() throws(Errno) {
         try mutate {
             let statement = try db.statement("SELECT ino FROM orphans")
             var orphans: [UInt64] = []
             while try statement.step() { orphans.append(UInt64(statement.int64(0))) }
-            for ino in orphans { try deleteInode(ino) }
+            for ino in orphans where !openFiles.isOpen(ino) { try deleteInode(ino) }
+        }
+    }
+
+    /// The open files `node` had under the coordinator before, as that one numbered them; those of inodes
+    /// that no longer exist are dropped.
+    func reclaimOpened(_ files: [OpenHandle], node: UInt32) throws(Errno) {
+        try read {
+            for file in files {
+                let statement = try db.statement("SELECT 1 FROM inodes WHERE ino = ?")
+                statement.bind(.int(file.ino))
+                if try statement.step() { openFiles.reclaim(file.ino, handle: file.handle, node: node) }
+                statement.reset()
+            }
         }
     }
 

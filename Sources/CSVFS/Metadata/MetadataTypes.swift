@@ -83,6 +83,18 @@ public enum FallocateMode: Sendable, Equatable {
 public let rootInodeNumber: UInt64 = 1
 
 /// A file open on a node, as the coordinator counts its opens (`csvfs status`).
+/// One open file of a node, as the coordinator that opened it numbered it: told to a new coordinator, which
+/// keeps the handle (the node's kernel goes on using it).
+public struct OpenHandle: Sendable, Hashable {
+    public var ino: UInt64
+    public var handle: UInt64
+
+    public init(ino: UInt64, handle: UInt64) {
+        self.ino = ino
+        self.handle = handle
+    }
+}
+
 public struct OpenFile: Sendable, Equatable, Codable {
     public var node: UInt32
     public var ino: UInt64

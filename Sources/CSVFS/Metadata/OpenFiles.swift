@@ -22,6 +22,14 @@ struct OpenFiles {
         return handle
     }
 
+    /// An open file a node had under the coordinator before, under the handle that one gave it.
+    mutating func reclaim(_ ino: UInt64, handle: UInt64, node: UInt32) {
+        guard inodeOfHandle[handle] == nil else { return }
+        counts[ino, default: 0] += 1
+        inodeOfHandle[handle] = ino
+        nodeOfHandle[handle] = node
+    }
+
     /// How many open files each node has on each inode, ordered by node and inode.
     var perNode: [(node: UInt32, ino: UInt64, handles: Int)] {
         var counted: [UInt32: [UInt64: Int]] = [:]

@@ -11,32 +11,53 @@ public final class LocalMetadataService: MetadataService, @unchecked Sendable {
     /// Every node's file locks. In memory: they live as long as the processes that hold them, and after a
     /// failover the nodes that hold them tell the next coordinator.
     private let locks = FileLocks()
+    /// The inodes an earlier owner left unlinked are deleted once the nodes that may still have them open
+    /// have said so (the file-lock recovery's window: they tell their open files before their locks).
+    private var orphansAwaitRecovery: Bool
 
-    init(store: MetadataStore, lun: FileDescriptor, node: UInt32) {
+    init(store: MetadataStore, lun: FileDescriptor, node: UInt32, orphansAwaitRecovery: Bool = false) {
         self.store = store
         self.lun = lun
         self.node = node
+        self.orphansAwaitRecovery = orphansAwaitRecovery
     }
 
     /// Opens the volume's metadata database on the LUN and reclaims the files left unlinked but open by an
     /// earlier owner. Only the one process that owns the metadata may call it: one that claimed the LUN
     /// alone, or the cluster's coordinator while it holds the role.
-    public static func open(device: LUNDevice, superblock: Superblock, node: UInt32 = 0) throws -> LocalMetadataService {
+    /// A coordinator taking over from another (`takingOver`) keeps the orphans until the other nodes have told
+    /// it which files they have open: one of them may be reading an unlinked file.
+    public static func open(device: LUNDevice, superblock: Superblock, node: UInt32 = 0,
+                            takingOver: Bool = false) throws -> LocalMetadataService {
         let store = try MetadataStore.open(lun: device.fd, superblock: superblock)
-        do {
-            try store.reclaimOrphans()
-        } catch {
-            store.close()
-            throw error
+        if !takingOver {
+            do {
+                try store.reclaimOrphans()
+            } catch {
+                store.close()
+                throw error
+            }
         }
-        return LocalMetadataService(store: store, lun: device.fd, node: node)
+        return LocalMetadataService(store: store, lun: device.fd, node: node, orphansAwaitRecovery: takingOver)
     }
 
     private func locked<R>(_ body: (MetadataStore) throws(Errno) -> R) throws(Errno) -> R {
         try lock.withLock { () throws(Errno) -> R in
+            defer { reclaimOrphansOnceRecovered() }
             store.servedRequest = ServedRequest.current
             defer { store.servedRequest = nil }
             return try body(store)
+        }
+    }
+
+    /// Under `lock`, after a call (the first ones of a new coordinator are the nodes' reclaims).
+    private func reclaimOrphansOnceRecovered() {
+        guard orphansAwaitRecovery, !locks.recovering else { return }
+        do throws(Errno) {
+            try store.reclaimOrphans()
+            orphansAwaitRecovery = false
+        } catch {
+            // Only space waits: the next call tries again.
         }
     }
 
@@ -111,6 +132,10 @@ public final class LocalMetadataService: MetadataService, @unchecked Sendable {
 
     public func openFiles() throws(Errno) -> [OpenFile] {
         try locked { (store) throws(Errno) in try store.openFileList() }
+    }
+
+    public func reclaimOpenFiles(_ files: [OpenHandle], by node: UInt32?) throws(Errno) {
+        try locked { (store) throws(Errno) in try store.reclaimOpened(files, node: node ?? self.node) }
     }
 
     public func released(_ ino: UInt64, handle: UInt64, by node: UInt32?) throws(Errno) {

@@ -32,6 +32,9 @@ public protocol MetadataService: Sendable {
     func released(_ ino: UInt64, handle: UInt64, by node: UInt32?) throws(Errno)
     /// Every file open anywhere, per node.
     func openFiles() throws(Errno) -> [OpenFile]
+    /// After a coordinator changed: the files `node` (nil: the caller's) has open, under the handles the one
+    /// before gave them, told to the new one, which keeps them (and the data of those unlinked meanwhile).
+    func reclaimOpenFiles(_ files: [OpenHandle], by node: UInt32?) throws(Errno)
 
     /// Where `range` of the file lives, and the file's size; allocates nothing.
     func mapping(_ ino: UInt64, _ range: Range<Int64>) throws(Errno) -> (size: UInt64, segments: [FileSegment])

@@ -187,6 +187,7 @@ public final class CoherentMetadataService: MetadataService, KernelCachePolicy {
     public func statistics() throws(Errno) -> VolumeStatistics { try inner.statistics() }
     public func opened(_ ino: UInt64, by node: UInt32?) throws(Errno) -> UInt64 { try inner.opened(ino, by: node) }
     public func openFiles() throws(Errno) -> [OpenFile] { try inner.openFiles() }
+    public func reclaimOpenFiles(_ files: [OpenHandle], by node: UInt32?) throws(Errno) { try inner.reclaimOpenFiles(files, by: node) }
 
     // MARK: file locks
 

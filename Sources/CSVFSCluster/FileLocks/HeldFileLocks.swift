@@ -58,12 +58,14 @@ final class HeldFileLocks: Sendable {
     @discardableResult
     func coordinatorChanged() -> Int { generation.withLock { $0 += 1; return $0 } }
 
-    /// Tells the coordinator that `generation` names what this node holds, retrying until it has heard it or
-    /// another coordinator took its place.
-    func reclaim(from remote: RemoteMetadataService, generation expected: Int) {
+    /// Tells the coordinator that `generation` names what this node holds, after `first` (what must reach it
+    /// before the node counts as heard), retrying until it has heard it or another coordinator took its place.
+    func reclaim(from remote: RemoteMetadataService, generation expected: Int,
+                 first: @escaping @Sendable () throws(Errno) -> Void) {
         DispatchQueue.global().async { [self] in
             while generation.withLock({ $0 }) == expected {
                 do throws(Errno) {
+                    try first()
                     try remote.reclaimLocks(all, by: nil)
                     return
                 } catch {
