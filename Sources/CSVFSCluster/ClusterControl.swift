@@ -12,10 +12,16 @@ public enum ClusterControl {
     /// Every file lock held on any node (`[HeldFileLock]`), as the coordinator keeps them.
     public static let fileLocksAttributeName = "trusted.csvfs.file_locks"
     static let fileLocksAttribute = Array(fileLocksAttributeName.utf8)
+    /// The failure-detection settings of the node whose mount is asked (`FailureDetection`).
+    public static let failureDetectionAttributeName = "trusted.csvfs.failure_detection"
+    static let failureDetectionAttribute = Array(failureDetectionAttributeName.utf8)
 
     /// The answer of a control attribute of the root, nil for any other attribute.
-    static func answer(_ name: [UInt8], of service: any MetadataService) throws(Errno) -> [UInt8]? {
+    static func answer(_ name: [UInt8], of service: any MetadataService,
+                       failureDetection: FailureDetection) throws(Errno) -> [UInt8]? {
         switch name {
+        case failureDetectionAttribute:
+            return try encode(failureDetection)
         case openFilesAttribute:
             return try encode(service.openFiles())
         case fileLocksAttribute:
@@ -38,6 +44,11 @@ public enum ClusterControl {
     /// The open files of the cluster whose volume is mounted at `mountpoint`, asked through that mount.
     public static func openFiles(through mountpoint: String) throws -> [OpenFile] {
         try ask(openFilesAttributeName, through: mountpoint)
+    }
+
+    /// The failure-detection settings of the node that mounts the volume at `mountpoint`.
+    public static func failureDetection(through mountpoint: String) throws -> FailureDetection {
+        try ask(failureDetectionAttributeName, through: mountpoint)
     }
 
     /// The file locks held in the cluster whose volume is mounted at `mountpoint`, asked through that mount.

@@ -25,6 +25,28 @@ public struct JoinOptions: Sendable {
     public var timeout: Duration = .seconds(30)
     /// Where this node mounts the volume, for `csvfs status`.
     public var mountpoint = ""
+    /// The etcd lease's TTL (seconds; the `local` backend has none) and the I/O timeout.
+    public var leaseTTLSeconds: Int?
+    public var ioTimeoutSeconds = FailureDetection.defaultIOTimeoutSeconds
+
+    /// The settings this node runs with, refused with a message when out of range or meaningless.
+    public func failureDetection() throws -> FailureDetection {
+        guard FailureDetection.ioTimeoutRange.contains(ioTimeoutSeconds) else {
+            throw JoinError("io_timeout=\(ioTimeoutSeconds): expected seconds in \(FailureDetection.ioTimeoutRange)")
+        }
+        guard etcd != nil else {
+            if let leaseTTLSeconds {
+                throw JoinError("lease_ttl=\(leaseTTLSeconds) applies to the etcd backend (--etcd); with the local backend a node's "
+                                + "lease is its lock on the LUN, which the kernel drops when the process dies")
+            }
+            return FailureDetection(leaseTTLSeconds: nil, ioTimeoutSeconds: ioTimeoutSeconds)
+        }
+        let ttl = leaseTTLSeconds ?? FailureDetection.defaultLeaseTTLSeconds
+        guard FailureDetection.leaseTTLRange.contains(ttl) else {
+            throw JoinError("lease_ttl=\(ttl): expected seconds in \(FailureDetection.leaseTTLRange) (etcd refuses shorter leases)")
+        }
+        return FailureDetection(leaseTTLSeconds: ttl, ioTimeoutSeconds: ioTimeoutSeconds)
+    }
 
     public init(node: UInt32? = nil, address: String? = nil, secretFile: String? = nil, io: LUNIOMode = .aio) {
         self.node = node
@@ -79,6 +101,7 @@ public final class ClusterNode: Sendable {
     /// Joins the cluster of the volume on `lun`; returns once this node can serve metadata calls (it is the
     /// coordinator, or the coordinator has accepted it).
     public static func join(lun: String, options: JoinOptions, logger: Logger) async throws -> ClusterNode {
+        let settings = try options.failureDetection()
         let device = try LUNDevice.open(lun)
         var member: (any CoordinationBackend)?
         var joined: (DLMNode, DataPath)?
@@ -93,7 +116,8 @@ public final class ClusterNode: Sendable {
             let group = MultiThreadedEventLoopGroup.singleton
 
             let (id, coordination) = try await Self.member(lun: lun, region: region, etcd: options.etcd, volume: volume,
-                                                           node: options.node, address: "\(host):\(port)")
+                                                           node: options.node, address: "\(host):\(port)",
+                                                           leaseTTL: settings.leaseTTLSeconds)
             member = coordination
             // The role hooks and the metadata server need the routed service, which needs the DLM node's
             // lock client (its connection carries the metadata calls): the node is made first, the hooks after.
@@ -103,12 +127,13 @@ public final class ClusterNode: Sendable {
             let dlm = DLMNode(coordination: coordination, secret: secret, volume: volume, host: host, port: port, group: group,
                               services: { session.withLock { $0 }.map { [.metadata: MetadataSession(service: $0, queue: queue)] } ?? [:] },
                               hooks: role, logger: logger)
-            let remote = RemoteMetadataService(channel: NetworkMetadataChannel(client: dlm.client, logger: logger), node: id)
-            let routed = RoutedMetadataService(remote: remote)
+            let remote = RemoteMetadataService(channel: NetworkMetadataChannel(client: dlm.client, logger: logger), node: id,
+                                               timeout: settings.ioTimeout)
+            let routed = RoutedMetadataService(remote: remote, waitLimit: settings.ioTimeout)
             session.withLock { $0 = routed }
             role.set(MetadataRole(device: device, superblock: superblock, node: id, service: routed, logger: logger))
             let coherent = CoherentMetadataService(routed: routed, node: id, client: dlm.client,
-                                                  changeTimeout: routed.waitLimit, logger: logger)
+                                                  changeTimeout: routed.waitLimit, failureDetection: settings, logger: logger)
             let data = try DataPath(service: coherent, device: device, io: options.io)
             joined = (dlm, data)
             try await dlm.start(coordinationStarted: true)
@@ -198,9 +223,12 @@ public final class ClusterNode: Sendable {
     /// A started member under `node`, or the lowest free id: of the `local` backend on the LUN's
     /// coordination range, or of etcd under the volume's prefix.
     private static func member(lun: String, region: LocalCoordination.Region, etcd: String?, volume: String, node: UInt32?,
-                               address: String) async throws -> (UInt32, any CoordinationBackend) {
+                               address: String, leaseTTL: Int?) async throws -> (UInt32, any CoordinationBackend) {
         func backend(_ id: UInt32) throws -> any CoordinationBackend {
-            if let etcd { return try EtcdCoordination(endpoint: etcd, volume: volume, node: id) }
+            if let etcd {
+                return try EtcdCoordination(endpoint: etcd, volume: volume, node: id,
+                                            ttl: leaseTTL ?? FailureDetection.defaultLeaseTTLSeconds)
+            }
             return try LocalCoordination(path: lun, region: region, node: id)
         }
         func firstFree() async throws -> UInt32? {

@@ -32,6 +32,8 @@ public struct ClusterStatus: Sendable, Codable {
     public var nodes: [Node]
     /// Why the nodes' open files and file locks are missing, when they are.
     public var openFilesUnknown: String?
+    /// The failure-detection settings of the node whose mount was asked.
+    public var failureDetection: FailureDetection?
 
     /// `etcd`: the volume's nodes coordinate through etcd there, not through the LUN. The open files are
     /// asked through `mountpoint`, a mount of the volume on this host.
@@ -49,10 +51,12 @@ public struct ClusterStatus: Sendable, Codable {
         }
         let records = NodeRecord.all(on: device, superblock: superblock)
         var openFiles: [OpenFile]?, fileLocks: [ClusterControl.HeldFileLock]?, openFilesUnknown: String?
+        var failureDetection: FailureDetection?
         if let mountpoint {
             do {
                 openFiles = try ClusterControl.openFiles(through: mountpoint)
                 fileLocks = try ClusterControl.fileLocks(through: mountpoint)
+                failureDetection = try ClusterControl.failureDetection(through: mountpoint)
             } catch {
                 openFilesUnknown = "\(error)"
             }
@@ -67,6 +71,6 @@ public struct ClusterStatus: Sendable, Codable {
         }
         return ClusterStatus(volume: ClusterNode.volumeID(superblock), label: superblock.label, lun: lun,
                              coordinator: leader.map { Coordinator(node: $0.node, address: $0.address, epoch: $0.epoch) },
-                             nodes: nodes, openFilesUnknown: openFilesUnknown)
+                             nodes: nodes, openFilesUnknown: openFilesUnknown, failureDetection: failureDetection)
     }
 }

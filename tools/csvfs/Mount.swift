@@ -19,7 +19,7 @@ struct Mount: ParsableCommand {
     @Flag(help: "Serve in this process until unmounted (logs go to standard error).")
     var foreground = false
 
-    @Option(name: .short, help: "Mount options, comma-separated: FUSE's (e.g. ro); io=aio (default) or io=threads for how file data moves to and from the LUN; secret_file=PATH as --secret-file; metrics=HOST:PORT to serve Prometheus metrics there.")
+    @Option(name: .short, help: "Mount options, comma-separated: FUSE's (e.g. ro); io=aio (default) or io=threads for how file data moves to and from the LUN; secret_file=PATH as --secret-file; metrics=HOST:PORT to serve Prometheus metrics there; lease_ttl=SECONDS, the etcd lease (default 3); io_timeout=SECONDS, how long applications wait through a failure before an error (default 60).")
     var options: String?
 
     @Option(help: "Append the background server's log to this file.")
@@ -92,6 +92,8 @@ struct Mount: ParsableCommand {
         var options = JoinOptions(node: node, address: address, secretFile: secretFile ?? own.secretFile, io: own.io)
         options.timeout = .seconds(joinTimeout)
         options.etcd = etcd
+        options.leaseTTLSeconds = own.leaseTTL
+        if let ioTimeout = own.ioTimeout { options.ioTimeoutSeconds = ioTimeout }
         options.mountpoint = URL(fileURLWithPath: mountpoint).standardizedFileURL.path
         let cluster: ClusterNode
         do {
@@ -128,6 +130,9 @@ extension Mount {
         var secretFile: String?
         /// `metrics=HOST:PORT`: serve Prometheus metrics there.
         var metrics: (host: String, port: Int)?
+        /// `lease_ttl=SECONDS` (etcd) and `io_timeout=SECONDS`: `FailureDetection`.
+        var leaseTTL: Int?
+        var ioTimeout: Int?
         var fuse: [String] = []
     }
 
@@ -141,6 +146,12 @@ extension Mount {
                     throw Failure("csvfs mount: -o \(option): expected metrics=HOST:PORT")
                 }
                 own.metrics = address
+            } else if option.hasPrefix("lease_ttl=") || option.hasPrefix("io_timeout=") {
+                let (name, value) = (option.prefix { $0 != "=" }, option.drop { $0 != "=" }.dropFirst())
+                guard let seconds = Int(value), seconds > 0 else {
+                    throw Failure("csvfs mount: -o \(option): expected \(name)=SECONDS, a whole number above 0")
+                }
+                if name == "lease_ttl" { own.leaseTTL = seconds } else { own.ioTimeout = seconds }
             } else if option.hasPrefix("io=") {
                 let value = String(option.dropFirst(3))
                 guard let mode = LUNIOMode(rawValue: value) else {

@@ -50,6 +50,7 @@ struct Status: ParsableCommand {
              n.pid.map(String.init) ?? "-", n.joinedAt.map { ISO8601DateFormatter().string(from: $0) } ?? "-", n.mountpoint ?? "-"]
         }
         Self.printTable(rows)
+        if let settings = status.failureDetection { print("failure detection (this node): \(settings.description)") }
         print("")
         if let unknown = status.openFilesUnknown {
             print("open files:  unknown (\(unknown))")

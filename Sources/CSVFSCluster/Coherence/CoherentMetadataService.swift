@@ -31,8 +31,13 @@ public final class CoherentMetadataService: MetadataService, KernelCachePolicy {
     /// How long a listing waits for its licences; past it, what it read is answered but not kept.
     static let listingLicenceWait: Duration = .seconds(1)
 
-    init(routed: RoutedMetadataService, node: UInt32, client: LockClient, changeTimeout: Duration, logger: Logger) {
+    /// This node's failure-detection settings, for `csvfs status`.
+    let failureDetection: FailureDetection
+
+    init(routed: RoutedMetadataService, node: UInt32, client: LockClient, changeTimeout: Duration,
+         failureDetection: FailureDetection, logger: Logger) {
         let notifier = KernelNotifier()
+        self.failureDetection = failureDetection
         inner = routed
         self.notifier = notifier
         licences = InodeLicences(client: client, notifier: notifier, changeTimeout: changeTimeout, logger: logger) {
@@ -180,7 +185,9 @@ public final class CoherentMetadataService: MetadataService, KernelCachePolicy {
 
     public func readlink(_ ino: UInt64) throws(Errno) -> [UInt8] { try inner.readlink(ino) }
     public func getXattr(_ ino: UInt64, name: [UInt8]) throws(Errno) -> [UInt8] {
-        if ino == rootInodeNumber, let answer = try ClusterControl.answer(name, of: self) { return answer }
+        if ino == rootInodeNumber, let answer = try ClusterControl.answer(name, of: self, failureDetection: failureDetection) {
+            return answer
+        }
         return try inner.getXattr(ino, name: name)
     }
     public func listXattrs(_ ino: UInt64) throws(Errno) -> [[UInt8]] { try inner.listXattrs(ino) }

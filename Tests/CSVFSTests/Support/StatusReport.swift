@@ -14,4 +14,6 @@ struct StatusReport: Decodable {
     var openFilesUnknown: String?
     var coordinator: Coordinator?
     var nodes: [Node]
+    struct FailureDetection: Decodable, Equatable { var leaseTTLSeconds: Int?; var ioTimeoutSeconds: Int }
+    var failureDetection: FailureDetection?
 }
