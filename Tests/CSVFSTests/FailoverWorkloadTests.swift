@@ -147,14 +147,11 @@ extension Mounted {
                     let mountpoint = volume.directory.appendingPathComponent("node\(index)").path
                     try FileManager.default.createDirectory(atPath: mountpoint, withIntermediateDirectories: false)
                     mountpoints.append(mountpoint)
-                    let arguments = ["mount", volume.lun, mountpoint, "--foreground"] + (etcd.map { ["--etcd", $0] } ?? [])
-                    let server = try ChildProcess(volume.binary, volume.withSecret(arguments), outputDirectory: volume.directory)
-                    servers.append(server)
-                    let deadline = Date().addingTimeInterval(60)
-                    while MountTable.entry(at: mountpoint)?.fileSystemType != "fuse.csvfs" {
-                        if let status = server.wait(timeout: 0) { throw FixtureError("node \(index) exited: \(server.result(status: status))") }
-                        if Date() > deadline { throw FixtureError("node \(index) not mounted within 60 s: \(server.stderrText)") }
-                        usleep(20_000)
+                    do {
+                        servers.append(try volume.startNode(at: mountpoint, arguments: etcd.map { ["--etcd", $0] } ?? []))
+                    } catch {
+                        stop()   // the nodes already started
+                        throw error
                     }
                 }
             }

@@ -98,11 +98,7 @@ public struct FileLockTable: Sendable {
 
     /// Every held lock, ordered by inode, then owner node, owner, kind, range start. (Merged ranges are one entry; its
     /// handle and pid are those of the request that last set it.)
-    public var locks: [FileLock] {
-        inodes.keys.sorted().flatMap { ino in
-            inodes[ino]!.held.sorted { Self.sortKey($0.key) < Self.sortKey($1.key) }.flatMap(\.value)
-        }
-    }
+    public var locks: [FileLock] { inodes.keys.sorted().flatMap { locks(on: $0) } }
 
     /// The held locks on `ino`, in the order of `locks`.
     public func locks(on ino: UInt64) -> [FileLock] {

@@ -91,13 +91,17 @@ final class TestVolume {
     func mount(options: [String] = [], coordinatorEnvironment: [String: String] = [:]) throws {
         guard server == nil else { throw FixtureError("already mounted by this fixture") }
         if metadataMode == .follower && coordinatorServer == nil {
-            coordinatorServer = try startServer(at: coordinatorMountpoint, options: options, environment: coordinatorEnvironment)
+            coordinatorServer = try startNode(at: coordinatorMountpoint, options: options, environment: coordinatorEnvironment)
         }
-        server = try startServer(at: mountpoint, options: options)
+        server = try startNode(at: mountpoint, options: options)
     }
 
-    private func startServer(at target: String, options: [String], environment: [String: String] = [:]) throws -> ChildProcess {
-        let arguments = withSecret(["mount", lun, target, "--foreground"] + (options.isEmpty ? [] : ["-o", options.joined(separator: ",")]))
+    /// Starts a node of the volume in the foreground as our child, `arguments` added to its `csvfs mount`
+    /// (e.g. `--etcd URL`), and waits until the kernel lists its mount. The caller stops it.
+    func startNode(at target: String, arguments extra: [String] = [], options: [String] = [],
+                   environment: [String: String] = [:]) throws -> ChildProcess {
+        let arguments = withSecret(["mount", lun, target, "--foreground"] + extra
+                                   + (options.isEmpty ? [] : ["-o", options.joined(separator: ",")]))
         let child = try ChildProcess(binary, arguments, environment: environment, outputDirectory: directory)
         let deadline = Date().addingTimeInterval(Self.mountTimeout)
         while MountTable.entry(at: target)?.fileSystemType != "fuse.csvfs" {
