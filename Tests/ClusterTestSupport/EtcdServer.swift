@@ -12,28 +12,39 @@ public final class EtcdServer: Sendable {
     public static let binary = ["/usr/bin/etcd", "/usr/local/bin/etcd"].first { FileManager.default.isExecutableFile(atPath: $0) }
 
     public init(timeout: TimeInterval = 15) async throws {
+        (endpoint, dataDir, child) = try await Self.launch(timeout: timeout)
+    }
+
+    /// Starts etcd on free loopback ports and waits for its health. A free port may be taken again before etcd
+    /// binds it (another test's socket): then it tries new ones.
+    private static func launch(timeout: TimeInterval) async throws -> (String, URL, ChildProcess) {
         guard let bin = EtcdServer.binary else { throw ProcessFailure("etcd not found: install Debian's etcd-server") }
-        let client = try freeLoopbackPort(), peer = try freeLoopbackPort()
-        dataDir = try makeTemporaryDirectory("dlm-etcd")
-        endpoint = "http://127.0.0.1:\(client)"
-        // etcd runs under a tiny shell that reads our lifeline: if this process dies without stopping
-        // it (a crash), the pipe closes and the shell kills etcd by its PID. No leak.
-        child = try ChildProcess("/bin/sh", ["-c", "\"$0\" \"$@\" & e=$!; read _; kill -9 $e; exit 0", bin,
-                                             "--name", "default", "--data-dir", dataDir.path,
-                                             "--listen-client-urls", endpoint, "--advertise-client-urls", endpoint,
-                                             "--listen-peer-urls", "http://127.0.0.1:\(peer)",
-                                             "--initial-advertise-peer-urls", "http://127.0.0.1:\(peer)",
-                                             "--initial-cluster", "default=http://127.0.0.1:\(peer)",
-                                             "--log-level", "error"],
-                             outputDirectory: dataDir, lifeline: true)
-        // Wait for health, with a limit.
-        let deadline = Date().addingTimeInterval(timeout)
-        while Date() < deadline {
-            if Self.healthy(port: client) { return }
-            try await Task.sleep(nanoseconds: 50_000_000)
+        var why = ""
+        for _ in 1...3 {
+            let client = try freeLoopbackPort(), peer = try freeLoopbackPort()
+            let directory = try makeTemporaryDirectory("dlm-etcd")
+            let endpoint = "http://127.0.0.1:\(client)"
+            // etcd runs under a tiny shell that reads our lifeline: if this process dies without stopping
+            // it (a crash), the pipe closes and the shell kills etcd by its PID. No leak.
+            let child = try ChildProcess("/bin/sh", ["-c", "\"$0\" \"$@\" & e=$!; read _; kill -9 $e; exit 0", bin,
+                                                     "--name", "default", "--data-dir", directory.path,
+                                                     "--listen-client-urls", endpoint, "--advertise-client-urls", endpoint,
+                                                     "--listen-peer-urls", "http://127.0.0.1:\(peer)",
+                                                     "--initial-advertise-peer-urls", "http://127.0.0.1:\(peer)",
+                                                     "--initial-cluster", "default=http://127.0.0.1:\(peer)",
+                                                     "--log-level", "error"],
+                                         outputDirectory: directory, lifeline: true)
+            // Wait for health, with a limit.
+            let deadline = Date().addingTimeInterval(timeout)
+            while Date() < deadline {
+                if healthy(port: client) { return (endpoint, directory, child) }
+                if child.stderrText.contains("address already in use") { break }
+                try await Task.sleep(nanoseconds: 50_000_000)
+            }
+            why = child.stderrText
+            stop(child, directory)
+            guard why.contains("address already in use") else { break }
         }
-        let why = child.stderrText
-        stop()
         throw ProcessFailure("etcd did not become healthy within \(timeout) s: \(why.suffix(600))")
     }
 
@@ -92,7 +103,9 @@ public final class EtcdServer: Sendable {
         return text.hasPrefix("HTTP/1.") && text.contains("200") && text.contains("\"health\":\"true\"")
     }
 
-    public func stop() {
+    public func stop() { Self.stop(child, dataDir) }
+
+    private static func stop(_ child: ChildProcess, _ dataDir: URL) {
         // Closing the lifeline makes the shell kill etcd and exit; SIGKILL only if it does not.
         child.closeLifeline()
         if child.wait(timeout: 5) == nil { child.kill() }
