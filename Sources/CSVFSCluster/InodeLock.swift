@@ -5,6 +5,8 @@ enum InodeLock: Character, CaseIterable {
     case metadata = "i"
     /// Its file locks (`FileLockDelegation`).
     case fileLocks = "p"
+    /// The ownership of the VM disk it is (`DiskOwnershipLocks`).
+    case disk = "d"
 
     func resource(_ ino: UInt64) -> String { "\(rawValue)\(ino)" }
 

@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import Testing
 @testable import VHDFormat
 
@@ -42,7 +43,7 @@ import Testing
         #expect(disk.chain.dropLast().allSatisfy { $0.type == .differencing && $0.parent != nil })
         let flattened = try disk.read(at: 0, count: Self.size)
         #expect(FileCompare.firstDifference(flattened, model.bytes) == nil)
-        try VhdiMount.withMount(top, in: directory) { mountPoint in
+        try VhdiMount.withMount(top, in: directory.path) { mountPoint in
             let names = try FileManager.default.contentsOfDirectory(atPath: mountPoint)
             #expect(names.count == depth + 1)
             let viaLibvhdi = try FileCompare.contents(try VhdiMount.topView(mountPoint))
@@ -80,7 +81,7 @@ import Testing
         // not the 8 MiB the base already has.
         let held = try disk.allocationMap().filter { $0.depth == 0 }.reduce(0) { $0 + $1.length }
         #expect(held == 2 * 65536)
-        try VhdiMount.withMount(child, in: directory) { mountPoint in
+        try VhdiMount.withMount(child, in: directory.path) { mountPoint in
             let viaLibvhdi = try FileCompare.contents(try VhdiMount.topView(mountPoint))
             #expect(FileCompare.firstDifference(viaLibvhdi, changed.bytes) == nil)
         }

@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import Testing
 @testable import VHDFormat
 
@@ -47,7 +48,7 @@ import Testing
         #expect(try FileCompare.contents(image) == before)
 
         // libvhdi does not replay, so it shows the stale BAT: the interrupted writes are missing.
-        try VhdiMount.withMount(image, in: directory) { mountPoint in
+        try VhdiMount.withMount(image, in: directory.path) { mountPoint in
             let stale = try FileCompare.contents(try VhdiMount.topView(mountPoint))
             #expect(stale[5 << 20] != model.bytes[5 << 20] || stale[(5 << 20) + 1] != model.bytes[(5 << 20) + 1])
         }
@@ -114,7 +115,7 @@ import Testing
         #expect(FileCompare.firstDifference(try FileCompare.flattened(child), model.bytes) == nil)
         #expect(try FileCompare.contents(child) == before)
         #expect(try DiskChecker.check(child, repair: true).isClean)
-        try VhdiMount.withMount(child, in: directory) { mountPoint in
+        try VhdiMount.withMount(child, in: directory.path) { mountPoint in
             let viaLibvhdi = try FileCompare.contents(try VhdiMount.topView(mountPoint))
             #expect(FileCompare.firstDifference(viaLibvhdi, model.bytes) == nil)
         }

@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import Testing
 @testable import VHDFormat
 
@@ -48,7 +49,7 @@ import Testing
         #expect(try DiskChecker.check(image).isClean)
         let viaQemu = try Qemu.rawContents(image, format: testCase.format, in: directory)
         #expect(FileCompare.firstDifference(viaQemu, model.bytes) == nil)
-        try VhdiMount.withMount(image, in: directory) { mountPoint in
+        try VhdiMount.withMount(image, in: directory.path) { mountPoint in
             let viaLibvhdi = try FileCompare.contents(try VhdiMount.topView(mountPoint))
             #expect(FileCompare.firstDifference(viaLibvhdi, model.bytes) == nil)
         }
@@ -71,7 +72,7 @@ import Testing
         try model.write(disk, at: size - 3, count: 3, seed: 3)
         try disk.close()
         #expect(FileCompare.firstDifference(try FileCompare.flattened(image), model.bytes) == nil)
-        try VhdiMount.withMount(image, in: directory) { mountPoint in
+        try VhdiMount.withMount(image, in: directory.path) { mountPoint in
             let viaLibvhdi = try FileCompare.contents(try VhdiMount.topView(mountPoint))
             #expect(FileCompare.firstDifference(viaLibvhdi, model.bytes) == nil)
         }

@@ -110,7 +110,8 @@ struct Mount: ParsableCommand {
         logger.info("node \(cluster.id) at \(cluster.address) joined; \(cluster.isCoordinator ? "it is the coordinator" : "metadata goes to the coordinator")")
         do {
             try FUSESession.serve(metadata: cluster.coherent, data: cluster.data, cache: cluster.coherent, lunPath: lun,
-                                  mountpoint: mountpoint, node: cluster.id, options: own.fuse, logger: logger) {
+                                  mountpoint: mountpoint, node: cluster.id,
+                                  ownership: cluster.coherent.diskOwnership, options: own.fuse, logger: logger) {
                 report.ready()
             }
             logger.info("metadata RPCs: \(cluster.remote.counters)")

@@ -12,6 +12,8 @@ public final class FUSEFilesystem: Sendable {
     let data: DataPath
     /// The `user.vhd.*` attributes of images, in front of the service's xattr calls.
     let disks: DiskAttributes
+    /// `.csvfs` and the raw view of every disk.
+    let rawView: RawView
     let logger: Logger
     /// How long the kernel may cache names and attributes.
     let cache: any KernelCachePolicy
@@ -23,10 +25,14 @@ public final class FUSEFilesystem: Sendable {
     /// `mountpoint` (absolute) is where this host sees the volume: images' parent paths are shown under it.
     /// `node` is the cluster node this mount is (0 for a volume mounted alone): the node of its file locks' owners.
     public init(service: any MetadataService, data: DataPath, cache: any KernelCachePolicy, mountpoint: String = "",
-                node: UInt32 = 0, logger: Logger, initialized: @escaping @Sendable () -> Void) {
+                node: UInt32 = 0, ownership: any DiskOwnership = SoleDiskOwnership(), logger: Logger,
+                initialized: @escaping @Sendable () -> Void) {
         self.service = service
         locks = NodeFileLocks(service: service, node: node)
-        disks = DiskAttributes(service: service, data: data, mountpoint: mountpoint)
+        let disks = DiskAttributes(service: service, data: data, mountpoint: mountpoint)
+        self.disks = disks
+        rawView = RawView(service: service, images: disks,
+                          disks: RawDisks(service: service, data: data, disks: disks, ownership: ownership, logger: logger))
         self.cache = cache
         self.data = data
         self.logger = logger
@@ -72,6 +78,8 @@ public final class FUSEFilesystem: Sendable {
     }
 
     func lookup(_ reply: consuming FUSEReply, parent: UInt64, name: [UInt8]) {
+        if let raw = RawViewInode(parent) { return rawLookup(reply, parent: raw, name: name) }
+        if RawViewInode.isControlName(name, in: parent) { return rawLookup(reply, parent: nil, name: name) }
         let ticket = cache.ticket()
         do {
             entry(reply, try service.lookup(parent: parent, name: name), parent: parent, name: name, since: ticket)
@@ -86,6 +94,7 @@ public final class FUSEFilesystem: Sendable {
 
     func createNode(_ reply: consuming FUSEReply, parent: UInt64, name: [UInt8], mode: UInt32, rdev: UInt64,
                     symlinkTarget: [UInt8]? = nil, caller: Caller) {
+        if Self.isReserved(parent: parent, name: name) { return reply.error(.notPermitted) }
         let ticket = cache.ticket()
         do {
             let attributes = try service.createNode(parent: parent, name: name, mode: mode, rdev: rdev,
@@ -98,6 +107,7 @@ public final class FUSEFilesystem: Sendable {
 
     func create(_ reply: consuming FUSEReply, parent: UInt64, name: [UInt8], mode: UInt32, caller: Caller,
                 file: UnsafeMutablePointer<fuse_file_info>) {
+        if Self.isReserved(parent: parent, name: name) { return reply.error(.notPermitted) }
         let ticket = cache.ticket()
         do {
             let attributes = try service.createNode(parent: parent, name: name, mode: mode, rdev: 0,
@@ -112,6 +122,7 @@ public final class FUSEFilesystem: Sendable {
     }
 
     func link(_ reply: consuming FUSEReply, ino: UInt64, newParent: UInt64, newName: [UInt8]) {
+        if RawViewInode(ino) != nil || Self.isReserved(parent: newParent, name: newName) { return reply.error(.notPermitted) }
         let ticket = cache.ticket()
         do {
             entry(reply, try service.link(ino, newParent: newParent, newName: newName), parent: newParent, name: newName,
@@ -122,6 +133,9 @@ public final class FUSEFilesystem: Sendable {
     }
 
     func rename(_ reply: consuming FUSEReply, parent: UInt64, name: [UInt8], newParent: UInt64, newName: [UInt8], flags: UInt32) {
+        if Self.isReserved(parent: parent, name: name) || Self.isReserved(parent: newParent, name: newName) {
+            return reply.error(.notPermitted)
+        }
         let mode: RenameMode
         switch flags {
         case 0: mode = .replace
@@ -137,6 +151,16 @@ public final class FUSEFilesystem: Sendable {
         }
     }
 
+    func unlink(_ reply: consuming FUSEReply, parent: UInt64, name: [UInt8]) {
+        if Self.isReserved(parent: parent, name: name) { return reply.error(.notPermitted) }
+        perform(reply) { () throws(Errno) in try service.unlink(parent: parent, name: name) }
+    }
+
+    func rmdir(_ reply: consuming FUSEReply, parent: UInt64, name: [UInt8]) {
+        if Self.isReserved(parent: parent, name: name) { return reply.error(.notPermitted) }
+        perform(reply) { () throws(Errno) in try service.rmdir(parent: parent, name: name) }
+    }
+
     /// Runs an operation whose only answer is success or an errno.
     func perform(_ reply: consuming FUSEReply, _ operation: () throws(Errno) -> Void) {
         do {
@@ -149,6 +173,7 @@ public final class FUSEFilesystem: Sendable {
 
     /// FORGET: the kernel evicted the inode.
     func forget(_ ino: UInt64) {
+        guard RawViewInode(ino) == nil else { return }
         cache.forgotten(ino)
         disks.names.forgot(ino)
     }
@@ -156,6 +181,7 @@ public final class FUSEFilesystem: Sendable {
     // MARK: attributes
 
     func getattr(_ reply: consuming FUSEReply, ino: UInt64) {
+        if let raw = RawViewInode(ino) { return rawGetattr(reply, raw) }
         let ticket = cache.ticket()
         do {
             reply.attributes(try service.attributes(ino), timeout: cache.attributeTimeout(ino, since: ticket))
@@ -181,6 +207,7 @@ public final class FUSEFilesystem: Sendable {
         else if has(FUSE_SET_ATTR_ATIME) { changes.atime = .at(FUSEAttributes.nanoseconds(attributes.st_atim)) }
         if has(FUSE_SET_ATTR_MTIME_NOW) { changes.mtime = .now }
         else if has(FUSE_SET_ATTR_MTIME) { changes.mtime = .at(FUSEAttributes.nanoseconds(attributes.st_mtim)) }
+        if let raw = RawViewInode(ino) { return rawSetattr(reply, raw, changes) }
         let ticket = cache.ticket()
         do {
             let changes = changes
@@ -194,6 +221,7 @@ public final class FUSEFilesystem: Sendable {
     }
 
     func readlink(_ reply: consuming FUSEReply, ino: UInt64) {
+        if RawViewInode(ino) != nil { return reply.error(.invalid) }
         do {
             reply.readlink(try service.readlink(ino))
         } catch {
@@ -212,6 +240,7 @@ public final class FUSEFilesystem: Sendable {
     // MARK: files
 
     func open(_ reply: consuming FUSEReply, ino: UInt64, file: UnsafeMutablePointer<fuse_file_info>) {
+        if let raw = RawViewInode(ino) { return rawOpen(reply, raw, file: file) }
         do {
             let attributes = try service.attributes(ino)
             if attributes.isDirectory {
@@ -229,6 +258,7 @@ public final class FUSEFilesystem: Sendable {
     }
 
     func read(_ reply: consuming FUSEReply, ino: UInt64, size: Int, offset: Int64) {
+        if let raw = RawViewInode(ino) { return rawRead(reply, raw, size: size, offset: offset) }
         guard offset >= 0 else {
             reply.error(.invalid)
             return
@@ -245,6 +275,7 @@ public final class FUSEFilesystem: Sendable {
     }
 
     func release(_ reply: consuming FUSEReply, ino: UInt64, handle: UInt64) {
+        if let raw = RawViewInode(ino) { return rawRelease(reply, raw, handle: handle) }
         // The coordinator drops the open file's OFD and flock locks as it releases it.
         defer { locks.released(handle: handle) }
         perform(reply) { () throws(Errno) in try service.released(ino, handle: handle) }
@@ -256,6 +287,7 @@ public final class FUSEFilesystem: Sendable {
             reply.error(.invalid)
             return
         }
+        if let raw = RawViewInode(ino) { return rawSeek(reply, raw, offset: offset, data: whence == Int32(CSVFS_SEEK_DATA)) }
         do {
             reply.offset(try data.seek(ino, from: offset, data: whence == Int32(CSVFS_SEEK_DATA)))
         } catch {
@@ -266,6 +298,7 @@ public final class FUSEFilesystem: Sendable {
     /// Write data as libfuse has it: in memory (block-aligned when it came through the request loop's buffers,
     /// so it goes to the LUN without a copy), or still in a pipe when the kernel spliced the request.
     func writeBuffer(_ reply: consuming FUSEReply, ino: UInt64, source: UnsafeMutablePointer<fuse_bufvec>, offset: Int64) {
+        if let raw = RawViewInode(ino) { return rawWrite(reply, raw, source: source, offset: offset) }
         let count = fuse_buf_size(source)
         guard offset >= 0 else {
             reply.error(.invalid)
@@ -300,7 +333,8 @@ public final class FUSEFilesystem: Sendable {
 
     /// fsync and fsyncdir: answered from a worker so a slow device flush does not hold a FUSE thread.
     /// A file's fsync (`handle` set) also reports, once, an earlier flush that failed to make its changes durable.
-    func fsync(_ reply: consuming FUSEReply, handle: UInt64?) {
+    func fsync(_ reply: consuming FUSEReply, ino: UInt64, handle: UInt64?) {
+        if let raw = RawViewInode(ino), let handle { return rawFsync(reply, raw, handle: handle) }
         let service = service
         let pending = PendingReply(reply)
         DispatchQueue.global().async {
@@ -319,6 +353,8 @@ public final class FUSEFilesystem: Sendable {
             reply.error(.invalid)
             return
         }
+        // A disk's blocks are its image's to allocate: callers fall back to writing (zeros).
+        if RawViewInode(ino) != nil { return reply.error(.notSupported) }
         let keepSize = mode & Int32(CSVFS_FALLOC_KEEP_SIZE) != 0
         let kind: FallocateMode
         switch mode & ~Int32(CSVFS_FALLOC_KEEP_SIZE) {
@@ -341,43 +377,19 @@ public final class FUSEFilesystem: Sendable {
     // MARK: directories
 
     func readdir(_ reply: consuming FUSEReply, ino: UInt64, size: Int, offset: Int64, plus: Bool) {
+        if let raw = RawViewInode(ino) { return rawReaddir(reply, raw, size: size, offset: offset, plus: plus) }
         let ticket = cache.ticket()
         do {
             // Each entry needs at least 24 (plain) or 152 (plus) bytes; ask for about what fits.
             let limit = max(1, size / (plus ? 160 : 32))
             let entries = try service.readdir(ino, after: offset, limit: limit, plus: plus)
-            var buffer = [UInt8](repeating: 0, count: size)
-            var used = 0
-            let request = reply.request
-            buffer.withUnsafeMutableBytes { raw in
-                let buffer = raw.bindMemory(to: CChar.self)
-                for entry in entries {
-                    var name = entry.name.map { CChar(bitPattern: $0) }
-                    name.append(0)
-                    let remaining = size - used
-                    let needed: Int
-                    if plus {
-                        var parameters = fuse_entry_param()
-                        if let attributes = entry.attributes, entry.name != [46], entry.name != [46, 46] {
-                            disks.names.saw(attributes.ino, parent: ino, name: entry.name)
-                            parameters = FUSEAttributes.entry(attributes, timeout: cache.entryTimeout(since: ticket),
-                                                              attributeTimeout: cache.attributeTimeout(attributes.ino, since: ticket))
-                        } else {
-                            parameters.attr.st_ino = UInt(entry.ino)
-                            parameters.attr.st_mode = entry.mode
-                        }
-                        needed = fuse_add_direntry_plus(request, buffer.baseAddress! + used, remaining, name, &parameters, off_t(entry.nextCookie))
-                    } else {
-                        var status = Glibc.stat()
-                        status.st_ino = UInt(entry.ino)
-                        status.st_mode = entry.mode
-                        needed = fuse_add_direntry(request, buffer.baseAddress! + used, remaining, name, &status, off_t(entry.nextCookie))
-                    }
-                    if needed > remaining { break }
-                    used += needed
-                }
+            for entry in entries where entry.name != [46] && entry.name != [46, 46] {
+                if let attributes = entry.attributes { disks.names.saw(attributes.ino, parent: ino, name: entry.name) }
             }
-            reply.bytes(buffer, count: used)
+            reply.directory(entries, size: size, plus: plus) { attributes in
+                FUSEAttributes.entry(attributes, timeout: cache.entryTimeout(since: ticket),
+                                     attributeTimeout: cache.attributeTimeout(attributes.ino, since: ticket))
+            }
         } catch {
             reply.error(error)
         }
@@ -392,6 +404,7 @@ public final class FUSEFilesystem: Sendable {
     }
 
     func setxattr(_ reply: consuming FUSEReply, ino: UInt64, name: [UInt8], value: [UInt8], flags: Int32) {
+        if RawViewInode(ino) != nil { return reply.error(.notPermitted) }
         if Self.isUnsupported(name) {
             reply.error(.notSupported)
             return
@@ -402,6 +415,7 @@ public final class FUSEFilesystem: Sendable {
     }
 
     func getxattr(_ reply: consuming FUSEReply, ino: UInt64, name: [UInt8], size: Int) {
+        if RawViewInode(ino) != nil { return reply.error(.noData) }
         if Self.isUnsupported(name) {
             reply.error(.notSupported)
             return
@@ -422,7 +436,7 @@ public final class FUSEFilesystem: Sendable {
 
     func listxattr(_ reply: consuming FUSEReply, ino: UInt64, size: Int) {
         do {
-            let list: [UInt8] = try disks.listXattrs(ino).flatMap { $0 + [UInt8(0)] }
+            let list: [UInt8] = RawViewInode(ino) != nil ? [] : try disks.listXattrs(ino).flatMap { $0 + [UInt8(0)] }
             if size == 0 {
                 reply.xattrSize(list.count)
             } else if list.count > size {
@@ -436,6 +450,7 @@ public final class FUSEFilesystem: Sendable {
     }
 
     func removexattr(_ reply: consuming FUSEReply, ino: UInt64, name: [UInt8]) {
+        if RawViewInode(ino) != nil { return reply.error(.notPermitted) }
         if Self.isUnsupported(name) {
             reply.error(.notSupported)
             return

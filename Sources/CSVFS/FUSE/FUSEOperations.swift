@@ -50,12 +50,10 @@ enum FUSEOperations {
                                            caller: FUSEFilesystem.caller(request!))
         }
         ops.unlink = { request, parent, name in
-            let fs = FUSEOperations.filesystem(request)
-            fs.perform(FUSEReply(request!)) { () throws(Errno) in try fs.service.unlink(parent: parent, name: FUSEFilesystem.name(name!)) }
+            FUSEOperations.filesystem(request).unlink(FUSEReply(request!), parent: parent, name: FUSEFilesystem.name(name!))
         }
         ops.rmdir = { request, parent, name in
-            let fs = FUSEOperations.filesystem(request)
-            fs.perform(FUSEReply(request!)) { () throws(Errno) in try fs.service.rmdir(parent: parent, name: FUSEFilesystem.name(name!)) }
+            FUSEOperations.filesystem(request).rmdir(FUSEReply(request!), parent: parent, name: FUSEFilesystem.name(name!))
         }
         ops.rename = { request, parent, name, newParent, newName, flags in
             FUSEOperations.filesystem(request).rename(FUSEReply(request!), parent: parent, name: FUSEFilesystem.name(name!),
@@ -79,28 +77,29 @@ enum FUSEOperations {
         // Writes are not buffered here, so a close has no data to flush; FLUSH is where the kernel lets go of a
         // process's POSIX locks when it closes the file (it sends no unlock for them).
         ops.flush = { request, ino, file in
-            FUSEOperations.filesystem(request).flush(FUSEReply(request!), ino: ino, owner: file!.pointee.lock_owner)
+            FUSEOperations.filesystem(request).flush(FUSEReply(request!), ino: RawViewInode.lockedInode(ino), owner: file!.pointee.lock_owner)
         }
         ops.getlk = { request, ino, file, lock in
-            FUSEOperations.filesystem(request).getlk(FUSEReply(request!), ino: ino, file: file!.pointee, lock: lock!)
+            FUSEOperations.filesystem(request).getlk(FUSEReply(request!), ino: RawViewInode.lockedInode(ino), file: file!.pointee, lock: lock!)
         }
         ops.setlk = { request, ino, file, lock, sleep in
-            FUSEOperations.filesystem(request).setlk(FUSEReply(request!), ino: ino, file: file!.pointee, lock: lock!.pointee,
+            FUSEOperations.filesystem(request).setlk(FUSEReply(request!), ino: RawViewInode.lockedInode(ino), file: file!.pointee, lock: lock!.pointee,
                                                      sleep: sleep != 0)
         }
         ops.flock = { request, ino, file, operation in
-            FUSEOperations.filesystem(request).flockRequest(FUSEReply(request!), ino: ino, file: file!.pointee, operation: operation)
+            FUSEOperations.filesystem(request).flockRequest(FUSEReply(request!), ino: RawViewInode.lockedInode(ino), file: file!.pointee, operation: operation)
         }
         ops.release = { request, ino, file in
             FUSEOperations.filesystem(request).release(FUSEReply(request!), ino: ino, handle: file!.pointee.fh)
         }
-        ops.fsync = { request, _, _, file in
-            FUSEOperations.filesystem(request).fsync(FUSEReply(request!), handle: file!.pointee.fh)
+        ops.fsync = { request, ino, _, file in
+            FUSEOperations.filesystem(request).fsync(FUSEReply(request!), ino: ino, handle: file!.pointee.fh)
         }
         ops.opendir = { request, ino, file in
             let fs = FUSEOperations.filesystem(request)
             do throws(Errno) {
-                let attributes = try fs.service.attributes(ino)
+                let attributes: InodeAttributes
+                if let raw = RawViewInode(ino) { attributes = try fs.rawView.attributes(raw) } else { attributes = try fs.service.attributes(ino) }
                 guard attributes.isDirectory else { throw Errno.notDirectory }
                 FUSEReply(request!).open(file!)
             } catch {
@@ -114,7 +113,7 @@ enum FUSEOperations {
             FUSEOperations.filesystem(request).readdir(FUSEReply(request!), ino: ino, size: size, offset: Int64(offset), plus: true)
         }
         ops.releasedir = { request, _, _ in FUSEReply(request!).ok() }
-        ops.fsyncdir = { request, _, _, _ in FUSEOperations.filesystem(request).fsync(FUSEReply(request!), handle: nil) }
+        ops.fsyncdir = { request, ino, _, _ in FUSEOperations.filesystem(request).fsync(FUSEReply(request!), ino: ino, handle: nil) }
         ops.statfs = { request, _ in FUSEOperations.filesystem(request).statfs(FUSEReply(request!)) }
         ops.setxattr = { request, ino, name, value, size, flags in
             let bytes = size > 0 ? Array(UnsafeRawBufferPointer(start: value, count: size)) : []

@@ -111,6 +111,44 @@ public struct FUSEReply: ~Copyable, @unchecked Sendable {
         discard self
     }
 
+    /// A readdir or readdirplus answer: as many of `entries` as fit in `size` bytes. `parameters` gives an
+    /// entry's name and attributes for the kernel to cache (readdirplus); "." and "..", and entries read
+    /// without attributes, carry only their inode and type.
+    consuming func directory(_ entries: [DirectoryEntry], size: Int, plus: Bool,
+                             parameters: (InodeAttributes) -> fuse_entry_param) {
+        var buffer = [UInt8](repeating: 0, count: size)
+        var used = 0
+        let request = request
+        buffer.withUnsafeMutableBytes { raw in
+            let buffer = raw.bindMemory(to: CChar.self)
+            for entry in entries {
+                var name = entry.name.map { CChar(bitPattern: $0) }
+                name.append(0)
+                let remaining = size - used
+                let needed: Int
+                if plus {
+                    var entryParameters = fuse_entry_param()
+                    if let attributes = entry.attributes, entry.name != [46], entry.name != [46, 46] {
+                        entryParameters = parameters(attributes)
+                    } else {
+                        entryParameters.attr.st_ino = UInt(entry.ino)
+                        entryParameters.attr.st_mode = entry.mode
+                    }
+                    needed = fuse_add_direntry_plus(request, buffer.baseAddress! + used, remaining, name, &entryParameters,
+                                                    off_t(entry.nextCookie))
+                } else {
+                    var status = Glibc.stat()
+                    status.st_ino = UInt(entry.ino)
+                    status.st_mode = entry.mode
+                    needed = fuse_add_direntry(request, buffer.baseAddress! + used, remaining, name, &status, off_t(entry.nextCookie))
+                }
+                if needed > remaining { break }
+                used += needed
+            }
+        }
+        bytes(buffer, count: used)
+    }
+
     /// For getxattr/listxattr size probes (size 0): how many bytes the value needs.
     consuming func xattrSize(_ count: Int) {
         fuse_reply_xattr(request, count)

@@ -46,11 +46,11 @@ public enum FUSESession {
     /// Serves `metadata` and `data`, as a node of a cluster does; the kernel may cache names and attributes
     /// for as long as `cache` says at each reply.
     public static func serve(metadata: any MetadataService, data: DataPath, cache: any KernelCachePolicy, lunPath: String,
-                             mountpoint: String, node: UInt32 = 0, options: [String], logger: Logger,
-                             ready: @escaping @Sendable () -> Void) throws {
+                             mountpoint: String, node: UInt32 = 0, ownership: any DiskOwnership = SoleDiskOwnership(),
+                             options: [String], logger: Logger, ready: @escaping @Sendable () -> Void) throws {
         try checkMountpoint(mountpoint)
         let filesystem = FUSEFilesystem(service: metadata, data: data, cache: cache, mountpoint: absolutePath(mountpoint),
-                                        node: node, logger: logger, initialized: ready)
+                                        node: node, ownership: ownership, logger: logger, initialized: ready)
         let userdata = Unmanaged.passRetained(filesystem)
         defer { userdata.release() }
 

@@ -19,6 +19,8 @@ public final class CoherentMetadataService: MetadataService, KernelCachePolicy {
     let licences: InodeLicences
     /// The file locks this node keeps itself, and the way to the coordinator's for the others.
     let fileLockDelegation: FileLockDelegation
+    /// Which VM disks this node owns, for the raw view.
+    public let diskOwnership: any DiskOwnership
     public let notifier: KernelNotifier?
     /// Open while this node is the volume's only member: then nobody else caches or changes anything, so
     /// calls go straight to the routed service, and the kernel may cache names and attributes for a fixed
@@ -46,10 +48,13 @@ public final class CoherentMetadataService: MetadataService, KernelCachePolicy {
         fileLockDelegation = FileLockDelegation(node: node, client: client, service: routed, logger: logger) { ino in
             routed.heldFileLocks(on: ino)
         }
+        let disks = DiskOwnershipLocks(client: client, timeout: changeTimeout, logger: logger)
+        diskOwnership = disks
         client.onBlocking { [licences, fileLockDelegation] handle, _ in
             switch InodeLock.parse(handle.resource) {
             case (.metadata, let ino)?: licences.blocked(ino)
             case (.fileLocks, let ino)?: fileLockDelegation.blocked(ino)
+            case (.disk, let ino)?: disks.blocked(ino)
             case nil: break
             }
         }

@@ -40,6 +40,13 @@ public protocol ImageNamespace {
     func image(at path: String) throws -> (facts: ImageLayerFacts, fileIdentity: UInt64)?
 }
 
+/// Where a chain's images are opened when they are not host files (CSVFS reads its own through its data path).
+public protocol ImageStorageNamespace {
+    /// The image file at `path` (a lexically normalised absolute path), opened read-only, with what identifies
+    /// the file; nil when no regular file is there.
+    func storage(at path: String) throws -> (storage: any ImageStorage, fileIdentity: UInt64)?
+}
+
 /// An image with what its chain of parents turned out to be: what CSVFS shows as `user.vhd.*`.
 public struct DiskChainFacts: Sendable, Equatable {
     /// The format the content shows, even when the image's structures cannot be read.

@@ -21,6 +21,10 @@ protocol ImageLayer: AnyObject {
     /// The unit a write must cover whole: the logical sector size (4 KiB for a differencing VHD).
     var sectorSize: UInt64 { get }
 
+    /// Whether data this image already holds may be overwritten in its file directly, with no change to
+    /// any structure (a VHDX first needs its write session, which gives it new write GUIDs).
+    var inPlaceWritesAllowed: Bool { get }
+
     /// The mapping at `offset`, covering at most `limit` bytes (never 0 for offset < virtualSize).
     func extent(at offset: UInt64, limit: UInt64) throws -> Extent
     /// Writes sector-aligned data. `lower` gives the parent's view for copy-on-write.

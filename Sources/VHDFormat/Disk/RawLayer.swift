@@ -1,5 +1,6 @@
 /// A raw disk file: every byte is data.
 final class RawLayer: ImageLayer {
+    var inPlaceWritesAllowed: Bool { file.writable }
     let file: ImageFile
     let virtualSize: UInt64
     let sectorSize: UInt64 = 512

@@ -46,18 +46,48 @@ public final class VirtualDisk {
 
     public static func open(_ path: String, options: OpenOptions = OpenOptions()) throws -> VirtualDisk {
         let top = try FormatDetector.openLayer(try ImageFile(path: path, writable: options.writable), format: options.format)
+        return try openChain(top: top, key: realPath(path), options: options,
+                             normalize: ParentResolver.normalize) { candidates in
+            // Only regular files: a locator naming a FIFO or a device must not block or read forever.
+            guard let parentPath = candidates.first(where: isRegularFile) else { return nil }
+            return (try ImageFile(path: parentPath, writable: false), realPath(parentPath))
+        }
+    }
+
+    /// Opens the image in `storage` (writable when the storage is) and its parents through `parents`, for
+    /// images that are not host files, as CSVFS's raw view of its own files. `path` names the image and is
+    /// where relative parent locators start; `fileIdentity` tells a chain that loops back to it.
+    public static func open(storage: any ImageStorage, path: String, fileIdentity: UInt64, parents: any ImageStorageNamespace,
+                            options: OpenOptions = OpenOptions()) throws -> VirtualDisk {
+        let top = try FormatDetector.openLayer(ImageFile(storage: storage, path: path), format: options.format)
+        var options = options
+        options.writable = storage.isWritable
+        return try openChain(top: top, key: String(fileIdentity), options: options,
+                             normalize: ParentResolver.lexicallyNormalized) { candidates in
+            for candidate in candidates {
+                if let found = try parents.storage(at: candidate) {
+                    return (ImageFile(storage: found.storage, path: candidate), String(found.fileIdentity))
+                }
+            }
+            return nil
+        }
+    }
+
+    /// Follows the parents of `top`: `findParent` opens the first candidate that is there (read-only) and
+    /// names the file it is (`key`), so a chain that comes back to one of its files is refused.
+    private static func openChain(top: any ImageLayer, key: String, options: OpenOptions, normalize: (String) -> String,
+                                  findParent: ([String]) throws -> (file: ImageFile, key: String)?) throws -> VirtualDisk {
         var layers: [any ImageLayer] = [top]
-        var visited: Set<String> = [realPath(path)]
+        var visited: Set<String> = [key]
         while !options.topOnly, let link = layers[layers.count - 1].facts.parent {
             let child = layers[layers.count - 1]
-            guard layers.count < maximumChainDepth else { throw VHDError.chainTooDeep(path: path, limit: maximumChainDepth) }
-            let candidates = ParentResolver.candidates(for: link, childPath: child.file.path)
-            // Only regular files: a locator naming a FIFO or a device must not block or read forever.
-            guard let parentPath = candidates.first(where: isRegularFile) else {
+            guard layers.count < maximumChainDepth else { throw VHDError.chainTooDeep(path: top.file.path, limit: maximumChainDepth) }
+            let candidates = ParentResolver.candidates(for: link, childPath: child.file.path, normalize: normalize)
+            guard let (file, parentKey) = try findParent(candidates) else {
                 throw VHDError.parentMissing(child: child.file.path, tried: candidates)
             }
-            guard visited.insert(realPath(parentPath)).inserted else { throw VHDError.parentLoop(path: parentPath) }
-            let parent = try FormatDetector.openLayer(try ImageFile(path: parentPath, writable: false), format: nil)
+            guard visited.insert(parentKey).inserted else { throw VHDError.parentLoop(path: file.path) }
+            let parent = try FormatDetector.openLayer(file, format: nil)
             try checkIdentity(child: child, link: link, parent: parent, allowMismatch: options.allowParentMismatch)
             layers.append(parent)
         }
@@ -135,6 +165,31 @@ public final class VirtualDisk {
         }
     }
 
+    /// Reads `buffer.count` bytes at `fileOffset` of the image at `depth`, where `resolve` said data lies.
+    /// Touches nothing `write` changes, so it may run while another thread writes or resolves, as long as
+    /// none of them closes the disk.
+    public func readData(depth: Int, at fileOffset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws {
+        try layers[depth].file.read(at: fileOffset, into: buffer, what: "disk data")
+    }
+
+    /// Where in the top image's file `length` bytes at `offset` can be written in place: they are all its
+    /// own data already, in one run, and its write session has begun, so writing them changes no structure
+    /// of the image. nil when the write must go through `write`.
+    public func overwriteTarget(at offset: UInt64, length: UInt64) throws -> UInt64? {
+        guard writable, length > 0, layers[0].inPlaceWritesAllowed else { return nil }
+        try checkRange(offset, length)
+        let (covered, source) = try resolve(at: offset, limit: length)
+        guard covered == length, case .data(0, let fileOffset) = source else { return nil }
+        return fileOffset
+    }
+
+    /// Writes at `fileOffset` of the top image's file, a place `overwriteTarget` gave; like `readData`, safe
+    /// beside other threads' reads and writes.
+    public func writeData(at fileOffset: UInt64, from buffer: UnsafeRawBufferPointer) throws {
+        guard writable else { throw VHDError.readOnly(path: layers[0].file.path) }
+        try layers[0].file.write(at: fileOffset, from: buffer)
+    }
+
     public func write(at offset: UInt64, from buffer: UnsafeRawBufferPointer) throws {
         guard writable else { throw VHDError.readOnly(path: layers[0].file.path) }
         try checkRange(offset, UInt64(buffer.count))
@@ -178,6 +233,10 @@ public final class VirtualDisk {
         closed = true
         if writable { try layers[0].close() }
     }
+
+    /// Lets the disk go without writing anything more: its writer lost the right to write (CSVFS: fenced, its
+    /// ownership gone). What was not flushed is not written; the caller reports that.
+    public func discard() { closed = true }
 
     deinit {
         // A disk dropped without close still gets its metadata written; errors are for close() to report.

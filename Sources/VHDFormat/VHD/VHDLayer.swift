@@ -3,6 +3,7 @@ import Foundation
 /// A VHD file: fixed (raw data + footer) or sparse (dynamic/differencing: BAT of blocks, each a sector
 /// bitmap followed by data).
 final class VHDLayer: ImageLayer {
+    var inPlaceWritesAllowed: Bool { file.writable }
     static let unallocated: UInt32 = 0xFFFF_FFFF
 
     let file: ImageFile

@@ -32,6 +32,7 @@ final class VHDXLayer: ImageLayer {
     /// Sector bitmap pages changed since the last flush, by file offset.
     private var pendingPages: [UInt64: [UInt8]] = [:]
     private var logWriter: VHDXLogWriter?
+    var inPlaceWritesAllowed: Bool { logWriter != nil }
     private var cachedBitmap: (block: Int, bytes: [UInt8])?
     /// Test hook: stop metadata commits at this point, as a crash would.
     var crashPoint: VHDXLogWriter.CrashPoint?
