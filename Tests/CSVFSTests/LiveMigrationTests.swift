@@ -52,6 +52,82 @@ extension Mounted {
             return try readFile(raw)
         }
 
+        /// QEMU refuses to live-migrate a VM whose disk it opens as VHDX; through its raw view (the disk as raw,
+        /// written into the VHDX by whichever node owns it) it migrates, 20 times back and forth, and the file
+        /// stays a VHDX that checks clean and holds exactly what the VM wrote. `differencing`: the disk is a child
+        /// of a base that a second VM's child, running on the other node throughout, reads too.
+        @Test(arguments: ["dynamic", "differencing"]) func aVHDXDiskMigratesThroughItsRawView(_ kind: String) throws {
+            _ = try QEMU.hypervisor()
+            try withVolume(.follower) { volume in
+                let nodes = [volume.coordinatorMountpoint, volume.mountpoint]
+                let image = "disk.vhdx", raw = ".csvfs/raw/disk.vhdx"
+                var model = [UInt8](repeating: 0, count: Self.imageSize)
+                var machines: [QEMUMachine] = []
+                defer { machines.forEach { $0.stop() } }
+                var neighbour: QEMUMachine?
+                if kind == "dynamic" {
+                    try #require(try QEMU.img(["create", "-f", "vhdx", "-o", "subformat=dynamic", nodes[0] + "/" + image, "\(Self.imageSize)"]).succeeded)
+                    // What QEMU alone does with the VHDX itself.
+                    let direct = try QEMUMachine(image: nodes[0] + "/" + image, format: "vhdx", directory: volume.directory)
+                    let waiting = try QEMUMachine(image: nodes[1] + "/" + image, format: "vhdx", incoming: true, directory: volume.directory)
+                    let refused = try direct.monitor.command("migrate -d tcp:127.0.0.1:\(waiting.incomingPort!)")
+                    #expect(refused.contains("does not support live migration"), "QEMU on the VHDX itself: \(refused)")
+                    direct.stop()
+                    waiting.stop()
+                } else {
+                    try #require(try QEMU.img(["create", "-f", "vhdx", "-o", "subformat=dynamic", nodes[0] + "/base.vhdx", "\(Self.imageSize)"]).succeeded)
+                    try #require(try QEMU.io(nodes[0] + "/base.vhdx", format: "vhdx", "write -P 0x33 0 1M").succeeded)
+                    model.replaceSubrange(0..<(1 << 20), with: repeatElement(0x33, count: 1 << 20))
+                    for child in [image, "other.vhdx"] {
+                        try DiskTools.run(["vhdtool", "create", "-f", "vhdx", "-b", nodes[0] + "/base.vhdx", nodes[0] + "/" + child])
+                    }
+                    let other = try QEMUMachine(image: nodes[1] + "/.csvfs/raw/other.vhdx", format: "raw", directory: volume.directory)
+                    machines.append(other)
+                    neighbour = other
+                }
+                var running = try QEMUMachine(image: nodes[0] + "/" + raw, format: "raw", directory: volume.directory)
+                machines.append(running)
+                var node = 0
+                var times: [Int] = []
+                for round in 0..<20 {
+                    let pattern = UInt8(0x10 + round), offset = (1 + round) * Self.chunk
+                    try Self.write(running, pattern, at: offset, into: &model)
+                    node = 1 - node
+                    let destination = try QEMUMachine(image: nodes[node] + "/" + raw, format: "raw", incoming: true, directory: volume.directory)
+                    machines.append(destination)
+                    times.append(try running.migrate(to: destination))
+                    #expect(try destination.status() == "VM status: running", "round \(round)")
+                    try Self.expectRead(destination, pattern, at: offset)
+                    if round > 0 { try Self.expectRead(destination, 0x10 + UInt8(round - 1), at: round * Self.chunk) }
+                    running.stop()
+                    running = destination
+                    if let neighbour {
+                        // The other VM on the same base: the base's data, and its own writes, through its own disk.
+                        try Self.expectRead(neighbour, 0x33, at: (1 << 20) - Self.chunk)
+                        var ignored = [UInt8](repeating: 0, count: Self.imageSize)
+                        try Self.write(neighbour, 0xe0 + UInt8(round % 16), at: (2 << 20) + round * Self.chunk, into: &ignored)
+                    }
+                }
+                print("20 live migrations of a \(kind) VHDX through its raw view: total times \(times) ms")
+                machines.forEach { $0.stop() }
+                let check = try DiskTools.run(["vhdtool", "check", nodes[0] + "/" + image], mustSucceed: false)
+                #expect(check.succeeded, "\(check)")
+                let flattened = volume.directory.appendingPathComponent("flattened.raw").path
+                defer { unlink(flattened) }
+                if kind == "dynamic" {
+                    let qemuCheck = try QEMU.img(["check", "-f", "vhdx", nodes[0] + "/" + image])
+                    #expect(qemuCheck.succeeded, "\(qemuCheck)")
+                    try #require(try QEMU.img(["convert", "-f", "vhdx", "-O", "raw", nodes[0] + "/" + image, flattened]).succeeded)
+                } else {
+                    try DiskTools.run(["vhdtool", "convert", "-O", "raw", nodes[0] + "/" + image, flattened])
+                }
+                let bytes = try readFile(flattened)
+                let firstDifference = bytes.indices.first { $0 >= model.count || bytes[$0] != model[$0] }
+                #expect(bytes.count == model.count && firstDifference == nil,
+                        "the image differs from the model first at byte \(firstDifference ?? -1)")
+            }
+        }
+
         @Test(arguments: ["raw", "qcow2"]) func aVMMovesToTheOtherNodeWithItsDiskAndItsLocks(_ format: String) throws {
             try Self.withImage(format) { volume, nodes, image in
                 var model = [UInt8](repeating: 0, count: Self.imageSize)

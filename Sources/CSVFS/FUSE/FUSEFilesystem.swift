@@ -25,7 +25,7 @@ public final class FUSEFilesystem: Sendable {
     /// `mountpoint` (absolute) is where this host sees the volume: images' parent paths are shown under it.
     /// `node` is the cluster node this mount is (0 for a volume mounted alone): the node of its file locks' owners.
     public init(service: any MetadataService, data: DataPath, cache: any KernelCachePolicy, mountpoint: String = "",
-                node: UInt32 = 0, ownership: any DiskOwnership = SoleDiskOwnership(), logger: Logger,
+                node: UInt32 = 0, ownership: any DiskOwnership, logger: Logger,
                 initialized: @escaping @Sendable () -> Void) {
         self.service = service
         locks = NodeFileLocks(service: service, node: node)

@@ -28,13 +28,6 @@ public enum FUSESession {
         guard status.st_mode & S_IFMT == S_IFDIR else { throw .notADirectory(path) }
     }
 
-    /// Mounts, calls `ready` once the kernel has initialised the mount, and serves requests until unmount or SIGTERM/SIGINT.
-    public static func serve(volume: Volume, lunPath: String, mountpoint: String, options: [String],
-                             logger: Logger, ready: @escaping @Sendable () -> Void) throws {
-        try serve(metadata: volume.metadata, data: volume.data, cache: FixedKernelCachePolicy(),
-                  lunPath: lunPath, mountpoint: mountpoint, options: options, logger: logger, ready: ready)
-    }
-
     /// The mountpoint as this host names it, resolved while it is still the directory under the mount
     /// (afterwards resolving it would go through the mount, that is to this server).
     private static func absolutePath(_ path: String) -> String {
@@ -46,7 +39,7 @@ public enum FUSESession {
     /// Serves `metadata` and `data`, as a node of a cluster does; the kernel may cache names and attributes
     /// for as long as `cache` says at each reply.
     public static func serve(metadata: any MetadataService, data: DataPath, cache: any KernelCachePolicy, lunPath: String,
-                             mountpoint: String, node: UInt32 = 0, ownership: any DiskOwnership = SoleDiskOwnership(),
+                             mountpoint: String, node: UInt32 = 0, ownership: any DiskOwnership,
                              options: [String], logger: Logger, ready: @escaping @Sendable () -> Void) throws {
         try checkMountpoint(mountpoint)
         let filesystem = FUSEFilesystem(service: metadata, data: data, cache: cache, mountpoint: absolutePath(mountpoint),
