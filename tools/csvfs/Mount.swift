@@ -111,7 +111,8 @@ struct Mount: ParsableCommand {
         do {
             try FUSESession.serve(metadata: cluster.coherent, data: cluster.data, cache: cluster.coherent, lunPath: lun,
                                   mountpoint: mountpoint, node: cluster.id,
-                                  ownership: cluster.coherent.diskOwnership, options: own.fuse, logger: logger) {
+                                  ownership: cluster.coherent.diskOwnership, protection: cluster.coherent.imageProtection,
+                                  options: own.fuse, logger: logger) {
                 report.ready()
             }
             logger.info("metadata RPCs: \(cluster.remote.counters)")

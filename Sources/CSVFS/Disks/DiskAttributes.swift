@@ -57,7 +57,13 @@ final class DiskAttributes: Sendable {
         return chain.extendedAttributes.map { (Array($0.name.utf8), Array($0.value.utf8)) }
     }
 
-    private func isImage(_ ino: UInt64) throws(Errno) -> Bool {
+    /// The files below image `ino` in its chain, nearest first, as far as they are found; nil when the file
+    /// is not an image.
+    func parentFiles(of ino: UInt64) throws(Errno) -> [UInt64]? {
+        try chainFacts(ino)?.parentFiles
+    }
+
+    func isImage(_ ino: UInt64) throws(Errno) -> Bool {
         let attributes = try service.attributes(ino)
         guard attributes.isRegular else { return false }
         return try layerState(attributes, path: { hostPath(of: ino) }) != .notImage

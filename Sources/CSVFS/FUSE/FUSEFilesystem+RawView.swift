@@ -53,9 +53,11 @@ extension FUSEFilesystem {
             if file.pointee.flags & O_TRUNC != 0, file.pointee.flags & O_ACCMODE != O_RDONLY { throw Errno.notPermitted }
             // The open count keeps an unlinked image's data until the raw view's last handle closes too.
             let handle = try service.opened(real)
-            do {
+            do throws(Errno) {
+                try imageClaims.opening(real, handle: handle, writable: file.pointee.flags & O_ACCMODE != O_RDONLY)
                 try rawView.disks.opened(real)
             } catch {
+                imageClaims.released(handle: handle)
                 try? service.released(real, handle: handle)
                 throw error
             }
@@ -108,6 +110,7 @@ extension FUSEFilesystem {
     func rawRelease(_ reply: consuming FUSEReply, _ node: RawViewInode, handle: UInt64) {
         defer { locks.released(handle: handle) }
         rawView.disks.released(node.real)
+        imageClaims.released(handle: handle)
         perform(reply) { () throws(Errno) in try service.released(node.real, handle: handle) }
     }
 

@@ -14,6 +14,8 @@ public final class FUSEFilesystem: Sendable {
     let disks: DiskAttributes
     /// `.csvfs` and the raw view of every disk.
     let rawView: RawView
+    /// What open handles claim of images: the images below an open child stay read-only.
+    let imageClaims: ImageClaims
     let logger: Logger
     /// How long the kernel may cache names and attributes.
     let cache: any KernelCachePolicy
@@ -25,12 +27,13 @@ public final class FUSEFilesystem: Sendable {
     /// `mountpoint` (absolute) is where this host sees the volume: images' parent paths are shown under it.
     /// `node` is the cluster node this mount is (0 for a volume mounted alone): the node of its file locks' owners.
     public init(service: any MetadataService, data: DataPath, cache: any KernelCachePolicy, mountpoint: String = "",
-                node: UInt32 = 0, ownership: any DiskOwnership, logger: Logger,
+                node: UInt32 = 0, ownership: any DiskOwnership, protection: any ImageProtection, logger: Logger,
                 initialized: @escaping @Sendable () -> Void) {
         self.service = service
         locks = NodeFileLocks(service: service, node: node)
         let disks = DiskAttributes(service: service, data: data, mountpoint: mountpoint)
         self.disks = disks
+        imageClaims = ImageClaims(images: disks, protection: protection)
         rawView = RawView(service: service, images: disks,
                           disks: RawDisks(service: service, data: data, disks: disks, ownership: ownership, logger: logger))
         self.cache = cache
@@ -211,6 +214,7 @@ public final class FUSEFilesystem: Sendable {
         let ticket = cache.ticket()
         do {
             let changes = changes
+            if changes.size != nil { try imageClaims.truncating(ino) }
             let result = try changes.size == nil
                 ? service.setAttributes(ino, changes)
                 : data.truncate(ino, changes)
@@ -241,16 +245,26 @@ public final class FUSEFilesystem: Sendable {
 
     func open(_ reply: consuming FUSEReply, ino: UInt64, file: UnsafeMutablePointer<fuse_file_info>) {
         if let raw = RawViewInode(ino) { return rawOpen(reply, raw, file: file) }
-        do {
+        do throws(Errno) {
             let attributes = try service.attributes(ino)
             if attributes.isDirectory {
                 reply.error(.isDirectory)
                 return
             }
-            if file.pointee.flags & O_TRUNC != 0, attributes.size > 0, file.pointee.flags & O_ACCMODE != O_RDONLY {
-                _ = try data.truncate(ino, AttributeChanges(size: 0))
+            let writable = file.pointee.flags & O_ACCMODE != O_RDONLY
+            let handle = try service.opened(ino)
+            do throws(Errno) {
+                // Before the truncate: an image below an open child is not emptied either.
+                try imageClaims.opening(ino, handle: handle, writable: writable)
+                if file.pointee.flags & O_TRUNC != 0, attributes.size > 0, writable {
+                    _ = try data.truncate(ino, AttributeChanges(size: 0))
+                }
+            } catch {
+                imageClaims.released(handle: handle)
+                try? service.released(ino, handle: handle)
+                throw error
             }
-            file.pointee.fh = try service.opened(ino)
+            file.pointee.fh = handle
             reply.open(file)
         } catch {
             reply.error(error)
@@ -278,6 +292,7 @@ public final class FUSEFilesystem: Sendable {
         if let raw = RawViewInode(ino) { return rawRelease(reply, raw, handle: handle) }
         // The coordinator drops the open file's OFD and flock locks as it releases it.
         defer { locks.released(handle: handle) }
+        imageClaims.released(handle: handle)
         perform(reply) { () throws(Errno) in try service.released(ino, handle: handle) }
     }
 
@@ -295,39 +310,45 @@ public final class FUSEFilesystem: Sendable {
         }
     }
 
-    /// Write data as libfuse has it: in memory (block-aligned when it came through the request loop's buffers,
-    /// so it goes to the LUN without a copy), or still in a pipe when the kernel spliced the request.
-    func writeBuffer(_ reply: consuming FUSEReply, ino: UInt64, source: UnsafeMutablePointer<fuse_bufvec>, offset: Int64) {
+    /// A write to an image the handle opened for writing needs the disk's ownership, as its raw view's writes do.
+    func writeBuffer(_ reply: consuming FUSEReply, ino: UInt64, handle: UInt64, source: UnsafeMutablePointer<fuse_bufvec>,
+                     offset: Int64) {
         if let raw = RawViewInode(ino) { return rawWrite(reply, raw, source: source, offset: offset) }
-        let count = fuse_buf_size(source)
         guard offset >= 0 else {
             reply.error(.invalid)
             return
         }
+        do throws(Errno) {
+            if imageClaims.writtenImage(handle: handle) == ino {
+                try rawView.disks.withFileWrite(ino) { () throws(Errno) in try write(ino, source: source, offset: offset) }
+            } else {
+                try write(ino, source: source, offset: offset)
+            }
+            reply.written(fuse_buf_size(source))
+        } catch {
+            reply.error(error)
+        }
+    }
+
+    /// Write data as libfuse has it: in memory (block-aligned when it came through the request loop's buffers,
+    /// so it goes to the LUN without a copy), or still in a pipe when the kernel spliced the request.
+    private func write(_ ino: UInt64, source: UnsafeMutablePointer<fuse_bufvec>, offset: Int64) throws(Errno) {
+        let count = fuse_buf_size(source)
         let first = source.pointee.buf
         let inPipe = source.pointee.count == 1 && first.flags.rawValue & FUSE_BUF_IS_FD.rawValue != 0
             && first.flags.rawValue & FUSE_BUF_FD_SEEK.rawValue == 0
-        do {
-            if inPipe && data.takesPipes && offset % 4096 == 0 && count % 4096 == 0 {
-                try data.write(ino, offset: offset, count: count, pipe: first.fd)
-                reply.written(count)
-                return
-            }
-            if source.pointee.count == 1 && first.flags.rawValue & FUSE_BUF_IS_FD.rawValue == 0 {
-                // In memory, and block-aligned when it came through the request loop's buffers.
-                try data.write(ino, offset: offset, data: UnsafeRawBufferPointer(start: first.mem, count: count))
-                reply.written(count)
-                return
-            }
+        if inPipe && data.takesPipes && offset % 4096 == 0 && count % 4096 == 0 {
+            try data.write(ino, offset: offset, count: count, pipe: first.fd)
+        } else if source.pointee.count == 1 && first.flags.rawValue & FUSE_BUF_IS_FD.rawValue == 0 {
+            // In memory, and block-aligned when it came through the request loop's buffers.
+            try data.write(ino, offset: offset, data: UnsafeRawBufferPointer(start: first.mem, count: count))
+        } else {
             try data.write(ino, offset: offset, count: count) { (destination) throws(Errno) in
                 var target = cfuse_bufvec_memory(destination, count)
                 let copied = fuse_buf_copy(&target, source, fuse_buf_copy_flags(rawValue: 0))
                 if copied < 0 { throw Errno(Int32(-copied)) }
                 if copied != count { throw Errno.io }
             }
-            reply.written(count)
-        } catch {
-            reply.error(error)
         }
     }
 

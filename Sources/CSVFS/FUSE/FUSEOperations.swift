@@ -71,8 +71,9 @@ enum FUSEOperations {
             FUSEOperations.filesystem(request).read(FUSEReply(request!), ino: ino, size: size, offset: Int64(offset))
         }
         // write_buf rather than write: the data is copied once, into an aligned buffer for O_DIRECT.
-        ops.write_buf = { request, ino, source, offset, _ in
-            FUSEOperations.filesystem(request).writeBuffer(FUSEReply(request!), ino: ino, source: source!, offset: Int64(offset))
+        ops.write_buf = { request, ino, source, offset, file in
+            FUSEOperations.filesystem(request).writeBuffer(FUSEReply(request!), ino: ino, handle: file!.pointee.fh, source: source!,
+                                                           offset: Int64(offset))
         }
         // Writes are not buffered here, so a close has no data to flush; FLUSH is where the kernel lets go of a
         // process's POSIX locks when it closes the file (it sends no unlock for them).

@@ -40,10 +40,10 @@ public enum FUSESession {
     /// for as long as `cache` says at each reply.
     public static func serve(metadata: any MetadataService, data: DataPath, cache: any KernelCachePolicy, lunPath: String,
                              mountpoint: String, node: UInt32 = 0, ownership: any DiskOwnership,
-                             options: [String], logger: Logger, ready: @escaping @Sendable () -> Void) throws {
+                             protection: any ImageProtection, options: [String], logger: Logger, ready: @escaping @Sendable () -> Void) throws {
         try checkMountpoint(mountpoint)
         let filesystem = FUSEFilesystem(service: metadata, data: data, cache: cache, mountpoint: absolutePath(mountpoint),
-                                        node: node, ownership: ownership, logger: logger, initialized: ready)
+                                        node: node, ownership: ownership, protection: protection, logger: logger, initialized: ready)
         let userdata = Unmanaged.passRetained(filesystem)
         defer { userdata.release() }
 

@@ -33,6 +33,7 @@ public struct Errno: Error, Equatable, Hashable, Sendable, CustomStringConvertib
     public static let tooManyLinks = Errno(EMLINK)
     public static let crossDevice = Errno(EXDEV)
     public static let busy = Errno(EBUSY)
+    public static let textBusy = Errno(ETXTBSY)
     public static let noSys = Errno(ENOSYS)
     public static let wouldBlock = Errno(EAGAIN)
     public static let deadlock = Errno(EDEADLK)

@@ -21,6 +21,8 @@ public final class CoherentMetadataService: MetadataService, KernelCachePolicy {
     let fileLockDelegation: FileLockDelegation
     /// Which VM disks this node owns, for the raw view.
     public let diskOwnership: any DiskOwnership
+    /// The images below open differencing disks, kept read-only.
+    public let imageProtection: any ImageProtection
     public let notifier: KernelNotifier?
     /// Open while this node is the volume's only member: then nobody else caches or changes anything, so
     /// calls go straight to the routed service, and the kernel may cache names and attributes for a fixed
@@ -50,11 +52,14 @@ public final class CoherentMetadataService: MetadataService, KernelCachePolicy {
         }
         let disks = DiskOwnershipLocks(client: client, timeout: changeTimeout, logger: logger)
         diskOwnership = disks
+        imageProtection = ImageProtectionLocks(client: client, logger: logger)
         client.onBlocking { [licences, fileLockDelegation] handle, _ in
             switch InodeLock.parse(handle.resource) {
             case (.metadata, let ino)?: licences.blocked(ino)
             case (.fileLocks, let ino)?: fileLockDelegation.blocked(ino)
             case (.disk, let ino)?: disks.blocked(ino)
+            // Asked without queueing, by PR and CW holders alike: a refusal calls nobody back.
+            case (.image, _)?: break
             case nil: break
             }
         }

@@ -99,7 +99,7 @@ final class DiskOwnershipLocks: DiskOwnership, @unchecked Sendable {
             Task {
                 do {
                     let (handle, _) = try await client.lock(InodeLock.disk.resource(ino), mode: exclusive ? .ex : .pr,
-                                                            timeout: timeout)
+                                                            timeout: timeout, process: InodeLock.disk.process)
                     apply { $0.granted(ino, handle, exclusive: exclusive) }
                 } catch {
                     logger.warning("no \(exclusive ? "EX" : "PR") lock for disk inode \(ino): \(error)")

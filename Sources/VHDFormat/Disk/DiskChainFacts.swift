@@ -60,6 +60,8 @@ public struct DiskChainFacts: Sendable, Equatable {
     public var chainDepth: Int?
     /// The first problem of the image or its chain, as VHDFormat words it.
     public var error: String?
+    /// The file identity of every parent found, nearest first.
+    public var parentFiles: [UInt64] = []
 
     /// An image whose own structures could not be read.
     public init(format: ImageFormat, damaged error: any Error) {
@@ -109,6 +111,7 @@ public struct DiskChainFacts: Sendable, Equatable {
                 error = error ?? VHDError.parentLoop(path: found.path).description
                 return
             }
+            parentFiles.append(found.fileIdentity)
             if !matches {
                 error = error ?? VHDError.parentMismatch(child: child.facts.path, parent: found.path,
                                                          expected: link.identity, found: found.facts.facts.identity).description

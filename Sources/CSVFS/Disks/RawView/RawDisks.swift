@@ -170,6 +170,21 @@ final class RawDisks: Sendable {
         }
     }
 
+    /// A write to image `ino` through the file itself: like a write through its raw view it needs the
+    /// disk's ownership, exclusive, and what this node keeps of the image's tables is flushed and forgotten
+    /// first (the write may change what they describe).
+    func withFileWrite<R>(_ ino: UInt64, _ write: () throws(Errno) -> R) throws(Errno) -> R {
+        if let entry = open.withLock({ $0[ino] }) { gate.withExclusive(ino) { close(ino, entry) } }
+        while true {
+            if ownership.holds(ino, exclusive: false), !ownership.holds(ino, exclusive: true) { letGo(ino) }
+            try ownership.acquire(ino, exclusive: true)
+            gate.lockShared(ino)
+            defer { gate.unlockShared(ino) }
+            guard ownership.holds(ino, exclusive: true) else { continue }
+            return try write()
+        }
+    }
+
     // MARK: ownership
 
     /// Runs `body` with the disk's image, opened for writing when `exclusive`, while this node holds the
