@@ -10,13 +10,13 @@ import TestSupport
 /// LUN as formatted, checked, mounted and checked again: it must pass fsck, mount, and hold every file as
 /// the last fsync that returned before the cut left it.
 ///
-/// `CSVFS_CRASH_CUTS` sets how many cuts to try (default 40), or `all` (every flush point and three subsets
+/// `CSVFS_CRASH_CUTS` sets how many cuts to try (default 200), or `all` (every flush point and three subsets
 /// of each stretch between flushes); `CSVFS_CRASH_CUTS_SEED` replays the workload's operations and the
 /// choice of cuts (the log itself depends on timing: the mount's once-a-second flush).
 extension Mounted {
     @Suite struct CrashCutTests {
-        static let defaultCuts = 40
-        static let operations = 60
+        static let defaultCuts = 200
+        static let operations = 100
 
         @Test func everyPowerCutOfTheLUNWriteStreamKeepsEveryFsyncedFile() throws {
             let seed = SeededRandom.seed(from: "CSVFS_CRASH_CUTS_SEED", test: "crash cuts")
