@@ -1,6 +1,7 @@
 import CLibAIO
 import Dispatch
 import Glibc
+import Primitives
 
 /// LUN I/O through Linux native AIO: callers submit transfers and one reaper thread collects every completion,
 /// so a few threads keep many requests in flight and a request's transfers run in parallel.
@@ -128,6 +129,10 @@ final class AIOEngine: LUNIO, @unchecked Sendable {
                     continue
                 }
                 let result = Int(bitPattern: event.res)
+                if let recorder = LUNWriteRecorder.shared, result > 0, event.obj.pointee.aio_lio_opcode == Int16(IO_CMD_PWRITE.rawValue) {
+                    let transfer = event.obj.pointee.u.c
+                    recorder.wrote(fd: fd, from: transfer.buf, count: result, at: Int64(transfer.offset))
+                }
                 let failure: Errno? = result < 0 ? Errno(Int32(-result)) : result < Int(event.obj.pointee.u.c.nbytes) ? .io : nil
                 let batch = Unmanaged<Batch>.fromOpaque(data)
                 if batch.takeUnretainedValue().finished(failure) { batch.release() }

@@ -304,17 +304,27 @@ public final class DataPath: Sendable {
 
     // MARK: blocks changing
 
-    /// Sets attributes that include a size. A shrink that ends mid-block first zeroes the rest of the new last
-    /// block on the LUN, so a later extension reads zeros there, as POSIX wants; the metadata frees what lies
-    /// past it. Exclusive: no I/O on the inode meanwhile.
+    /// Sets attributes that include a size. The bytes past the end of a file in its last block are zeroed on
+    /// the LUN, so an extension reads zeros there, as POSIX wants: after a shrink that ends mid-block, once the
+    /// shrink is durable (zeroed before, a power cut that lost the shrink would leave the file at its old size
+    /// with zeros where its data was); and again before an extension, for a shrink whose zeroes a power cut
+    /// lost. The metadata frees what lies past the last block. Exclusive: no I/O on the inode meanwhile.
     public func truncate(_ ino: UInt64, _ changes: AttributeChanges) throws(Errno) -> InodeAttributes {
         try locks.withExclusive(ino) { () throws(Errno) -> InodeAttributes in
-            if let size = changes.size, Int64(size) % Self.block != 0 {
-                let tail = Int64(size)..<Self.blockEnd(Int64(size))
-                let (oldSize, segments) = try service.mapping(ino, Self.blocks(covering: tail))
-                if size < oldSize { try zero(tail, in: segments) }
+            guard let size = changes.size.map({ Int64($0) }), size > 0 else { return try service.setAttributes(ino, changes) }
+            let tail = size..<Self.blockEnd(size)
+            let (oldSize, segments) = try service.mapping(ino, Self.blocks(covering: tail))
+            let end = Int64(oldSize)
+            if size > end, end % Self.block != 0 {
+                let oldTail = end..<Self.blockEnd(end)
+                try zero(oldTail, in: try service.mapping(ino, Self.blocks(covering: oldTail)).segments)
             }
-            return try service.setAttributes(ino, changes)
+            guard size < end, !tail.isEmpty else { return try service.setAttributes(ino, changes) }
+            // The shrink keeps the blocks up to the tail's end, so `segments` still map them after it.
+            let attributes = try service.setAttributes(ino, changes)
+            try service.sync(reportingTo: nil)
+            try zero(tail, in: segments)
+            return attributes
         }
     }
 

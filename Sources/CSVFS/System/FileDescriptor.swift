@@ -1,5 +1,6 @@
 import Glibc
 import CSVFSSystem
+import Primitives
 
 /// A thin typed wrapper over an open file descriptor: positional I/O that never returns short counts.
 ///
@@ -42,7 +43,7 @@ public struct FileDescriptor: Sendable, Hashable {
     public func write(from buffer: UnsafeRawPointer, count: Int, at offset: Int64) throws(Errno) {
         var done = 0
         while done < count {
-            let n = try retryingOnInterrupt { pwrite(rawValue, buffer + done, count - done, off_t(offset) + off_t(done)) }
+            let n = try retryingOnInterrupt { LUNWriteRecorder.pwrite(rawValue, buffer + done, count - done, off_t(offset) + off_t(done)) }
             if n == 0 { throw Errno.io }
             done += n
         }
@@ -66,7 +67,7 @@ public struct FileDescriptor: Sendable, Hashable {
     }
 
     public func dataSync() throws(Errno) {
-        _ = try retryingOnInterrupt { fdatasync(rawValue) }
+        _ = try retryingOnInterrupt { LUNWriteRecorder.flush(rawValue, fdatasync) }
     }
 
     public func size() throws(Errno) -> Int64 {

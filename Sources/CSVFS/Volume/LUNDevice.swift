@@ -23,6 +23,7 @@ public struct LUNDevice: Sendable {
         } catch {
             throw .io("cannot open \(path)", error)
         }
+        LUNWriteRecorder.shared?.watch(fd.rawValue)
         return LUNDevice(path: path, fd: fd, direct: readOnly ? nil : FileDescriptor.openDirect(path, O_RDWR))
     }
 

@@ -159,8 +159,8 @@ public final class LocalCoordination: CoordinationBackend {
         let a = Array(address.utf8.prefix(LocalCoordination.recordCapacity - 14))
         withUnsafeBytes(of: UInt16(a.count).bigEndian) { buf.replaceSubrange(12..<14, with: $0) }
         buf += a
-        _ = buf.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, off_t(region.offset + LocalCoordination.recordOffset)) }
-        fsync(fd)
+        _ = buf.withUnsafeBytes { LUNWriteRecorder.pwrite(fd, $0.baseAddress!, $0.count, off_t(region.offset + LocalCoordination.recordOffset)) }
+        _ = LUNWriteRecorder.flush(fd, fsync)
         return mine
     }
 

@@ -86,14 +86,14 @@ final class TestVolume {
     var isMounted: Bool { MountTable.isMounted(mountpoint) }
 
     /// Starts the server in the foreground as our child and waits until the kernel lists the mount; in
-    /// `.follower` mode a coordinator node first. `options` go to `csvfs mount -o`; `coordinatorEnvironment` is
-    /// added to the coordinator node's environment.
-    func mount(options: [String] = [], coordinatorEnvironment: [String: String] = [:]) throws {
+    /// `.follower` mode a coordinator node first. `options` go to `csvfs mount -o`; `environment` is added to the
+    /// test's node's environment, `coordinatorEnvironment` to the coordinator node's.
+    func mount(options: [String] = [], environment: [String: String] = [:], coordinatorEnvironment: [String: String] = [:]) throws {
         guard server == nil else { throw FixtureError("already mounted by this fixture") }
         if metadataMode == .follower && coordinatorServer == nil {
             coordinatorServer = try startNode(at: coordinatorMountpoint, options: options, environment: coordinatorEnvironment)
         }
-        server = try startNode(at: mountpoint, options: options)
+        server = try startNode(at: mountpoint, options: options, environment: environment)
     }
 
     /// Starts a node of the volume in the foreground as our child, `arguments` added to its `csvfs mount`
