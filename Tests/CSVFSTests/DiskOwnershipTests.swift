@@ -35,10 +35,10 @@ extension Mounted {
                 let failures = Locked<[String]>([])
                 let finished = DispatchSemaphore(value: 0)
                 for node in 0..<2 {
-                    var random = SeededRandom(seed: seed &+ UInt64(node))
                     let path = nodes[node] + "/.csvfs/raw/disk.vhdx"
                     Thread.detachNewThread {
                         defer { finished.signal() }
+                        var random = SeededRandom(seed: seed &+ UInt64(node))
                         do {
                             let fd = try sys("open \(path)") { open(path, O_RDWR | LinuxFlags.oDirect) }
                             defer { close(fd) }
