@@ -1,6 +1,8 @@
 import CSVFS
 import CSVFSSystem
 import Foundation
+import LockManager
+import Primitives
 
 /// What a node's mount answers admin tools through, besides files: extended attributes of the root that it
 /// computes and never lists (as GlusterFS's `trusted.glusterfs.*` ones). `trusted.` needs CAP_SYS_ADMIN, so
@@ -16,10 +18,20 @@ public enum ClusterControl {
     public static let failureDetectionAttributeName = "trusted.csvfs.failure_detection"
     static let failureDetectionAttribute = Array(failureDetectionAttributeName.utf8)
 
+    /// Which node owns each VM disk that a node owns (`[DiskOwner]`), as the lock master knows it.
+    public static let diskOwnersAttributeName = "trusted.csvfs.disk_owners"
+    static let diskOwnersAttribute = Array(diskOwnersAttributeName.utf8)
+
     /// The answer of a control attribute of the root, nil for any other attribute.
-    static func answer(_ name: [UInt8], of service: any MetadataService,
-                       failureDetection: FailureDetection) throws(Errno) -> [UInt8]? {
+    static func answer(_ name: [UInt8], of service: any MetadataService, failureDetection: FailureDetection,
+                       locks: LockClient) throws(Errno) -> [UInt8]? {
         switch name {
+        case diskOwnersAttribute:
+            do {
+                return try encode(DiskOwner.owners(inListing: try blocking { try await locks.listing() }))
+            } catch {
+                throw .io
+            }
         case failureDetectionAttribute:
             return try encode(failureDetection)
         case openFilesAttribute:
@@ -49,6 +61,11 @@ public enum ClusterControl {
     /// The failure-detection settings of the node that mounts the volume at `mountpoint`.
     public static func failureDetection(through mountpoint: String) throws -> FailureDetection {
         try ask(failureDetectionAttributeName, through: mountpoint)
+    }
+
+    /// The owners of the VM disks of the cluster whose volume is mounted at `mountpoint`.
+    public static func diskOwners(through mountpoint: String) throws -> [DiskOwner] {
+        try ask(diskOwnersAttributeName, through: mountpoint)
     }
 
     /// The file locks held in the cluster whose volume is mounted at `mountpoint`, asked through that mount.
@@ -91,6 +108,29 @@ public enum ClusterControl {
             start = lock.range.first
             end = lock.range.last == FileLockRange.endOfFile ? nil : lock.range.last
             pid = lock.pid
+        }
+    }
+
+    /// A node that holds a disk's ownership: "exclusive" (it writes the disk) or "shared" (it reads it).
+    public struct DiskOwner: Sendable, Codable, Equatable {
+        public var ino: UInt64
+        public var node: UInt32
+        public var mode: String
+
+        /// The granted `d<ino>` locks of the lock master's listing ("resource NAME ...", then
+        /// "  granted ID owner NODE.PROCESS MODE" lines).
+        static func owners(inListing listing: String) -> [DiskOwner] {
+            var owners: [DiskOwner] = [], disk: UInt64?
+            for line in listing.split(separator: "\n") {
+                let words = line.split(separator: " ")
+                if words.first == "resource" {
+                    disk = words.count > 1 ? InodeLock.parse(String(words[1])).flatMap { $0.0 == .disk ? $0.1 : nil } : nil
+                } else if let disk, words.count == 5, words[0] == "granted", words[2] == "owner",
+                          let node = words[3].split(separator: ".").first.flatMap({ UInt32($0) }) {
+                    owners.append(DiskOwner(ino: disk, node: node, mode: words[4] == "EX" ? "exclusive" : "shared"))
+                }
+            }
+            return owners
         }
     }
 

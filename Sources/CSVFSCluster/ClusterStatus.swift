@@ -1,4 +1,5 @@
 import CSVFS
+import CSVFSSystem
 import Foundation
 import LockManager
 
@@ -25,6 +26,21 @@ public struct ClusterStatus: Sendable, Codable {
         public var fileLocks: [ClusterControl.HeldFileLock]?
     }
 
+    /// A VM disk open on some node: what its image says of its chain, and who owns it.
+    public struct OpenDisk: Sendable, Codable {
+        public var ino: UInt64
+        /// Under the mountpoint that was asked.
+        public var path: String
+        public var format: String
+        public var chainDepth: Int?
+        /// The image below it, when it is a differencing disk.
+        public var parent: String?
+        /// Why the image or its chain cannot be read, when it cannot.
+        public var error: String?
+        /// One node writing it ("exclusive"), or the nodes reading it ("shared"); none while nobody uses it.
+        public var owners: [ClusterControl.DiskOwner]
+    }
+
     public var volume: String
     public var label: String
     public var lun: String
@@ -34,6 +50,8 @@ public struct ClusterStatus: Sendable, Codable {
     public var openFilesUnknown: String?
     /// The failure-detection settings of the node whose mount was asked.
     public var failureDetection: FailureDetection?
+    /// The open files that are VM disks (VHD or VHDX); nil when no mount on this host could be asked.
+    public var disks: [OpenDisk]?
 
     /// `etcd`: the volume's nodes coordinate through etcd there, not through the LUN. The open files are
     /// asked through `mountpoint`, a mount of the volume on this host.
@@ -51,12 +69,13 @@ public struct ClusterStatus: Sendable, Codable {
         }
         let records = NodeRecord.all(on: device, superblock: superblock)
         var openFiles: [OpenFile]?, fileLocks: [ClusterControl.HeldFileLock]?, openFilesUnknown: String?
-        var failureDetection: FailureDetection?
+        var failureDetection: FailureDetection?, disks: [OpenDisk]?
         if let mountpoint {
             do {
                 openFiles = try ClusterControl.openFiles(through: mountpoint)
                 fileLocks = try ClusterControl.fileLocks(through: mountpoint)
                 failureDetection = try ClusterControl.failureDetection(through: mountpoint)
+                disks = openDisks(openFiles ?? [], owners: try ClusterControl.diskOwners(through: mountpoint), under: mountpoint)
             } catch {
                 openFilesUnknown = "\(error)"
             }
@@ -71,6 +90,25 @@ public struct ClusterStatus: Sendable, Codable {
         }
         return ClusterStatus(volume: ClusterNode.volumeID(superblock), label: superblock.label, lun: lun,
                              coordinator: leader.map { Coordinator(node: $0.node, address: $0.address, epoch: $0.epoch) },
-                             nodes: nodes, openFilesUnknown: openFilesUnknown, failureDetection: failureDetection)
+                             nodes: nodes, openFilesUnknown: openFilesUnknown, failureDetection: failureDetection, disks: disks)
+    }
+
+    /// The open files whose `user.vhd.*` attributes say they are images, read through the mount.
+    static func openDisks(_ files: [OpenFile], owners: [ClusterControl.DiskOwner], under mountpoint: String) -> [OpenDisk] {
+        var seen = Set<UInt64>()
+        return files.compactMap { file -> OpenDisk? in
+            guard seen.insert(file.ino).inserted, let path = file.path.map({ mountpoint + $0 }),
+                  let format = attribute("user.vhd.format", of: path) else { return nil }
+            return OpenDisk(ino: file.ino, path: path, format: format,
+                            chainDepth: attribute("user.vhd.chain_depth", of: path).flatMap { Int($0) },
+                            parent: attribute("user.vhd.parent", of: path), error: attribute("user.vhd.error", of: path),
+                            owners: owners.filter { $0.ino == file.ino })
+        }.sorted { $0.path < $1.path }
+    }
+
+    private static func attribute(_ name: String, of path: String) -> String? {
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        let count = csvfs_getxattr(path, name, &buffer, buffer.count)
+        return count >= 0 ? String(decoding: buffer[0..<count], as: UTF8.self) : nil
     }
 }

@@ -50,7 +50,7 @@ extension Mounted {
                 #expect(waited < .seconds(60), "the error came long after the I/O timeout: \(waited)")
                 #expect(kill(coordinator.pid, SIGCONT) == 0)
                 resumed = true
-                #expect(FileLockTests.eventually(30) {
+                #expect(eventually(30) {
                     let fd = open(volume.path("after"), O_CREAT | O_WRONLY, 0o644)
                     if fd >= 0 { close(fd) }
                     return fd >= 0

@@ -56,7 +56,7 @@ extension Mounted {
                 #expect(Locks.setLock(other, F_WRLCK, 5, 1) == 0)
                 #expect(Locks.setLock(fd, F_WRLCK, 5, 1) == EAGAIN, "and the first node now asks it")
                 #expect(Locks.setLock(other, F_UNLCK, 5, 1) == 0)
-                #expect(Locks.eventually { Locks.setLock(fd, F_WRLCK, 5, 1) == 0 }, "the bytes are free again")
+                #expect(eventually { Locks.setLock(fd, F_WRLCK, 5, 1) == 0 }, "the bytes are free again")
             }
         }
 
@@ -105,7 +105,7 @@ extension Mounted {
                     let status = try volume.csvfs(["status", third])
                     #expect(status.stdout.contains("posix  exclusive  0-9"), "\(status.stdout)")
                     #expect(holder.finish() == 0)
-                    #expect(Locks.eventually { Locks.setLock(fd, F_WRLCK, 0, 10) == 0 }, "the holder's close released them")
+                    #expect(eventually { Locks.setLock(fd, F_WRLCK, 0, 10) == 0 }, "the holder's close released them")
                 }
             }
         }

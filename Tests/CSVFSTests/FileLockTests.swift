@@ -41,15 +41,6 @@ extension Mounted {
             }, "no new coordinator: \(String(describing: coordinator))")
         }
 
-        static func eventually(_ timeout: TimeInterval = 10, _ condition: () -> Bool) -> Bool {
-            let deadline = Date().addingTimeInterval(timeout)
-            while !condition() {
-                if Date() >= deadline { return false }
-                usleep(10_000)
-            }
-            return true
-        }
-
         @Test(arguments: [0, 1]) func recordLocksConflictSplitAndMergeAcrossNodes(_ holder: Int) throws {
             try Self.withTwoNodes { volume, nodes in
                 let agent = try LockAgent(nodes[holder] + "/f", [
@@ -97,7 +88,7 @@ extension Mounted {
                 #expect(Self.setLock(fd, F_RDLCK, 200, 1, command: Self.ofdSetLock) == EAGAIN, "the other node's exclusive lock")
                 #expect(agent.finish() == 0)
                 // The kernel releases an open file asynchronously after the close returned.
-                #expect(Self.eventually { Self.setLock(fd, F_WRLCK, 200, 1, command: Self.ofdSetLock) == 0 },
+                #expect(eventually { Self.setLock(fd, F_WRLCK, 200, 1, command: Self.ofdSetLock) == 0 },
                         "the holder's close released its OFD locks")
             }
         }
@@ -113,7 +104,7 @@ extension Mounted {
                 #expect(errnoOf { flock(fd, LOCK_SH | LOCK_NB) } == EWOULDBLOCK)
                 #expect(Self.setLock(fd, F_WRLCK, 0, 0) == 0, "flock and record locks do not conflict")
                 #expect(exclusive.finish() == 0)
-                #expect(Self.eventually { flock(fd, LOCK_EX | LOCK_NB) == 0 }, "the holder's close released its flock")
+                #expect(eventually { flock(fd, LOCK_EX | LOCK_NB) == 0 }, "the holder's close released its flock")
                 #expect(flock(fd, LOCK_UN) == 0)
 
                 let shared = try LockAgent(nodes[1] + "/f", ["lock flock R 0 0", "hold"], directory: volume.directory)
@@ -134,9 +125,9 @@ extension Mounted {
                 defer { close(fd) }
                 #expect(Self.setLock(fd, F_WRLCK, 0, 1) == EAGAIN && Self.setLock(fd, F_WRLCK, 10, 1, command: Self.ofdSetLock) == EAGAIN)
                 agent.process.kill()
-                #expect(Self.eventually { Self.setLock(fd, F_WRLCK, 0, 1) == 0 }, "its POSIX lock")
-                #expect(Self.eventually { Self.setLock(fd, F_WRLCK, 10, 1, command: Self.ofdSetLock) == 0 }, "its OFD lock")
-                #expect(Self.eventually { flock(fd, LOCK_EX | LOCK_NB) == 0 }, "its flock")
+                #expect(eventually { Self.setLock(fd, F_WRLCK, 0, 1) == 0 }, "its POSIX lock")
+                #expect(eventually { Self.setLock(fd, F_WRLCK, 10, 1, command: Self.ofdSetLock) == 0 }, "its OFD lock")
+                #expect(eventually { flock(fd, LOCK_EX | LOCK_NB) == 0 }, "its flock")
             }
         }
 
@@ -222,7 +213,7 @@ extension Mounted {
 
                     #expect(agent.finish() == 0)
                     #expect(waiter.answer(0) == "ok", "the holder's close let the wait through: \(waiter.errors)")
-                    #expect(Self.eventually {
+                    #expect(eventually {
                         Self.setLock(fd, F_WRLCK, 0, 9) == 0 && Self.setLock(fd, F_WRLCK, 100, 1, command: Self.ofdSetLock) == 0
                     }, "the holder's close released them at the new coordinator")
                 }
@@ -237,7 +228,7 @@ extension Mounted {
                     let node = try ChildProcess(volume.binary, volume.withSecret(["mount", volume.lun, third, "--foreground"]),
                                                 outputDirectory: volume.directory)
                     defer { node.kill() }
-                    #expect(Self.eventually(30) { MountTable.entry(at: third)?.fileSystemType == "fuse.csvfs" }, "\(node.stderrText)")
+                    #expect(eventually(30) { MountTable.entry(at: third)?.fileSystemType == "fuse.csvfs" }, "\(node.stderrText)")
                     let agent = try LockAgent(third + "/f", ["lock posix W 0 1", "lock flock W 0 0", "hold"], directory: volume.directory)
                     defer { agent.process.kill() }
                     #expect(agent.answer(2) == "holding", "\(agent.errors)")
@@ -247,8 +238,8 @@ extension Mounted {
 
                     node.kill()   // the holder stays alive, its locks unreleased by any close
                     _ = umount2(third, Int32(MNT_DETACH))
-                    #expect(Self.eventually(30) { Self.setLock(fd, F_WRLCK, 0, 1) == 0 }, "its POSIX lock went with the node")
-                    #expect(Self.eventually(30) { flock(fd, LOCK_EX | LOCK_NB) == 0 }, "its flock went with the node")
+                    #expect(eventually(30) { Self.setLock(fd, F_WRLCK, 0, 1) == 0 }, "its POSIX lock went with the node")
+                    #expect(eventually(30) { flock(fd, LOCK_EX | LOCK_NB) == 0 }, "its flock went with the node")
                 }
             }
         }
@@ -264,7 +255,7 @@ extension Mounted {
                 #expect(agents.map { $0.answer(0) } == ["ok", "ok"], "\(agents.map(\.errors))")
                 #expect(FileManager.default.createFile(atPath: go, contents: nil))
                 var refused: Int?
-                #expect(Self.eventually {
+                #expect(eventually {
                     refused = agents.firstIndex { $0.answer(2, timeout: 0) == "EDEADLK" }
                     return refused != nil
                 }, "neither wait was refused: \(agents.map { $0.answer(2, timeout: 0) ?? "waiting" })")

@@ -35,7 +35,7 @@ extension Mounted {
                 #expect(held.finish() == 0, "\(held.process.stderrText)")
                 // The kernel releases the holder's locks asynchronously after its close.
                 var last: ProcessResult?
-                #expect(try QEMU.eventually {
+                #expect(try eventually {
                     last = try QEMU.io(other, format: "raw", "write -P 0xcd 0 4k")
                     return last!.succeeded
                 }, "the holder closed the image, yet: \(String(describing: last))")
@@ -59,7 +59,7 @@ extension Mounted {
 
                 #expect(held.finish() == 0, "\(held.process.stderrText)")
                 var last: ProcessResult?
-                #expect(try QEMU.eventually {
+                #expect(try eventually {
                     last = try QEMU.img(["info", other])
                     return last!.succeeded
                 }, "the holder closed the image, yet: \(String(describing: last))")

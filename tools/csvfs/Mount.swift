@@ -4,6 +4,7 @@ import CSVFSCluster
 import Foundation
 import Glibc
 import Logging
+import Primitives
 
 struct Mount: ParsableCommand {
     static let configuration = CommandConfiguration(

@@ -2,10 +2,11 @@ import ArgumentParser
 import CSVFS
 import CSVFSCluster
 import Foundation
+import Primitives
 
 struct Status: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Show a volume's cluster: its coordinator and epoch, every node (alive or not, where it mounts), its open files and file locks.",
+        abstract: "Show a volume's cluster: its coordinator and epoch, every node (alive or not, where it mounts), its open files, the VM disks among them (chain, owner) and file locks.",
         discussion: """
             Open files and file locks are asked through a mount of the volume on this host (the one given, \
             else any), so they are shown only where the volume is mounted.
@@ -65,6 +66,14 @@ struct Status: ParsableCommand {
             })
         }
         print("")
+        if let disks = status.disks, !disks.isEmpty {
+            Self.printTable([["DISK", "FORMAT", "CHAIN", "PARENT", "OWNER"]] + disks.map { d in
+                let owners = d.owners.map { "node \($0.node) (\($0.mode == "exclusive" ? "writing" : "reading"))" }
+                return [d.path, d.format, d.chainDepth.map(String.init) ?? "-", d.error.map { "error: \($0)" } ?? d.parent ?? "-",
+                        owners.isEmpty ? "none" : owners.joined(separator: ", ")]
+            })
+            print("")
+        }
         let locks = status.nodes.flatMap { $0.fileLocks ?? [] }
         if locks.isEmpty {
             print("file locks:  none")

@@ -37,11 +37,14 @@ public final class CoherentMetadataService: MetadataService, KernelCachePolicy {
 
     /// This node's failure-detection settings, for `csvfs status`.
     let failureDetection: FailureDetection
+    /// The node's DLM client: `csvfs status` asks its master who owns the disks.
+    private let client: LockClient
 
     init(routed: RoutedMetadataService, node: UInt32, client: LockClient, changeTimeout: Duration,
          failureDetection: FailureDetection, logger: Logger) {
         let notifier = KernelNotifier()
         self.failureDetection = failureDetection
+        self.client = client
         inner = routed
         self.notifier = notifier
         licences = InodeLicences(client: client, notifier: notifier, changeTimeout: changeTimeout, logger: logger) {
@@ -195,7 +198,8 @@ public final class CoherentMetadataService: MetadataService, KernelCachePolicy {
 
     public func readlink(_ ino: UInt64) throws(Errno) -> [UInt8] { try inner.readlink(ino) }
     public func getXattr(_ ino: UInt64, name: [UInt8]) throws(Errno) -> [UInt8] {
-        if ino == rootInodeNumber, let answer = try ClusterControl.answer(name, of: self, failureDetection: failureDetection) {
+        if ino == rootInodeNumber, let answer = try ClusterControl.answer(name, of: self, failureDetection: failureDetection,
+                                                                                   locks: client) {
             return answer
         }
         return try inner.getXattr(ino, name: name)

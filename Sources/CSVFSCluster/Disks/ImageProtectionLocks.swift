@@ -1,5 +1,4 @@
 import CSVFS
-import Dispatch
 import LockManager
 import Logging
 import Primitives
@@ -70,7 +69,9 @@ final class ImageProtectionLocks: ImageProtection {
             claims[keyPath: kind][ino] = nil
             // Waited for: a claim of the other kind by this node right after must find the lock gone.
             let handle = claim.handle
-            wait { [client] in try await client.unlock(handle) } failed: { [logger] error in
+            do {
+                try blocking { [client] in try await client.unlock(handle) }
+            } catch {
                 logger.warning("unlocking the image lock of inode \(ino) failed: \(error)")
             }
         }
@@ -78,32 +79,15 @@ final class ImageProtectionLocks: ImageProtection {
 
     /// The lock, or nil when another node holds it in the other mode.
     private func request(_ ino: UInt64, mode: LockMode) throws(Errno) -> LockHandle? {
-        let granted = Locked<LockHandle?>(nil)
-        var refused = false, failure: (any Error)?
-        wait { [client] in
-            let (handle, _) = try await client.lock(InodeLock.image.resource(ino), mode: mode, flags: .noQueue,
-                                                    timeout: Self.requestTimeout)
-            granted.withLock { $0 = handle }
-        } failed: { error in
-            if error as? LockError == .wouldBlock { refused = true } else { failure = error }
-        }
-        if refused { return nil }
-        if let failure {
-            logger.error("no answer for the image lock of inode \(ino): \(failure)")
+        do {
+            return try blocking { [client] in
+                try await client.lock(InodeLock.image.resource(ino), mode: mode, flags: .noQueue, timeout: Self.requestTimeout).0
+            }
+        } catch LockError.wouldBlock {
+            return nil
+        } catch {
+            logger.error("no answer for the image lock of inode \(ino): \(error)")
             throw .io
         }
-        return granted.withLock { $0 }
-    }
-
-    /// Runs `operation` on the lock client's tasks and waits for it; `failed` gets its error on this thread.
-    private func wait(_ operation: @escaping @Sendable () async throws -> Void, failed: (any Error) -> Void) {
-        let error = Locked<(any Error)?>(nil)
-        let done = DispatchSemaphore(value: 0)
-        Task {
-            do { try await operation() } catch let thrown { error.withLock { $0 = thrown } }
-            done.signal()
-        }
-        done.wait()
-        if let thrown = error.withLock({ $0 }) { failed(thrown) }
     }
 }

@@ -32,15 +32,6 @@ enum QEMU {
                             sourceLocation: sourceLocation)
     }
 
-    static func eventually(_ timeout: TimeInterval = 10, _ condition: () throws -> Bool) rethrows -> Bool {
-        let deadline = Date().addingTimeInterval(timeout)
-        while try !condition() {
-            if Date() >= deadline { return false }
-            usleep(50_000)
-        }
-        return true
-    }
-
     /// A TCP port on loopback that nobody listened on a moment ago (the kernel's pick for port 0).
     static func freePort() throws -> UInt16 {
         let fd = try sys("socket") { socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0) }
@@ -72,7 +63,7 @@ final class QEMUImageHolder {
             : ["-f", format, image]
         process = try ChildProcess(QEMU.qemuIO, arguments, outputDirectory: directory, lifeline: true)
         // qemu-io prompts for its first command once the image is open and locked.
-        let prompted = QEMU.eventually { process.stdoutText.contains("qemu-io>") || !process.isRunning }
+        let prompted = eventually { process.stdoutText.contains("qemu-io>") || !process.isRunning }
         guard prompted, process.isRunning, process.stderrText.isEmpty else {
             let why = process.stderrText
             process.kill()
@@ -216,7 +207,7 @@ final class QEMUMachine {
         let before = process.stdoutText.utf8.count
         let answer = try monitor.command("qemu-io d0 \"\(command)\"")
         var printed = ""
-        _ = QEMU.eventually(5) {
+        _ = eventually(5) {
             printed = String(decoding: process.stdoutText.utf8.dropFirst(before), as: UTF8.self)
             return printed.split(separator: "\n").contains { $0.hasPrefix("wrote ") || $0.hasPrefix("read ") }
         }
@@ -229,7 +220,7 @@ final class QEMUMachine {
         let started = try monitor.command("migrate -d tcp:127.0.0.1:\(port)")
         #expect(!started.contains("Error"), "\(started)")
         var info = ""
-        let completed = try QEMU.eventually(timeout) {
+        let completed = try eventually(timeout) {
             info = try monitor.command("info migrate")
             return info.contains("Migration status: completed") || info.contains("Migration status: failed")
         }

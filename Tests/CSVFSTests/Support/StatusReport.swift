@@ -16,4 +16,7 @@ struct StatusReport: Decodable {
     var nodes: [Node]
     struct FailureDetection: Decodable, Equatable { var leaseTTLSeconds: Int?; var ioTimeoutSeconds: Int }
     var failureDetection: FailureDetection?
+    struct DiskOwner: Decodable, Equatable { var node: UInt32; var mode: String }
+    struct OpenDisk: Decodable { var path: String; var format: String; var chainDepth: Int?; var parent: String?; var owners: [DiskOwner] }
+    var disks: [OpenDisk]?
 }

@@ -273,3 +273,14 @@ func readlinkErrno(_ path: String) -> Int32 {
         return EIO
     }
 }
+
+/// Whether `condition` holds within `timeout` seconds, asked every 10 ms: for what the kernel finishes after a
+/// call returns (FUSE sends a close's RELEASE after close(2) has returned).
+func eventually(_ timeout: TimeInterval = 10, _ condition: () throws -> Bool) rethrows -> Bool {
+    let deadline = Date().addingTimeInterval(timeout)
+    while try !condition() {
+        if Date() >= deadline { return false }
+        usleep(10_000)
+    }
+    return true
+}
