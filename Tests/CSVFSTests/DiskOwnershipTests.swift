@@ -99,6 +99,10 @@ extension Mounted {
                     #expect(pread(view, &back, back.count, off_t(20 << 20)) == back.count)
                     #expect(back.allSatisfy { $0 == 0x99 }, "node \(node) reads what qemu-io wrote into the image")
                 }
+                // The last read took it to the second node (node 2), shared.
+                for node in nodes {
+                    #expect(try getxattr(node + "/disk.vhdx", "user.vhd.owner").get() == Array("node 2 (reading)".utf8))
+                }
             }
         }
 

@@ -6,6 +6,8 @@ import VHDFormat
 /// hide stored ones of the same prefix and cannot be set or removed (EPERM).
 final class DiskAttributes: Sendable {
     static let prefix = Array("user.vhd.".utf8)
+    /// Who owns the disk now: asked of the cluster only when this one attribute is read.
+    static let ownerName = Array("user.vhd.owner".utf8)
 
     let service: any MetadataService
     let data: DataPath
@@ -14,10 +16,12 @@ final class DiskAttributes: Sendable {
     let mountpoint: String
     let names = InodeNames()
     private let layers = ImageLayerCache()
+    private let ownership: any DiskOwnership
 
-    init(service: any MetadataService, data: DataPath, mountpoint: String) {
+    init(service: any MetadataService, data: DataPath, mountpoint: String, ownership: any DiskOwnership) {
         self.service = service
         self.data = data
+        self.ownership = ownership
         self.mountpoint = mountpoint == "/" ? "" : mountpoint
     }
 
@@ -27,6 +31,7 @@ final class DiskAttributes: Sendable {
 
     func getXattr(_ ino: UInt64, name: [UInt8]) throws(Errno) -> [UInt8] {
         if Self.isDiskName(name), let attributes = try diskAttributes(ino) {
+            if name == Self.ownerName { return Array(try owner(ino).utf8) }
             guard let found = attributes.first(where: { $0.name == name }) else { throw Errno.noData }
             return found.value
         }
@@ -36,7 +41,7 @@ final class DiskAttributes: Sendable {
     func listXattrs(_ ino: UInt64) throws(Errno) -> [[UInt8]] {
         let stored = try service.listXattrs(ino)
         guard let attributes = try diskAttributes(ino) else { return stored }
-        return stored.filter { !Self.isDiskName($0) } + attributes.map(\.name)
+        return stored.filter { !Self.isDiskName($0) } + attributes.map(\.name) + [Self.ownerName]
     }
 
     func setXattr(_ ino: UInt64, name: [UInt8], value: [UInt8], create: Bool, replace: Bool) throws(Errno) {
@@ -50,6 +55,13 @@ final class DiskAttributes: Sendable {
     }
 
     // MARK: facts
+
+    /// "node 2 (writing)", "node 1 (reading), node 3 (reading)", or "none".
+    private func owner(_ ino: UInt64) throws(Errno) -> String {
+        let owners = try ownership.owners(of: ino)
+        guard !owners.isEmpty else { return "none" }
+        return owners.map { "node \($0.node) (\($0.exclusive ? "writing" : "reading"))" }.joined(separator: ", ")
+    }
 
     /// nil when the file is not a VHD or VHDX image.
     func diskAttributes(_ ino: UInt64) throws(Errno) -> [(name: [UInt8], value: [UInt8])]? {

@@ -31,7 +31,7 @@ public final class FUSEFilesystem: Sendable {
                 initialized: @escaping @Sendable () -> Void) {
         self.service = service
         locks = NodeFileLocks(service: service, node: node)
-        let disks = DiskAttributes(service: service, data: data, mountpoint: mountpoint)
+        let disks = DiskAttributes(service: service, data: data, mountpoint: mountpoint, ownership: ownership)
         self.disks = disks
         imageClaims = ImageClaims(images: disks, protection: protection)
         rawView = RawView(service: service, images: disks,
@@ -292,6 +292,7 @@ public final class FUSEFilesystem: Sendable {
         if let raw = RawViewInode(ino) { return rawRelease(reply, raw, handle: handle) }
         // The coordinator drops the open file's OFD and flock locks as it releases it.
         defer { locks.released(handle: handle) }
+        if imageClaims.writtenImage(handle: handle) == ino { rawView.disks.fileWriterClosed(ino) }
         imageClaims.released(handle: handle)
         perform(reply) { () throws(Errno) in try service.released(ino, handle: handle) }
     }

@@ -80,6 +80,16 @@ final class DiskOwnershipLocks: DiskOwnership, @unchecked Sendable {
         revoke.withLock { $0 = handler }
     }
 
+    func owners(of ino: UInt64) throws(Errno) -> [(node: UInt32, exclusive: Bool)] {
+        do {
+            let listing = try blocking { [client] in try await client.listing() }
+            return ClusterControl.DiskOwner.owners(inListing: listing).filter { $0.ino == ino }.map { ($0.node, $0.mode == "exclusive") }
+        } catch {
+            logger.warning("the lock master did not list the owners of disk inode \(ino): \(error)")
+            throw .io
+        }
+    }
+
     /// Another node asked for the disk's lock.
     func blocked(_ ino: UInt64) {
         apply { $0.blocked(ino) }

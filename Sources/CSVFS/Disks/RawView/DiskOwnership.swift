@@ -13,4 +13,6 @@ public protocol DiskOwnership: Sendable {
     /// `handler` runs when another node wants a disk this node holds, off every lock of this module: it
     /// flushes and forgets the disk, then calls `release`.
     func onRevoke(_ handler: @escaping @Sendable (UInt64) -> Void)
+    /// The nodes that own disk `ino` now, cluster-wide (for `user.vhd.owner`).
+    func owners(of ino: UInt64) throws(Errno) -> [(node: UInt32, exclusive: Bool)]
 }

@@ -185,6 +185,12 @@ final class RawDisks: Sendable {
         }
     }
 
+    /// A handle that wrote image `ino` through the file itself closed: unless raw-view handles of this node
+    /// use the disk, its ownership goes now (nothing is kept of it to flush), so the disk shows no owner.
+    func fileWriterClosed(_ ino: UInt64) {
+        if open.withLock({ $0[ino] }) == nil, ownership.holds(ino, exclusive: false) { letGo(ino) }
+    }
+
     // MARK: ownership
 
     /// Runs `body` with the disk's image, opened for writing when `exclusive`, while this node holds the
