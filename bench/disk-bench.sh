@@ -22,6 +22,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BENCH_DIR=${BENCH_DIR:-$(mktemp -d "${TMPDIR:-/var/tmp}/disk-bench.XXXXXX")}
 LUN_SIZE=${LUN_SIZE:-8G}
 DISK_SIZE=${DISK_SIZE:-2G}
+FIO_SIZE=$DISK_SIZE
 RAND_RUNTIME=${RAND_RUNTIME:-8}
 ROUNDS=${ROUNDS:-3}
 HANDOFFS=${HANDOFFS:-200}
@@ -91,21 +92,8 @@ stop_nodes() {
     PIDS=()
 }
 
-drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches; }
-
-# fio_run NAME FILE RW BS IODEPTH [extra...] -> bytes/s (sequential) or IOPS (random).
-fio_run() {
-    local name=$1 file=$2 rw=$3 bs=$4 depth=$5; shift 5
-    drop_caches
-    fio --name="$name" --filename="$file" --rw="$rw" --bs="$bs" --size="$DISK_SIZE" --ioengine=libaio --direct=1 \
-        --iodepth="$depth" --numjobs=1 --group_reporting --output-format=json "$@" >"$BENCH_DIR/fio-$name.json"
-    python3 - "$BENCH_DIR/fio-$name.json" "$rw" <<'EOF'
-import json, sys
-job = json.load(open(sys.argv[1]))["jobs"][0]
-side = job["write"] if "write" in sys.argv[2] else job["read"]
-print(side["iops"] if sys.argv[2].startswith("rand") else side["bw_bytes"])
-EOF
-}
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 
 # handoff_run VIEW_ON_A VIEW_ON_B -> "handoff_p50 handoff_p99 same_p50 same_p99" in microseconds: a 4 KiB
 # O_DIRECT write on the node that did not write last (the disk moves), and one on the node that did.

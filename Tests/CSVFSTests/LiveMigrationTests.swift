@@ -41,6 +41,32 @@ extension Mounted {
                     "pattern \(pattern) at \(offset): \(output)", sourceLocation: sourceLocation)
         }
 
+        /// A VM on `path` (under each node's mountpoint), started on the first node and migrated twenty times,
+        /// alternating, each time after a write the destination must read (and the round before's); `afterEach`
+        /// runs after each migration. Every QEMU started goes into `machines`; the migration times, in ms.
+        static func migrateTwentyTimes(_ volume: TestVolume, _ nodes: [String], path: String, format: String, model: inout [UInt8],
+                                       machines: inout [QEMUMachine], afterEach: (Int) throws -> Void = { _ in }) throws -> [Int] {
+            var running = try QEMUMachine(image: nodes[0] + "/" + path, format: format, directory: volume.directory)
+            machines.append(running)
+            var node = 0
+            var times: [Int] = []
+            for round in 0..<20 {
+                let pattern = UInt8(0x10 + round), offset = (1 + round) * chunk
+                try write(running, pattern, at: offset, into: &model)
+                node = 1 - node
+                let destination = try QEMUMachine(image: nodes[node] + "/" + path, format: format, incoming: true, directory: volume.directory)
+                machines.append(destination)
+                times.append(try running.migrate(to: destination))
+                #expect(try destination.status() == "VM status: running", "round \(round)")
+                try expectRead(destination, pattern, at: offset)
+                if round > 0 { try expectRead(destination, 0x10 + UInt8(round - 1), at: round * chunk) }
+                running.stop()
+                running = destination
+                try afterEach(round)
+            }
+            return times
+        }
+
         /// The image's guest-visible bytes, read after every QEMU has stopped: a qcow2 image converted to raw
         /// outside the mount first.
         static func guestBytes(_ path: String, format: String, scratch: URL) throws -> [UInt8] {
@@ -85,28 +111,12 @@ extension Mounted {
                     machines.append(other)
                     neighbour = other
                 }
-                var running = try QEMUMachine(image: nodes[0] + "/" + raw, format: "raw", directory: volume.directory)
-                machines.append(running)
-                var node = 0
-                var times: [Int] = []
-                for round in 0..<20 {
-                    let pattern = UInt8(0x10 + round), offset = (1 + round) * Self.chunk
-                    try Self.write(running, pattern, at: offset, into: &model)
-                    node = 1 - node
-                    let destination = try QEMUMachine(image: nodes[node] + "/" + raw, format: "raw", incoming: true, directory: volume.directory)
-                    machines.append(destination)
-                    times.append(try running.migrate(to: destination))
-                    #expect(try destination.status() == "VM status: running", "round \(round)")
-                    try Self.expectRead(destination, pattern, at: offset)
-                    if round > 0 { try Self.expectRead(destination, 0x10 + UInt8(round - 1), at: round * Self.chunk) }
-                    running.stop()
-                    running = destination
-                    if let neighbour {
-                        // The other VM on the same base: the base's data, and its own writes, through its own disk.
-                        try Self.expectRead(neighbour, 0x33, at: (1 << 20) - Self.chunk)
-                        var ignored = [UInt8](repeating: 0, count: Self.imageSize)
-                        try Self.write(neighbour, 0xe0 + UInt8(round % 16), at: (2 << 20) + round * Self.chunk, into: &ignored)
-                    }
+                let times = try Self.migrateTwentyTimes(volume, nodes, path: raw, format: "raw", model: &model, machines: &machines) { round in
+                    guard let neighbour else { return }
+                    // The other VM on the same base: the base's data, and its own writes, through its own disk.
+                    try Self.expectRead(neighbour, 0x33, at: (1 << 20) - Self.chunk)
+                    var ignored = [UInt8](repeating: 0, count: Self.imageSize)
+                    try Self.write(neighbour, 0xe0 + UInt8(round % 16), at: (2 << 20) + round * Self.chunk, into: &ignored)
                 }
                 print("20 live migrations of a \(kind) VHDX through its raw view: total times \(times) ms")
                 machines.forEach { $0.stop() }
@@ -168,24 +178,9 @@ extension Mounted {
                 var model = [UInt8](repeating: 0, count: Self.imageSize)
                 var machines: [QEMUMachine] = []
                 defer { machines.forEach { $0.stop() } }
-                var running = try QEMUMachine(image: nodes[0] + "/" + image, format: format, directory: volume.directory)
-                machines.append(running)
-                var node = 0
-                var times: [Int] = []
-                for round in 0..<20 {
-                    let pattern = UInt8(0x10 + round), offset = (1 + round) * Self.chunk
-                    try Self.write(running, pattern, at: offset, into: &model)
-                    node = 1 - node
-                    let destination = try QEMUMachine(image: nodes[node] + "/" + image, format: format, incoming: true, directory: volume.directory)
-                    machines.append(destination)
-                    times.append(try running.migrate(to: destination))
-                    #expect(try destination.status() == "VM status: running", "round \(round)")
-                    try Self.expectRead(destination, pattern, at: offset)
-                    running.stop()
-                    running = destination
-                }
+                let times = try Self.migrateTwentyTimes(volume, nodes, path: image, format: format, model: &model, machines: &machines)
                 print("20 live migrations (\(format)) back and forth: total times \(times) ms")
-                running.stop()
+                machines.forEach { $0.stop() }
                 let bytes = try Self.guestBytes(nodes[0] + "/" + image, format: format, scratch: volume.directory)
                 #expect(bytes.count == model.count)
                 let firstDifference = bytes.indices.first { $0 >= model.count || bytes[$0] != model[$0] }
