@@ -1,5 +1,6 @@
 import CFuse
 import Dispatch
+import Foundation
 import Glibc
 
 /// The loop that reads FUSE requests and runs them on a pool of threads.
@@ -297,6 +298,9 @@ private final class InlineRequest: @unchecked Sendable {
         return handedOver
     }
 
+    /// Whether `willWait` has run for the request being served.
+    var isHandedOver: Bool { handedOver }
+
     func willWait() {
         guard running, !handedOver else { return }
         handedOver = true
@@ -309,7 +313,25 @@ private final class InlineRequest: @unchecked Sendable {
 public enum FUSERequestThread {
     /// Call before a wait that may be long or may depend on other requests being served.
     public static func willWait() {
-        guard let context = pthread_getspecific(InlineRequest.key) else { return }
-        Unmanaged<InlineRequest>.fromOpaque(context).takeUnretainedValue().willWait()
+        current?.willWait()
+    }
+
+    /// A wait for the next event of a table that `condition` guards, called with it locked and returning
+    /// with it locked. Under a FUSE request the first wait only lets the request loop go on with other
+    /// requests (the wait may last a round trip, a flush on another node or a failover) and returns at once,
+    /// so the caller looks at its table again; later ones sleep until a signal or `deadline`. False when
+    /// `deadline` passed.
+    public static func wait(on condition: NSCondition, until deadline: Date) -> Bool {
+        if let request = current, !request.isHandedOver {
+            condition.unlock()
+            request.willWait()
+            condition.lock()
+            return true
+        }
+        return condition.wait(until: deadline)
+    }
+
+    private static var current: InlineRequest? {
+        pthread_getspecific(InlineRequest.key).map { Unmanaged<InlineRequest>.fromOpaque($0).takeUnretainedValue() }
     }
 }

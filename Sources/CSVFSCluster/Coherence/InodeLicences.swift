@@ -210,7 +210,6 @@ final class InodeLicences: @unchecked Sendable {
     }
 
     private func acquire(_ ino: UInt64, before deadline: Date) throws(Errno) {
-        var handedOver = false
         condition.lock()
         while true {
             let step = table.startChange(ino)
@@ -224,14 +223,7 @@ final class InodeLicences: @unchecked Sendable {
                 run(directive, tellingWritesFirst: tellFirst)
                 condition.lock()
             case .wait(nil):
-                if !handedOver {
-                    handedOver = true
-                    condition.unlock()
-                    FUSERequestThread.willWait()
-                    condition.lock()
-                    continue
-                }
-                if !condition.wait(until: deadline) && Date() >= deadline {
+                if !FUSERequestThread.wait(on: condition, until: deadline) && Date() >= deadline {
                     let directive = table.abandonedChange(ino)
                     let tellFirst = directive.map { dropCache(for: $0) } ?? false
                     condition.unlock()

@@ -25,7 +25,6 @@ final class DiskOwnershipLocks: DiskOwnership, @unchecked Sendable {
 
     func acquire(_ ino: UInt64, exclusive: Bool) throws(Errno) {
         let deadline = ContinuousClock.now + timeout
-        var handedOver = false
         condition.lock()
         let failuresBefore = table.failures
         while true {
@@ -47,20 +46,13 @@ final class DiskOwnershipLocks: DiskOwnership, @unchecked Sendable {
                 run(directive)
                 condition.lock()
             case .wait(nil):
-                if !handedOver {
-                    // The owner may take a flush or a failover to let go: the mount's other requests go on.
-                    handedOver = true
-                    condition.unlock()
-                    FUSERequestThread.willWait()
-                    condition.lock()
-                    continue
-                }
                 if table.failures != failuresBefore || ContinuousClock.now >= deadline {
                     condition.unlock()
                     logger.error("no \(exclusive ? "exclusive" : "shared") ownership of disk inode \(ino): EIO")
                     throw .io
                 }
-                _ = condition.wait(until: Date(timeIntervalSinceNow: 0.5))
+                // The owner may take a flush or a failover to let go: the mount's other requests go on.
+                _ = FUSERequestThread.wait(on: condition, until: Date(timeIntervalSinceNow: 0.5))
             }
         }
     }

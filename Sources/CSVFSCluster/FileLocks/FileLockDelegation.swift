@@ -62,7 +62,6 @@ final class FileLockDelegation: @unchecked Sendable {
                   local: (inout FileLockTable) throws(Errno) -> R?,
                   central: () throws(Errno) -> R) throws(Errno) -> R {
         let deadline = ContinuousClock.now + Self.waitLimit
-        var handedOver = false
         condition.lock()
         let failuresBefore = table.failures
         while true {
@@ -104,14 +103,6 @@ final class FileLockDelegation: @unchecked Sendable {
                 run(directive)
                 condition.lock()
             case .wait(nil):
-                if !handedOver {
-                    // The wait may last a round trip or two, or a failover: the mount's other requests go on.
-                    handedOver = true
-                    condition.unlock()
-                    FUSERequestThread.willWait()
-                    condition.lock()
-                    continue
-                }
                 if table.failures != failuresBefore {
                     condition.unlock()
                     throw .noLocks
@@ -121,7 +112,7 @@ final class FileLockDelegation: @unchecked Sendable {
                     logger.error("no DLM lock for the file locks of inode \(ino) within \(Self.waitLimit): ENOLCK")
                     throw .noLocks
                 }
-                _ = condition.wait(until: Date(timeIntervalSinceNow: 0.5))
+                _ = FUSERequestThread.wait(on: condition, until: Date(timeIntervalSinceNow: 0.5))
             }
         }
     }
