@@ -84,7 +84,8 @@ extension Mounted {
         /// Seeded random writes through the raw view (sizes from 1 byte to 1 MiB, aligned and not, some with
         /// O_DIRECT), then the file is an image qemu-img and vhdtool check clean whose disk equals a model of
         /// the writes, as qemu-img (or, for a differencing image, vhdtool) converts it.
-        @Test(arguments: ["dynamic.vhdx", "dynamic.vhd", "child.vhdx"]) func randomWritesLeaveAValidImageHoldingThem(_ image: String) throws {
+        @Test(arguments: ["dynamic.vhdx", "dynamic.vhd", "fixed.vhdx", "fixed.vhd", "child.vhdx"])
+        func randomWritesLeaveAValidImageHoldingThem(_ image: String) throws {
             let seed = SeededRandom.seed(from: "CSVFS_RAW_SEED", test: "raw view random writes (\(image))")
             var random = SeededRandom(seed: seed)
             try withVolume { volume in
@@ -95,6 +96,10 @@ extension Mounted {
                     try DiskTools.run(["qemu-img", "create", "-q", "-f", "vhdx", "-o", "subformat=dynamic,block_size=1M", volume.path(image), "\(size)"])
                 case "dynamic.vhd":
                     try DiskTools.run(["qemu-img", "create", "-q", "-f", "vpc", "-o", "subformat=dynamic,force_size=on", volume.path(image), "\(size)"])
+                case "fixed.vhdx":
+                    try DiskTools.run(["qemu-img", "create", "-q", "-f", "vhdx", "-o", "subformat=fixed", volume.path(image), "\(size)"])
+                case "fixed.vhd":
+                    try DiskTools.run(["qemu-img", "create", "-q", "-f", "vpc", "-o", "subformat=fixed,force_size=on", volume.path(image), "\(size)"])
                 default:
                     try DiskTools.run(["qemu-img", "create", "-q", "-f", "vhdx", "-o", "subformat=dynamic,block_size=2M", volume.path("base.vhdx"), "\(size)"])
                     try DiskTools.run(["qemu-io", "-f", "vhdx", "-c", "write -P 0x77 0 12M", volume.path("base.vhdx")])
