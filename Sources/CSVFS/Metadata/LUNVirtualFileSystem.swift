@@ -265,6 +265,8 @@ final class LUNVirtualFileSystem: @unchecked Sendable {
     /// time; this catches a coordinator whose successor took the volume while it was not looking.
     private func verifyEpoch() throws(Errno) {
         guard let epoch else { return }
+        // A lapsed lease is said as such, not as the successor's epoch found on the volume.
+        if let fence = lun.fence, !fence.admits() { throw Errno.io }
         try epochVerified.withLock { (verified) throws(Errno) in
             guard !verified else { return }
             try epoch.verify()
