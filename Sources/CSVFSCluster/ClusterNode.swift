@@ -103,6 +103,7 @@ public final class ClusterNode: Sendable {
     public static func join(lun: String, options: JoinOptions, logger: Logger) async throws -> ClusterNode {
         let settings = try options.failureDetection()
         let device = try LUNDevice.open(lun)
+        device.fence.reportClosing { logger.critical("\($0)") }
         var member: (any CoordinationBackend)?
         var joined: (DLMNode, DataPath)?
         do {
@@ -117,7 +118,7 @@ public final class ClusterNode: Sendable {
 
             let (id, coordination) = try await Self.member(lun: lun, region: region, etcd: options.etcd, volume: volume,
                                                            node: options.node, address: "\(host):\(port)",
-                                                           leaseTTL: settings.leaseTTLSeconds)
+                                                           leaseTTL: settings.leaseTTLSeconds, fence: device.fence)
             member = coordination
             // The role hooks and the metadata server need the routed service, which needs the DLM node's
             // lock client (its connection carries the metadata calls): the node is made first, the hooks after.
@@ -223,11 +224,12 @@ public final class ClusterNode: Sendable {
     /// A started member under `node`, or the lowest free id: of the `local` backend on the LUN's
     /// coordination range, or of etcd under the volume's prefix.
     private static func member(lun: String, region: LocalCoordination.Region, etcd: String?, volume: String, node: UInt32?,
-                               address: String, leaseTTL: Int?) async throws -> (UInt32, any CoordinationBackend) {
+                               address: String, leaseTTL: Int?, fence: WriteFence) async throws -> (UInt32, any CoordinationBackend) {
         func backend(_ id: UInt32) throws -> any CoordinationBackend {
             if let etcd {
+                // The local backend leaves the fence open: its lease is this live process's lock on the LUN.
                 return try EtcdCoordination(endpoint: etcd, volume: volume, node: id,
-                                            ttl: leaseTTL ?? FailureDetection.defaultLeaseTTLSeconds)
+                                            ttl: leaseTTL ?? FailureDetection.defaultLeaseTTLSeconds, fence: fence)
             }
             return try LocalCoordination(path: lun, region: region, node: id)
         }

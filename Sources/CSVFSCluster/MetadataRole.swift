@@ -21,9 +21,12 @@ final class MetadataRole: RoleHooks {
     }
 
     func willHost(_ leadership: Leadership) async throws {
-        let local = try LocalMetadataService.open(device: device, superblock: superblock, node: node, takingOver: true)
+        // Stamped before the database is opened: from here on, a coordinator of an older epoch that wakes up
+        // finds this one on the volume and writes nothing.
+        let epoch = try VolumeEpoch.stamp(leadership.epoch, on: device)
+        let local = try LocalMetadataService.open(device: device, superblock: superblock, node: node, takingOver: true, epoch: epoch)
         service.host(local)
-        logger.info("coordinator for epoch \(leadership.epoch): metadata database open")
+        logger.info("coordinator for epoch \(leadership.epoch): epoch stamped on the volume, metadata database open")
     }
 
     func didStop(_ epoch: Epoch) async {

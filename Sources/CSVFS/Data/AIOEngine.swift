@@ -12,6 +12,8 @@ final class AIOEngine: LUNIO, @unchecked Sendable {
     // init and read once in close.
     private let context: io_context_t
     private let fd: Int32
+    /// Asked before each write is submitted: a refused one fails its batch with EIO unsent.
+    private let fence: WriteFence?
     /// Any descriptor that reads 0 bytes at once: `close` submits such a read to tell the reaper to stop.
     private let wakeFD: Int32
     /// One per request in flight, so io_submit never meets a full context (EAGAIN).
@@ -27,6 +29,7 @@ final class AIOEngine: LUNIO, @unchecked Sendable {
         try Self.check { io_setup(Self.depth, &context) }
         self.context = context!
         self.fd = fd.rawValue
+        fence = fd.fence
         self.wakeFD = wakeFD.rawValue
         slots = DispatchSemaphore(value: Int(Self.depth))
         let me = Unmanaged.passRetained(self).toOpaque()
@@ -90,6 +93,12 @@ final class AIOEngine: LUNIO, @unchecked Sendable {
         for index in transfers.indices {
             slots.wait()
             var control: UnsafeMutablePointer<iocb>? = batch.iocbs + index
+            // After the wait for a slot, which may outlast the lease.
+            if transfers[index].direction == .write, let fence, !fence.admits() {
+                slots.signal()
+                if batch.finished(.io) { retained.release() }
+                continue
+            }
             do throws(Errno) {
                 try Self.check { io_submit(context, 1, &control) }
             } catch {

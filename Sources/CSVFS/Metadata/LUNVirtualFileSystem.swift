@@ -59,6 +59,11 @@ final class LUNVirtualFileSystem: @unchecked Sendable {
     /// Refuses every write, and tells SQLite the files are read-only, so it neither recovers into nor
     /// checkpoints the LUN (fsck without --repair).
     let readOnly: Bool
+    /// The coordinator's epoch, checked on the LUN before the first write of each transaction (and of each
+    /// checkpoint); nil when no cluster elected this writer (format, fsck, a single mount).
+    let epoch: VolumeEpoch?
+    /// Whether the epoch was checked since the last commit was written out or the last sync.
+    private let epochVerified = Locked(false)
     private let lengths: Locked<Lengths>
     private let pendingLog: Locked<PendingLogWrites>
     private let vfs: UnsafeMutablePointer<sqlite3_vfs>
@@ -72,8 +77,9 @@ final class LUNVirtualFileSystem: @unchecked Sendable {
     private static let walGrowth: Int64 = 1 << 20
     private static let headerMagic: [UInt8] = Array("CSVFSMDR".utf8)
 
-    init(name: String, lun: FileDescriptor, region: MetadataRegion, readOnly: Bool = false) throws(Errno) {
+    init(name: String, lun: FileDescriptor, region: MetadataRegion, readOnly: Bool = false, epoch: VolumeEpoch? = nil) throws(Errno) {
         self.name = name
+        self.epoch = epoch
         self.lun = lun
         self.region = region
         self.readOnly = readOnly
@@ -204,10 +210,13 @@ final class LUNVirtualFileSystem: @unchecked Sendable {
         let (base, capacity) = range(kind)
         guard offset >= 0, offset + Int64(count) <= capacity else { return SQLITE_FULL }
         do throws(Errno) {
+            try verifyEpoch()
             if kind == .wal {
-                try pendingLog.withLock { (pending) throws(Errno) in
+                let committed = try pendingLog.withLock { (pending) throws(Errno) -> Bool in
                     try pending.add(UnsafeRawBufferPointer(start: buffer, count: count), at: base + offset, lun: lun)
+                    return pending.isEmpty
                 }
+                if committed { epochVerified.withLock { $0 = false } }
             } else {
                 try lun.write(from: buffer, count: count, at: base + offset)
             }
@@ -226,6 +235,7 @@ final class LUNVirtualFileSystem: @unchecked Sendable {
         if readOnly { return SQLITE_READONLY }
         if kind == .wal, flushLogStatus() != SQLITE_OK { return SQLITE_IOERR_WRITE }
         guard newLength <= range(kind).capacity else { return SQLITE_FULL }
+        do { try verifyEpoch() } catch { return SQLITE_IOERR_WRITE }
         if kind == .wal, newLength < length(.wal) { pendingLog.withLock { $0.forgetEnd() } }
         let current = lengths.withLock { (lengths) -> Lengths in
             lengths[kind] = newLength
@@ -241,12 +251,27 @@ final class LUNVirtualFileSystem: @unchecked Sendable {
 
     fileprivate func sync() -> Int32 {
         guard flushLogStatus() == SQLITE_OK else { return SQLITE_IOERR_FSYNC }
+        epochVerified.withLock { $0 = false }
         return (try? lun.dataSync()) != nil ? SQLITE_OK : SQLITE_IOERR_FSYNC
     }
 
     /// Writes out log frames still gathered in memory.
     func flushLog() throws(Errno) {
         try pendingLog.withLock { (pending) throws(Errno) in try pending.flush(lun: lun) }
+        epochVerified.withLock { $0 = false }
+    }
+
+    /// One read of the superblock per transaction, not per write: the lease fence already bounds each write in
+    /// time; this catches a coordinator whose successor took the volume while it was not looking.
+    private func verifyEpoch() throws(Errno) {
+        guard let epoch else { return }
+        // A lapsed lease is said as such, not as the successor's epoch found on the volume.
+        if let fence = lun.fence, !fence.admits() { throw Errno.io }
+        try epochVerified.withLock { (verified) throws(Errno) in
+            guard !verified else { return }
+            try epoch.verify()
+            verified = true
+        }
     }
 
     fileprivate func flushLogStatus() -> Int32 {

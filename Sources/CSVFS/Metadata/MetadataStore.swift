@@ -54,13 +54,14 @@ final class MetadataStore {
 
     private static let vfsCounter = AtomicCounter()
 
-    private init(lun: FileDescriptor, superblock: Superblock, readOnly: Bool = false) throws {
+    private init(lun: FileDescriptor, superblock: Superblock, readOnly: Bool = false, epoch: VolumeEpoch? = nil) throws {
         self.lun = lun
         self.superblock = superblock
         self.readOnly = readOnly
         blockSize = Int64(superblock.blockSize)
         vfs = try LUNVirtualFileSystem(name: "csvfs-\(superblock.uuid.uuidString)-\(Self.vfsCounter.next())",
-                                       lun: lun, region: superblock.metadataRegion, readOnly: readOnly)
+                                       lun: lun, region: superblock.metadataRegion, readOnly: readOnly,
+                                       epoch: epoch)
         db = try SQLiteConnection(path: "metadata.db", vfs: vfs.name,
                                   flags: readOnly ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE)
         // Exclusive locking before WAL: the WAL index then lives in heap memory, no shared memory needed.
@@ -95,10 +96,11 @@ final class MetadataStore {
 
     /// Opens the volume's database; SQLite recovers whatever a crashed mount left half-done (in memory only,
     /// when `readOnly`).
-    static func open(lun: FileDescriptor, superblock: Superblock, readOnly: Bool = false) throws -> MetadataStore {
+    /// `epoch`: the coordinator's, checked on the volume before each transaction writes.
+    static func open(lun: FileDescriptor, superblock: Superblock, readOnly: Bool = false, epoch: VolumeEpoch? = nil) throws -> MetadataStore {
         let store: MetadataStore
         do {
-            store = try MetadataStore(lun: lun, superblock: superblock, readOnly: readOnly)
+            store = try MetadataStore(lun: lun, superblock: superblock, readOnly: readOnly, epoch: epoch)
             let check = try store.db.statement("SELECT value FROM volume WHERE key = 'schema_version'")
             guard try check.step(), check.int64(0) == MetadataSchema.version else {
                 throw VolumeError.corruptMetadata("unknown schema version")

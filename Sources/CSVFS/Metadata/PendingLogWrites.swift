@@ -33,6 +33,9 @@ struct PendingLogWrites {
 
     init(logStart: Int64) { self.logStart = logStart }
 
+    /// Nothing gathered: what was added so far is on the LUN.
+    var isEmpty: Bool { bytes.isEmpty }
+
     /// Gathers one write of SQLite into the log at LUN offset `offset`; writes everything out once a
     /// commit frame is complete, or when the write is not contiguous with what is gathered.
     mutating func add(_ data: UnsafeRawBufferPointer, at offset: Int64, lun: FileDescriptor) throws(Errno) {

@@ -28,8 +28,8 @@ public final class LocalMetadataService: MetadataService, @unchecked Sendable {
     /// A coordinator taking over from another (`takingOver`) keeps the orphans until the other nodes have told
     /// it which files they have open: one of them may be reading an unlinked file.
     public static func open(device: LUNDevice, superblock: Superblock, node: UInt32 = 0,
-                            takingOver: Bool = false) throws -> LocalMetadataService {
-        let store = try MetadataStore.open(lun: device.fd, superblock: superblock)
+                            takingOver: Bool = false, epoch: VolumeEpoch? = nil) throws -> LocalMetadataService {
+        let store = try MetadataStore.open(lun: device.fd, superblock: superblock, epoch: epoch)
         if !takingOver {
             do {
                 try store.reclaimOrphans()

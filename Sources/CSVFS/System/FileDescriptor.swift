@@ -12,8 +12,19 @@ import Primitives
 /// offset, and no size for a block device (`BLKGETSIZE64`).
 public struct FileDescriptor: Sendable, Hashable {
     public let rawValue: Int32
+    /// The LUN's write fence, on the LUN's descriptors: a write it refuses fails with EIO and is not issued.
+    public let fence: WriteFence?
 
-    public init(rawValue: Int32) { self.rawValue = rawValue }
+    public init(rawValue: Int32, fence: WriteFence? = nil) {
+        self.rawValue = rawValue
+        self.fence = fence
+    }
+
+    /// This descriptor, its writes admitted by `fence`.
+    public func fenced(by fence: WriteFence) -> FileDescriptor { FileDescriptor(rawValue: rawValue, fence: fence) }
+
+    public static func == (a: FileDescriptor, b: FileDescriptor) -> Bool { a.rawValue == b.rawValue }
+    public func hash(into hasher: inout Hasher) { hasher.combine(rawValue) }
 
     public static func open(_ path: String, _ flags: Int32, mode: mode_t = 0o644) throws(Errno) -> FileDescriptor {
         let fd = try retryingOnInterrupt { Glibc.open(path, flags | O_CLOEXEC, mode) }
@@ -43,6 +54,7 @@ public struct FileDescriptor: Sendable, Hashable {
     public func write(from buffer: UnsafeRawPointer, count: Int, at offset: Int64) throws(Errno) {
         var done = 0
         while done < count {
+            if let fence, !fence.admits() { throw Errno.io }
             let n = try retryingOnInterrupt { LUNWriteRecorder.pwrite(rawValue, buffer + done, count - done, off_t(offset) + off_t(done)) }
             if n == 0 { throw Errno.io }
             done += n

@@ -9,6 +9,16 @@ public struct LUNDevice: Sendable {
     /// O_DIRECT descriptor for aligned data, so no host serves another's stale bytes from its page cache;
     /// nil where the medium has no O_DIRECT (tmpfs).
     public let direct: FileDescriptor?
+    /// Admits this process's writes to the LUN while its node's lease holds (see `WriteFence`); both
+    /// descriptors write through it.
+    public let fence: WriteFence
+
+    init(path: String, fd: FileDescriptor, direct: FileDescriptor?, fence: WriteFence = WriteFence()) {
+        self.path = path
+        self.fd = fd
+        self.direct = direct
+        self.fence = fence
+    }
 
     /// A byte of the LUN that is locked while a process has the volume open: a write lock by a process that
     /// has it alone (a check, a repair), a read lock by every node of a mounted cluster.
@@ -24,7 +34,9 @@ public struct LUNDevice: Sendable {
             throw .io("cannot open \(path)", error)
         }
         LUNWriteRecorder.shared?.watch(fd.rawValue)
-        return LUNDevice(path: path, fd: fd, direct: readOnly ? nil : FileDescriptor.openDirect(path, O_RDWR))
+        let fence = WriteFence()
+        return LUNDevice(path: path, fd: fd.fenced(by: fence), direct: readOnly ? nil : FileDescriptor.openDirect(path, O_RDWR)?.fenced(by: fence),
+                         fence: fence)
     }
 
     public func close() {

@@ -98,7 +98,30 @@ public final class LockClient: Sendable {
                 try? await Task.sleep(nanoseconds: 20_000_000)
             }
         }
-        tasks.withLock { $0 += [conn, watchdog] }
+        let events = coordination.events()
+        let masterWatch = Task { [self] in
+            for await event in events {
+                switch event {
+                case .leaderChanged(let leader?), .gainedLeadership(let leader): leaveOlderMaster(for: leader)
+                default: break
+                }
+            }
+        }
+        tasks.withLock { $0 += [conn, watchdog, masterWatch] }
+    }
+
+    /// A new master was elected while this node is still connected to the old one: a master cut off by a
+    /// partition never closes its end (no reset comes back), so the connection is closed here and the loop
+    /// finds the new one, instead of waiting for TCP to give up.
+    private func leaveOlderMaster(for leader: Leadership) {
+        let stale = state.withLock { s -> TransportConnection? in
+            guard let epoch = s.epoch, leader.epoch > epoch else { return nil }
+            return s.channel
+        }
+        if let stale {
+            logger.info("node \(node): master of epoch \(leader.epoch) elected, leaving the connection to the older one")
+            stale.close()
+        }
     }
 
     public func stop() async {

@@ -1,4 +1,5 @@
 import Foundation
+import Primitives
 
 /// The multi-host backend: etcd v3 through its JSON gateway, no client package.
 ///
@@ -9,13 +10,16 @@ import Foundation
 ///   the answers of `leader()` and `members()`); a node campaigns when it sees the election key gone.
 /// - Self-fencing: a keep-alive sent at t and answered with TTL proves the lease lives until
 ///   t + TTL at the earliest (etcd counts from when it received it). The node stops acting at
-///   t + TTL - margin, before etcd can expire the lease and give anything away.
+///   t + TTL - margin, before etcd can expire the lease and give anything away; the same deadline
+///   bounds its LUN writes through `fence`, and a fence closed for any reason fences the node.
 public final class EtcdCoordination: CoordinationBackend {
     public let node: UInt32
     let http: EtcdHTTPClient
     let prefix: String
     let ttl: Int
     let margin: UInt64
+    /// The node's LUN writes, admitted until the lease's safe deadline.
+    let fence: WriteFence?
     struct State {
         var lease: Int64?
         var validUntil: Instant = 0
@@ -34,7 +38,9 @@ public final class EtcdCoordination: CoordinationBackend {
 
     /// - Parameters: endpoint like `http://127.0.0.1:2379`; volume names the key prefix;
     ///   ttl in seconds (etcd's minimum is about 2).
-    public init(endpoint: String, volume: String, node: UInt32, ttl: Int = 3, marginMillis: UInt64 = 500) throws {
+    public init(endpoint: String, volume: String, node: UInt32, ttl: Int = 3, marginMillis: UInt64 = 500,
+                fence: WriteFence? = nil) throws {
+        self.fence = fence
         http = try EtcdHTTPClient(endpoint: endpoint)
         self.node = node
         self.prefix = "/csvfs/\(volume)"
@@ -71,7 +77,7 @@ public final class EtcdCoordination: CoordinationBackend {
         let memberKey = Self.b64("\(prefix)/members/\(node)")
         let deadline = monotonicNow() + UInt64(ttl + 2) * 1_000_000_000
         while true {
-            let sent = monotonicNow()
+            let sent = monotonicNow(), sentOnFenceClock = WriteFence.now()
             let grant = try await call("v3/lease/grant", ["TTL": ttl])
             guard let id = Self.int(grant["ID"]), let granted = Self.int(grant["TTL"]) else { throw CoordinationError("lease grant: \(grant)") }
             let r = try await call("v3/kv/txn", [
@@ -85,6 +91,7 @@ public final class EtcdCoordination: CoordinationBackend {
                     $0.address = address
                     $0.started = true
                 }
+                fence?.lease(until: sentOnFenceClock + UInt64(granted) * 1_000_000_000 - margin)
                 // The current leader and members first, so a subscriber starts from a full view
                 // (if etcd is slow to answer, the watch loop reads them before it watches).
                 let revision = try? await loadSnapshot()
@@ -129,7 +136,7 @@ public final class EtcdCoordination: CoordinationBackend {
     }
 
     private func keepAlive(lease: Int64) async {
-        let sent = monotonicNow()
+        let sent = monotonicNow(), sentOnFenceClock = WriteFence.now()
         guard let r = try? await call("v3/lease/keepalive", ["ID": "\(lease)"]),
               let t = Self.int(r["TTL"]), t > 0 else { return }
         state.withLock { s in
@@ -137,6 +144,8 @@ public final class EtcdCoordination: CoordinationBackend {
             if fenceIfLapsed(&s) { return }
             let until = sent + UInt64(t) * 1_000_000_000 - margin
             if until > s.validUntil { s.validUntil = until }
+            // Under the state lock: the fence is extended only while the node is not fenced.
+            fence?.lease(until: sentOnFenceClock + UInt64(t) * 1_000_000_000 - margin)
         }
     }
 
@@ -288,7 +297,9 @@ public final class EtcdCoordination: CoordinationBackend {
 
     private func fenceIfLapsed(_ s: inout State) -> Bool {
         if s.fenced { return true }
-        guard s.started, monotonicNow() >= s.validUntil else { return false }
+        // The fence's clock counts a host's sleep, this one does not: whichever says so first ends the lease.
+        guard s.started, monotonicNow() >= s.validUntil || fence?.isClosed == true else { return false }
+        fence?.lapse()
         s.fenced = true
         s.leadership = nil
         hub.update { $0.fenced = true }
@@ -306,6 +317,8 @@ public final class EtcdCoordination: CoordinationBackend {
             hub.finish { $0.fenced = true }
             return (t, s.lease)
         }
+        // Before the revoke: once etcd drops the lease, what this node held may be given away.
+        if lease != nil { fence?.close("left the cluster (lease given up)") }
         for t in tasks { t.cancel() }
         if let lease { _ = try? await call("v3/lease/revoke", ["ID": "\(lease)"]) }
     }
