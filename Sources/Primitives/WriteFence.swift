@@ -51,9 +51,10 @@ public final class WriteFence: Sendable {
     }
 
     /// Refuses every write from now on (the lease lapsed or was given up, or a newer coordinator owns the volume).
-    public func close(_ reason: String) {
+    /// `expected`: the node is leaving on purpose (an unmount gives its lease up), nothing to alarm anyone about.
+    public func close(_ reason: String, expected: Bool = false) {
         deadline.store(Self.closed, ordering: .releasing)
-        announce(reason)
+        announce(reason, quietly: expected)
     }
 
     /// Closes the fence because its lease lapsed: what a backend calls once it finds its lease's safe lifetime
@@ -86,10 +87,11 @@ public final class WriteFence: Sendable {
         announce("lease lapsed at \(Self.wallClock(of: until))")
     }
 
-    private func announce(_ reason: String) {
+    private func announce(_ reason: String, quietly: Bool = false) {
         let report = closing.withLock { (state) -> (@Sendable (String) -> Void)? in
             guard state.reason == nil else { return nil }
             state.reason = reason
+            guard !quietly else { return nil }
             return state.report ?? { line in _ = "csvfs: \(line)\n".withCString { write(2, $0, strlen($0)) } }
         }
         report?("fenced: \(reason), no LUN writes from now on")

@@ -43,7 +43,7 @@ extension Mounted {
                 let writer = BlockWriter(path: cutPath, side: "A")
                 writer.start()
                 defer { writer.stop() }
-                #expect(FileLockTests.eventually(10) { writer.succeeded > Self.blocks }, "the cut node writes before the cut")
+                #expect(eventually(10) { writer.succeeded > Self.blocks }, "the cut node writes before the cut")
 
                 let cutAt = unixNow()
                 try network.cut(hosts[cutIndex])
@@ -51,9 +51,9 @@ extension Mounted {
                 watch.start()
                 defer { watch.stop() }
                 let otherDone = try Self.writeWhole(otherPath, side: "B", generation: 1, within: 60)
-                #expect(FileLockTests.eventually(5) { watch.firstSeen != nil }, "the other side's first block reached the LUN")
+                #expect(eventually(5) { watch.firstSeen != nil }, "the other side's first block reached the LUN")
                 let otherFirstWrite = try #require(watch.firstSeen)
-                #expect(FileLockTests.eventually(5) { Self.fencedAt(in: servers[cutIndex].stderrText) != nil },
+                #expect(eventually(5) { Self.fencedAt(in: servers[cutIndex].stderrText) != nil },
                         "the cut node says it fenced itself: \(servers[cutIndex].stderrText.suffix(2000))")
                 let fencedAt = try #require(Self.fencedAt(in: servers[cutIndex].stderrText))
                 #expect(fencedAt > cutAt, "fenced because of the cut (at \(fencedAt), cut at \(cutAt))")
@@ -120,7 +120,7 @@ extension Mounted {
 
                 #expect(kill(old.pid, SIGSTOP) == 0)
                 stopped = old
-                #expect(FileLockTests.eventually(30) { new.stderrText.contains("epoch stamped on the volume") },
+                #expect(eventually(30) { new.stderrText.contains("epoch stamped on the volume") },
                         "node 2 takes over once node 1's lease lapsed: \(new.stderrText.suffix(2000))")
                 let newEpoch = try #require(Self.stampedEpoch(in: new.stderrText))
                 for index in 0..<4 { try writeFile(mountpoints[1] + "/after-\(index)", patternBytes(count: 30_000, seed: UInt64(100 + index)), fsync: true) }
@@ -135,7 +135,7 @@ extension Mounted {
                 stopped = nil
                 // Known gap: a call on a fenced node may wait past the I/O timeout; what matters here is that
                 // none of them writes, answered or not.
-                _ = FileLockTests.eventually(15) { stale.results.count == 2 }
+                _ = eventually(15) { stale.results.count == 2 }
                 sleep(3)
                 let after = try Self.writes(in: log)
                 #expect(after.count == recorded.count && after == recorded,
@@ -213,7 +213,7 @@ extension Mounted {
                 outcome.withLock { $0 = result }
             }
             thread.start()
-            guard FileLockTests.eventually(timeout, { outcome.withLock { $0 } != nil }) else {
+            guard eventually(timeout, { outcome.withLock { $0 } != nil }) else {
                 throw FixtureError("writing \(path) did not end within \(Int(timeout)) s")
             }
             return try outcome.withLock { $0 }!.get()
@@ -348,7 +348,7 @@ private final class BlockWriter: Sendable {
     func stop() { state.withLock { $0.stopping = true } }
 
     /// Waits for the writer to end (once its node is gone, a write that waited on it returns at once).
-    func join() -> Bool { Mounted.FileLockTests.eventually(30) { state.withLock { $0.done } } }
+    func join() -> Bool { eventually(30) { state.withLock { $0.done } } }
 }
 
 /// Reads one block of the LUN image over and over, and notes when it first starts with `marker`.
@@ -390,7 +390,7 @@ private final class LUNWatch: Sendable {
 
     func stop() {
         state.withLock { $0.stopping = true }
-        _ = Mounted.FileLockTests.eventually(5) { state.withLock { $0.done } }
+        _ = eventually(5) { state.withLock { $0.done } }
     }
 }
 

@@ -318,7 +318,7 @@ public final class EtcdCoordination: CoordinationBackend {
             return (t, s.lease)
         }
         // Before the revoke: once etcd drops the lease, what this node held may be given away.
-        if lease != nil { fence?.close("left the cluster (lease given up)") }
+        if lease != nil { fence?.close("left the cluster (lease given up)", expected: true) }
         for t in tasks { t.cancel() }
         if let lease { _ = try? await call("v3/lease/revoke", ["ID": "\(lease)"]) }
     }
