@@ -106,6 +106,41 @@ extension Mounted {
             }
         }
 
+        /// The node writing a disk dies (SIGKILL, the coordinator too) with writes it never flushed: once the
+        /// other node took over, its raw view reads every write fsync'd before the death, the unflushed ones
+        /// whole or not at all, and the file is a valid image (its VHDX log replayed) for qemu-img.
+        @Test func theOwnerDyingLosesNoFlushedWrite() throws {
+            try Self.withDisk { volume, nodes in
+                var random = SeededRandom(seed: SeededRandom.seed(from: "CSVFS_OWNERSHIP_SEED", test: "disk owner death"))
+                let fd = try sys("open") { open(nodes[0] + "/.csvfs/raw/disk.vhdx", O_RDWR) }
+                var synced: [(offset: Int, bytes: [UInt8])] = [], unsynced: [(offset: Int, bytes: [UInt8])] = []
+                for block in [1, 5, 9] {
+                    let bytes = (0..<65536).map { _ in UInt8.random(in: 0...255, using: &random) }
+                    try writeAll(fd, bytes, at: block << 20)
+                    synced.append((block << 20, bytes))
+                }
+                try sys("fsync") { fsync(fd) }
+                for block in [5, 13, 17] {   // an overwrite of a synced block, and two new blocks
+                    let bytes = (0..<65536).map { _ in UInt8.random(in: 0...255, using: &random) }
+                    try writeAll(fd, bytes, at: (block << 20) + 65536)
+                    unsynced.append(((block << 20) + 65536, bytes))
+                }
+                try volume.killCoordinator()
+                close(fd)
+                let survivor = try readFile(nodes[1] + "/.csvfs/raw/disk.vhdx")
+                for write in synced {
+                    #expect(Array(survivor[write.offset..<write.offset + write.bytes.count]) == write.bytes, "fsync'd at \(write.offset)")
+                }
+                for write in unsynced {
+                    let found = Array(survivor[write.offset..<write.offset + write.bytes.count])
+                    #expect(found == write.bytes || found.allSatisfy { $0 == 0 }, "unflushed at \(write.offset): whole or absent")
+                }
+                let check = try DiskTools.run(["qemu-img", "check", "-f", "vhdx", nodes[1] + "/disk.vhdx"], mustSucceed: false)
+                #expect(check.succeeded, "\(check)")
+                #expect(try Self.flattened(nodes[1] + "/disk.vhdx", scratch: volume.directory) == survivor)
+            }
+        }
+
         /// While a child is open on either node, its parent cannot be opened for writing or truncated on any
         /// node (ETXTBSY), through the file or its raw view; reading it is fine; and while the parent is open
         /// for writing, the child cannot be opened.
