@@ -6,7 +6,8 @@ import NIOCore
 /// The coordinator's metadata RPC on one connection. Most calls are served on the event loop itself: they
 /// take tens of microseconds in SQLite, and a hop to another thread and back cost more than that (about
 /// 180 us a call, measured with the follower's RPC latency histogram). Calls that can wait on the LUN (a
-/// sync flushes it, a truncation or a fallocate may zero or free much of a file) go to a queue, so they do
+/// sync flushes it, so does a write completion that fills unwritten blocks, a truncation or a fallocate may zero
+/// or free much of a file) go to a queue, so they do
 /// not hold up the lock grants of the connections that share the loop.
 final class MetadataSession: TransportService {
     private let service: RoutedMetadataService
@@ -38,6 +39,10 @@ final class MetadataSession: TransportService {
             // A lock call that may sleep (until its grant, or until a new coordinator has heard every node's
             // reclaim) gets a thread of its own, never holding up the calls behind it, the reclaims among them.
             if MetadataWire.waitsForLock(request) || service.recoveringLocks { Self.lockWaits.async(execute: serve) } else { serve() }
+        case .completeWrite? where MetadataWire.fillsBlocks(request):
+            // It waits for a flush of the LUN (the blocks become written only once their data is durable), and
+            // served side by side, concurrent writes share one.
+            queue.async(execute: serve)
         case let kind? where Self.servedOnTheLoop.contains(kind): serve()
         default: queue.async(execute: serve)
         }
@@ -45,7 +50,8 @@ final class MetadataSession: TransportService {
 
     private static let lockWaits = DispatchQueue(label: "csvfs.lock-waits", attributes: .concurrent)
 
-    /// The calls that never wait on the LUN's flush and touch a bounded amount of metadata.
+    /// The calls that never wait on the LUN's flush and touch a bounded amount of metadata (a write completion
+    /// only when it fills no unwritten block).
     static let servedOnTheLoop: Set<MetadataCallKind> = [
         .lookup, .attributes, .createNode, .readlink, .link, .unlink, .rmdir, .rename, .readdir,
         .setXattr, .getXattr, .listXattrs, .removeXattr, .statistics, .opened, .released, .mapping,

@@ -8,7 +8,8 @@ import TestSupport
 /// sends to the LUN (`CSVFS_RECORD_LUN_WRITES`) while a workload fsyncs its changes; then, for flush points
 /// and random subsets of the writes between two flushes, the image such a cut would leave is built from the
 /// LUN as formatted, checked, mounted and checked again: it must pass fsck, mount, and hold every file as
-/// the last fsync that returned before the cut left it.
+/// the last fsync that returned before the cut left it; and no file, synced or not, may hold bytes it was
+/// never given (other than zeros): a commit marking blocks written must never be durable before their data.
 ///
 /// `CSVFS_CRASH_CUTS` sets how many cuts to try (default 200), or `all` (every flush point and three subsets
 /// of each stretch between flushes); `CSVFS_CRASH_CUTS_SEED` replays the workload's operations and the
@@ -17,12 +18,6 @@ extension Mounted {
     @Suite struct CrashCutTests {
         static let defaultCuts = 200
 
-        /// A write that fills newly allocated blocks commits them as written (and the file's new size) in a
-        /// transaction that no flush orders after the data: a cut that keeps the commit and loses the data
-        /// shows, in a file being written, what those blocks held before: bytes of a file deleted earlier.
-        /// Only in files whose fsync had not returned; the fix is to mark blocks written only once a flush
-        /// covered their data.
-        static let staleBytesIssue: Comment = "a cut keeps a write's block allocation but not its data: stale bytes of a deleted file"
         static let operations = 100
 
         @Test func everyPowerCutOfTheLUNWriteStreamKeepsEveryFsyncedFile() throws {
@@ -48,18 +43,11 @@ extension Mounted {
                 let chosen = cuts.choose(limit: limit, using: &random)
                 var checkedPaths = 0
                 var failed = 0
-                var staleCuts = 0
                 for (number, cut) in chosen.enumerated() {
                     let name = "\(number + 1) of \(chosen.count), \(cut) (seed \(seed))"
                     let verdict = try Self.check(cut, of: cuts, base: base, history: history, volume: volume)
                     checkedPaths += verdict.checked
                     for failure in verdict.failures { Issue.record("cut \(name): \(failure)") }
-                    if !verdict.staleBytes.isEmpty {
-                        staleCuts += 1
-                        withKnownIssue(Self.staleBytesIssue, isIntermittent: true) {
-                            for stale in verdict.staleBytes { Issue.record("cut \(name): \(stale)") }
-                        }
-                    }
                     if !verdict.failures.isEmpty {
                         failed += 1
                         // A few failing cuts tell as much as all of them, in a fraction of the time.
@@ -68,7 +56,7 @@ extension Mounted {
                 }
                 print("crash cuts: tried \(chosen.count) cut points (\(limit.map { "limit \($0)" } ?? "all")) of a log of "
                       + "\(cuts.writeCount) writes and \(cuts.flushes.count) flushes from \(history.operations.count) operations; "
-                      + "\(checkedPaths) path checks, \(failed) failing cuts, \(staleCuts) with stale bytes (known issue), \(Int(Date().timeIntervalSince(started))) s (seed \(seed))")
+                      + "\(checkedPaths) path checks, \(failed) failing cuts, \(Int(Date().timeIntervalSince(started))) s (seed \(seed))")
                 #expect(checkedPaths > chosen.count, "the cuts had fsync'd files to check")
             }
         }

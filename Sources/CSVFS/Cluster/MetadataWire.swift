@@ -146,6 +146,12 @@ public enum MetadataWire {
         return wait != nil
     }
 
+    /// Whether a request is a write completion that fills unwritten blocks: it waits for a flush of the LUN.
+    public static func fillsBlocks(_ message: [UInt8]) -> Bool {
+        guard case .completeWrite(_, let filled, _)? = try? decodeRequest(message).call else { return false }
+        return !filled.isEmpty
+    }
+
     public static func decodeRequest(_ message: [UInt8]) throws(Errno) -> (id: MetadataRequestID, call: MetadataCall) {
         var reader = WireReader(message)
         let (type, kind, id) = try reader.envelope()

@@ -317,7 +317,10 @@ public final class DataPath: Sendable {
             let end = Int64(oldSize)
             if size > end, end % Self.block != 0 {
                 let oldTail = end..<Self.blockEnd(end)
-                try zero(oldTail, in: try service.mapping(ino, Self.blocks(covering: oldTail)).segments)
+                // Durable before the size that exposes them, or a power cut could keep the size and lose the zeros.
+                if try zero(oldTail, in: try service.mapping(ino, Self.blocks(covering: oldTail)).segments) {
+                    try service.sync(reportingTo: nil)
+                }
             }
             guard size < end, !tail.isEmpty else { return try service.setAttributes(ino, changes) }
             // The shrink keeps the blocks up to the tail's end, so `segments` still map them after it.
@@ -352,14 +355,16 @@ public final class DataPath: Sendable {
     }
 
     /// Zeroes `range` on the LUN where it lies in written blocks (unwritten blocks and holes read as zeros);
-    /// `segments` map the blocks covering it.
-    private func zero(_ range: Range<Int64>, in segments: [FileSegment]) throws(Errno) {
+    /// `segments` map the blocks covering it. Whether it wrote anything.
+    @discardableResult
+    private func zero(_ range: Range<Int64>, in segments: [FileSegment]) throws(Errno) -> Bool {
         let written = segments.filter { $0.physical != nil && !$0.unwritten }
-        guard !written.isEmpty else { return }
+        guard !written.isEmpty else { return false }
         let blocks = Self.blocks(covering: range)
         try rewrite(blocks, segments: written, changing: range) { buffer in
             memset(buffer + Int(range.lowerBound - blocks.lowerBound), 0, Int(range.count))
         }
+        return true
     }
 
     private static func unwrittenBlocks(_ segments: [FileSegment]) -> [Range<Int64>] {

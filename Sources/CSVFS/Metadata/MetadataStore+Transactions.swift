@@ -144,6 +144,11 @@ extension MetadataStore {
         openFiles.flushFailed(covering: ticket.changed, error)
     }
 
+    /// A flush outside a sync failed: nothing changed since the last flush began is known to be durable.
+    func flushFailed(_ error: Errno) {
+        openFiles.flushFailed(covering: changedSinceFlush.union(pendingWrites.keys), error)
+    }
+
     /// The failed flush the open file `handle` has not heard of yet, if any; it hears of it once.
     func takeFlushError(handle: UInt64) -> Errno? {
         openFiles.takeFlushError(handle: handle)

@@ -6,6 +6,8 @@ public final class LocalMetadataService: MetadataService, @unchecked Sendable {
     private let lock = Lock()
     private let syncLock = Lock()
     private let lun: FileDescriptor
+    /// Every flush of the LUN this service makes, shared by the syncs and the writes that wait for one.
+    private let flushes: SharedFlush
     /// The cluster node this service runs on: the opener of what it opens for its own mount.
     public let node: UInt32
     /// Every node's file locks. In memory: they live as long as the processes that hold them, and after a
@@ -18,6 +20,7 @@ public final class LocalMetadataService: MetadataService, @unchecked Sendable {
     init(store: MetadataStore, lun: FileDescriptor, node: UInt32, orphansAwaitRecovery: Bool = false) {
         self.store = store
         self.lun = lun
+        flushes = SharedFlush { () throws(Errno) in try lun.dataSync() }
         self.node = node
         self.orphansAwaitRecovery = orphansAwaitRecovery
     }
@@ -152,7 +155,21 @@ public final class LocalMetadataService: MetadataService, @unchecked Sendable {
         try locked { (store) throws(Errno) in try store.prepareWrite(ino, range) }
     }
 
+    /// Blocks become written only once their data is durable: a power cut that kept the commit marking them
+    /// written and lost their data would show what they held before, bytes of a file deleted earlier. So that
+    /// commit waits for a flush of the LUN that started after this call: the caller, on whichever node, wrote
+    /// the data before calling, and a flush covers every write the LUN completed before it began. Concurrent
+    /// writes share their flushes. The size commits with the marking, but alone it would be harmless: blocks
+    /// still unwritten read as zeros.
     public func completeWrite(_ ino: UInt64, filled: [Range<Int64>], end: Int64) throws(Errno) {
+        if !filled.isEmpty {
+            do throws(Errno) {
+                try flushes.run()
+            } catch {
+                lock.withLock { store.flushFailed(error) }
+                throw error
+            }
+        }
         try locked { (store) throws(Errno) in try store.completeWrite(ino, filled: filled, end: end) }
     }
 
@@ -175,7 +192,7 @@ public final class LocalMetadataService: MetadataService, @unchecked Sendable {
             let ticket = try locked { (store) throws(Errno) in try store.beginSync() }
             if ticket.needsFlush {
                 do throws(Errno) {
-                    try lun.dataSync()
+                    try flushes.run()
                 } catch {
                     lock.withLock { store.flushFailed(ticket, error) }
                     flushError = error

@@ -40,7 +40,8 @@ public protocol MetadataService: Sendable {
     func mapping(_ ino: UInt64, _ range: Range<Int64>) throws(Errno) -> (size: UInt64, segments: [FileSegment])
     /// Allocates the holes of `range` (as unwritten extents) and returns its segments.
     func prepareWrite(_ ino: UInt64, _ range: Range<Int64>) throws(Errno) -> [FileSegment]
-    /// After the data is on the LUN: blocks in `filled` become written, the size grows to `end`.
+    /// After the data is on the LUN (written, not necessarily flushed): blocks in `filled` become written, the
+    /// size grows to `end`. The marking must not become durable before the data it exposes.
     func completeWrite(_ ino: UInt64, filled: [Range<Int64>], end: Int64) throws(Errno)
     func fallocate(_ ino: UInt64, _ range: Range<Int64>, mode: FallocateMode) throws(Errno)
 

@@ -36,6 +36,7 @@ struct CutWorkload {
             case (14..<28, _):
                 // Written, never synced: writes the cuts may keep or lose, as later flushes decide.
                 try write(fresh + ".unsynced", content, sync: false)
+                history.appendUnsynced(path: fresh + ".unsynced", content: content, started: started)
                 continue
             case (28..<42, let target?):
                 let added = patternBytes(count: Self.sizes.randomElement(using: &random)!, seed: random.next())

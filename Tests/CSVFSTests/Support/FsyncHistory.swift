@@ -8,7 +8,8 @@ import Testing
 /// An operation starts (the log's size before its first call) and settles (the log's size once its last
 /// fsync returned); from then on the paths it changed hold what it left. Operations run one after another,
 /// so at a cut at most one is under way: its paths may hold what it found or what it leaves, as its kind
-/// allows, and every other path what the settled operations left.
+/// allows, and every other path what the settled operations left. Files written and never synced may hold
+/// anything of what they were given, or zeros, but never bytes of another file.
 struct FsyncHistory {
     /// A path's content: nil when absent.
     typealias Content = [UInt8]?
@@ -52,10 +53,16 @@ struct FsyncHistory {
     private(set) var operations: [Operation] = []
     /// What the settled operations left, as the workload goes on.
     private(set) var current: [String: Content] = [:]
+    /// Files written and never synced (the workload touches them no more), and when their writing started.
+    private(set) var unsynced: [(path: String, content: [UInt8], started: Int64)] = []
 
     mutating func append(_ operation: Operation) {
         operations.append(operation)
         current.merge(operation.change.settled) { $1 }
+    }
+
+    mutating func appendUnsynced(path: String, content: [UInt8], started: Int64) {
+        unsynced.append((path, content, started))
     }
 
     /// Files present now, for the workload to pick from.
@@ -66,9 +73,6 @@ struct FsyncHistory {
         var checked = 0
         /// Paths holding what no cut could leave.
         var failures: [String] = []
-        /// Files being written at the cut that hold bytes they were never given (a known issue, see
-        /// CrashCutTests): blocks recorded as written whose data the cut lost, showing what they held before.
-        var staleBytes: [String] = []
     }
 
     /// Checks the volume mounted at `mountpoint` against a power cut at log position `cut`.
@@ -95,6 +99,10 @@ struct FsyncHistory {
             verdict.checked += changing.count
             check(underWay, mountpoint: mountpoint, into: &verdict)
         }
+        for file in unsynced where file.started < cut {
+            verdict.checked += 1
+            checkWritten(file.path, file.content, during: "unsynced \(file.path)", mountpoint: mountpoint, into: &verdict)
+        }
         return verdict
     }
 
@@ -102,13 +110,7 @@ struct FsyncHistory {
         let during = "during \(operation.name)"
         switch operation.change {
         case .creating(let path, let content):
-            guard let found = Self.content(mountpoint + "/" + path) else { return }
-            if found.count > content.count {
-                return verdict.failures.append("\(during): \(path) holds \(Self.describe(found)), more than the \(content.count) bytes written")
-            }
-            if let byte = found.indices.first(where: { found[$0] != content[$0] && found[$0] != 0 }) {
-                verdict.staleBytes.append("\(during): \(path) holds \(Self.describe(found)): byte \(byte) is neither written nor zero")
-            }
+            checkWritten(path, content, during: during, mountpoint: mountpoint, into: &verdict)
         case .atomic(let changes):
             let found = Dictionary(uniqueKeysWithValues: changes.keys.map { ($0, Self.content(mountpoint + "/" + $0)) })
             let old = changes.mapValues(\.old), new = changes.mapValues(\.new)
@@ -123,7 +125,7 @@ struct FsyncHistory {
                 return verdict.failures.append("\(during): \(path) holds \(Self.describe(found)); expected its \(old.count) fsync'd bytes, then up to \(new.count - old.count) more")
             }
             if let byte = (old.count..<found.count).first(where: { found[$0] != new[$0] && found[$0] != 0 }) {
-                verdict.staleBytes.append("\(during): \(path) holds \(Self.describe(found)): appended byte \(byte) is neither written nor zero")
+                verdict.failures.append("\(during): \(path) holds \(Self.describe(found)): appended byte \(byte) is neither written nor zero (\(Self.stale))")
             }
         case .rewriting(let path, let old, let new, let range):
             guard let found = Self.content(mountpoint + "/" + path) else {
@@ -135,6 +137,20 @@ struct FsyncHistory {
             if let byte = range.first(where: { found[$0] != old[$0] && found[$0] != new[$0] }) {
                 return verdict.failures.append("\(during): \(path) holds \(Self.describe(found)): rewritten byte \(byte) is neither old nor new")
             }
+        }
+    }
+
+    /// What a byte that is neither written nor zero shows.
+    static let stale = "what its block held before, bytes of a file deleted earlier, exposed by a commit durable before the data"
+
+    /// A file being written, `content` its bytes: absent, or no longer than them, each byte written or zero.
+    private func checkWritten(_ path: String, _ content: [UInt8], during: String, mountpoint: String, into verdict: inout Verdict) {
+        guard let found = Self.content(mountpoint + "/" + path) else { return }
+        if found.count > content.count {
+            return verdict.failures.append("\(during): \(path) holds \(Self.describe(found)), more than the \(content.count) bytes written")
+        }
+        if let byte = found.indices.first(where: { found[$0] != content[$0] && found[$0] != 0 }) {
+            verdict.failures.append("\(during): \(path) holds \(Self.describe(found)): byte \(byte) is neither written nor zero (\(Self.stale))")
         }
     }
 
