@@ -34,7 +34,11 @@ public enum VolumeChecker {
         for (copy, result) in [(LUNDevice.SuperblockCopy.primary, primary), (.backup, backup)] {
             let problem: String?
             switch result {
-            case .success(let block): problem = block == superblock ? nil : "\(copy) superblock differs from the one in use"
+            case .success(var block):
+                // The epoch is stamped on one copy, then the other: a power cut between them leaves them apart,
+                // which is no damage (the copy in use is the one read first, and the next coordinator stamps both).
+                block.epoch = superblock.epoch
+                problem = block == superblock ? nil : "\(copy) superblock differs from the one in use"
             case .failure(let error): problem = "\(copy) superblock: \(error)"
             }
             guard let problem else { continue }
