@@ -86,31 +86,42 @@ extension Mounted {
 
         /// The once-a-second flush of the LUN fails: the next fsync of each file it covered (written, or made)
         /// reports EIO, once, as Linux reports writeback errors; a file open meanwhile and unchanged is not told.
+        /// A write into new space fails itself: its blocks are marked written only after a flush that covers its
+        /// data (else a power cut could show what the blocks held before), so it changes nothing and says so.
         @Test func failedFlushIsReportedToTheNextFsyncOfEachFileItCoveredOnce() throws {
             try withFaultyVolume { volume, lun in
                 let names = ["grown", "overwritten", "untouched"]
-                for name in names { _ = try writeDurably(volume.path(name), seed: 4) }
+                var before: [String: [UInt8]] = [:]
+                for (seed, name) in names.enumerated() { before[name] = try writeDurably(volume.path(name), seed: UInt64(4 + seed)) }
                 var fds: [String: Int32] = [:]
                 defer { for fd in fds.values { close(fd) } }
                 for name in names { fds[name] = try sys("open \(name)") { open(volume.path(name), O_RDWR) } }
 
                 // Failing before the writes, so the first flush that covers them fails.
                 try lun.fail(.flush)
-                let more = patternBytes(count: Self.size, seed: 5)
-                #expect(more.withUnsafeBytes { pwrite(fds["grown"]!, $0.baseAddress, Self.size, off_t(Self.size)) } == Self.size)
+                let more = patternBytes(count: Self.size, seed: 9)
                 #expect(more.withUnsafeBytes { pwrite(fds["overwritten"]!, $0.baseAddress, Self.size, 0) } == Self.size)
                 fds["created"] = try sys("create") { open(volume.path("created"), O_RDWR | O_CREAT, 0o644) }
-                // Two failed flushes: the second began after all three changes (the first may have begun between).
+                let grow = errnoOf { more.withUnsafeBytes { pwrite(fds["grown"]!, $0.baseAddress, Self.size, off_t(Self.size)) } }
+                #expect(grow == EIO, "a write into new space while the LUN's flushes fail: \(errnoName(grow))")
+                // Two failed flushes: the second began after all the changes (the first may have begun between).
                 #expect(lun.waitForFailures(.flush, count: 2, timeout: 10), "the periodic flush ran twice within 10 s")
                 lun.heal(.flush)
 
-                for name in ["grown", "overwritten", "created"] {
+                for name in ["overwritten", "created"] {
                     let first = errnoOf { fsync(fds[name]!) }, second = errnoOf { fsync(fds[name]!) }
                     #expect(first == EIO, "\(name): first fsync after the failed flush: \(errnoName(first))")
                     #expect(second == 0, "\(name): second fsync: \(errnoName(second))")
                 }
-                let untouched = errnoOf { fsync(fds["untouched"]!) }
-                #expect(untouched == 0, "a file the failed flush did not cover: \(errnoName(untouched))")
+                for name in ["grown", "untouched"] {
+                    let synced = errnoOf { fsync(fds[name]!) }
+                    #expect(synced == 0, "\(name): the failed flush covered no change of it: \(errnoName(synced))")
+                }
+                // The failed write changed nothing: the file is as it was, and the same write now succeeds.
+                #expect(try readFile(volume.path("grown")) == before["grown"]!)
+                #expect(more.withUnsafeBytes { pwrite(fds["grown"]!, $0.baseAddress, Self.size, off_t(Self.size)) } == Self.size)
+                try sys("fsync grown") { fsync(fds["grown"]!) }
+                #expect(try readFile(volume.path("grown")) == before["grown"]! + more)
             }
         }
     }
