@@ -129,12 +129,12 @@ public final class ClusterNode: Sendable {
                               services: { session.withLock { $0 }.map { [.metadata: MetadataSession(service: $0, queue: queue)] } ?? [:] },
                               hooks: role, logger: logger)
             let remote = RemoteMetadataService(channel: NetworkMetadataChannel(client: dlm.client, logger: logger), node: id,
-                                               timeout: settings.ioTimeout)
-            let routed = RoutedMetadataService(remote: remote, waitLimit: settings.ioTimeout)
+                                               patience: CallPatience(timeout: settings.ioTimeout, fence: device.fence))
+            let routed = RoutedMetadataService(remote: remote)
             session.withLock { $0 = routed }
             role.set(MetadataRole(device: device, superblock: superblock, node: id, service: routed, logger: logger))
             let coherent = CoherentMetadataService(routed: routed, node: id, client: dlm.client,
-                                                  changeTimeout: routed.waitLimit, failureDetection: settings, logger: logger)
+                                                  patience: routed.patience, failureDetection: settings, logger: logger)
             let data = try DataPath(service: coherent, device: device, io: options.io)
             joined = (dlm, data)
             try await dlm.start(coordinationStarted: true)

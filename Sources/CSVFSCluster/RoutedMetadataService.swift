@@ -5,7 +5,8 @@ import Primitives
 /// The one `MetadataService` of a cluster node, what its FUSE adapter and data path call: while the node is
 /// the coordinator, straight to its own `LocalMetadataService` (so the coordinator's mount costs what a
 /// single node's does); otherwise to the coordinator, through `RemoteMetadataService`. A call made while
-/// the role is changing hands waits for the next route, up to `waitLimit`, then fails with ETIMEDOUT.
+/// the role is changing hands waits for the next route, within its `patience`, then fails with ETIMEDOUT (EIO
+/// on a node that fenced itself).
 public final class RoutedMetadataService: MetadataService, @unchecked Sendable {
     // @unchecked: `state` is reached only with `condition` locked.
     enum Route {
@@ -28,7 +29,7 @@ public final class RoutedMetadataService: MetadataService, @unchecked Sendable {
     private let condition = NSCondition()
     private var state = State()
     private let remote: RemoteMetadataService
-    public let waitLimit: Duration
+    public let patience: CallPatience
     /// This node's file locks, for the next coordinator.
     private let heldLocks: HeldFileLocks
     /// This node's open files (handle to inode), for the next coordinator.
@@ -38,9 +39,9 @@ public final class RoutedMetadataService: MetadataService, @unchecked Sendable {
     /// How long a new coordinator waits for the other nodes' reclaims at most.
     static let reclaimLimit: Duration = .seconds(10)
 
-    public init(remote: RemoteMetadataService, waitLimit: Duration = .seconds(60)) {
+    public init(remote: RemoteMetadataService) {
         self.remote = remote
-        self.waitLimit = waitLimit
+        patience = remote.patience
         heldLocks = HeldFileLocks(node: remote.node)
     }
 
@@ -152,11 +153,16 @@ public final class RoutedMetadataService: MetadataService, @unchecked Sendable {
         // The clock is read only when there is a wait: this runs for every call, data-path maps included.
         var deadline: Date?
         while case .pending = state.route {
-            let until = deadline ?? Date().addingTimeInterval(Double(waitLimit.components.seconds))
-            deadline = until
-            guard condition.wait(until: until) else {
+            if deadline == nil {
+                guard !patience.isExhausted else {
+                    condition.unlock()
+                    throw .io
+                }
+                deadline = Date().addingTimeInterval(Double(patience.remaining / .milliseconds(1)) / 1000)
+            }
+            guard condition.wait(until: deadline!) else {
                 condition.unlock()
-                throw .timedOut
+                throw patience.expired
             }
         }
         guard case .local(let service, _) = state.route else {

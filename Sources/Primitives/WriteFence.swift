@@ -17,6 +17,8 @@ public final class WriteFence: Sendable {
     private let deadline: Atomic<UInt64>
     private struct Closing {
         var reason: String?
+        /// When it closed (`now()`'s clock): the lapsed lease's deadline, or the moment of `close`.
+        var at: UInt64?
         var report: (@Sendable (String) -> Void)?
     }
     private let closing = Locked(Closing())
@@ -54,7 +56,7 @@ public final class WriteFence: Sendable {
     /// `expected`: the node is leaving on purpose (an unmount gives its lease up), nothing to alarm anyone about.
     public func close(_ reason: String, expected: Bool = false) {
         deadline.store(Self.closed, ordering: .releasing)
-        announce(reason, quietly: expected)
+        announce(reason, at: Self.now(), quietly: expected)
     }
 
     /// Closes the fence because its lease lapsed: what a backend calls once it finds its lease's safe lifetime
@@ -80,17 +82,21 @@ public final class WriteFence: Sendable {
     /// Why the fence closed, once it has.
     public var reason: String? { closing.withLock { $0.reason } }
 
+    /// When the fence closed (`now()`'s clock), once it has.
+    public var closedAt: UInt64? { closing.withLock { $0.at } }
+
     private func lapsed(at until: UInt64) {
         let (exchanged, _) = deadline.compareExchange(expected: until, desired: Self.closed, ordering: .acquiringAndReleasing)
         // Lost to a renewal (the lease still holds) or to another closing (which announced itself).
         guard exchanged else { return }
-        announce("lease lapsed at \(Self.wallClock(of: until))")
+        announce("lease lapsed at \(Self.wallClock(of: until))", at: until)
     }
 
-    private func announce(_ reason: String, quietly: Bool = false) {
+    private func announce(_ reason: String, at instant: UInt64, quietly: Bool = false) {
         let report = closing.withLock { (state) -> (@Sendable (String) -> Void)? in
             guard state.reason == nil else { return nil }
             state.reason = reason
+            state.at = instant
             guard !quietly else { return nil }
             return state.report ?? { line in _ = "csvfs: \(line)\n".withCString { write(2, $0, strlen($0)) } }
         }

@@ -12,7 +12,8 @@ import TestSupport
 extension Mounted {
     @Suite(.serialized) struct FencingTests {
         /// A short lease, so a test waits seconds for a lapse; an I/O timeout above a failover's length.
-        static let options = ["lease_ttl=2", "io_timeout=10"]
+        static let ioTimeout = 10.0
+        static let options = ["lease_ttl=2", "io_timeout=\(Int(ioTimeout))"]
         static let blocks = 64
         static let blockSize = 4096
 
@@ -63,6 +64,26 @@ extension Mounted {
                 // would land after the other side's if the fence let it); none of those may land.
                 #expect(writer.attempts.contains { $0.start > fencedAt || $0.errno == -1 },
                         "the cut node was writing past its deadline: \(writer.attempts.suffix(3)) of \(writer.attempts.count)")
+
+                // The cut node's applications: a pause that ends the I/O timeout after the fence, with EIO, and from
+                // then on EIO at once (each call waiting a whole timeout of its own would stall them without end).
+                let paused = TimedCall { [cutPath] in statErrno(cutPath) }
+                #expect(eventually(fencedAt + Self.ioTimeout + 3 - unixNow()) { paused.outcome != nil },
+                        "a stat on the cut node ends within the I/O timeout of its fence")
+                if let (failure, endedAt) = paused.outcome {
+                    #expect(failure == EIO, "a stat on the cut node during the pause: \(errnoName(failure))")
+                    #expect(endedAt < fencedAt + Self.ioTimeout + 1, "the pause ended at \(endedAt - fencedAt) s after the fence")
+                }
+                while unixNow() < fencedAt + Self.ioTimeout + 0.1 { usleep(50_000) }
+                let lateCalls: [(String, @Sendable () -> Int32)] = [
+                    ("stat", { [cutPath] in statErrno(cutPath) }),
+                    ("create", { [cutPath] in openErrno(cutPath + "-new", O_CREAT | O_WRONLY, 0o644) }),
+                ]
+                for (name, call) in lateCalls {
+                    let late = TimedCall(call)
+                    #expect(eventually(3) { late.outcome != nil }, "\(name) on the cut node past the pause answers at once")
+                    #expect(late.outcome?.errno == EIO, "\(name) on the cut node past the pause: \(late.outcome.map { errnoName($0.errno) } ?? "no answer")")
+                }
                 try network.heal(hosts[cutIndex])
                 sleep(2)
                 writer.stop()
@@ -133,15 +154,14 @@ extension Mounted {
                 usleep(200_000)
                 #expect(kill(old.pid, SIGCONT) == 0)
                 stopped = nil
-                // Known gap: a call on a fenced node may wait past the I/O timeout; what matters here is that
-                // none of them writes, answered or not.
-                _ = eventually(15) { stale.results.count == 2 }
-                sleep(3)
+                // The pause of a fenced node ends the I/O timeout after its fence (its lease lapsed while it slept).
+                #expect(eventually(Self.ioTimeout + 3) { stale.results.count == 2 }, "node 1's calls answer within the I/O timeout")
+                sleep(1)
                 let after = try Self.writes(in: log)
                 #expect(after.count == recorded.count && after == recorded,
                         "node 1 wrote \(after.count - recorded.count) times to the LUN after it woke: \(after.dropFirst(recorded.count).prefix(3))")
                 #expect(old.stderrText.contains("fenced: lease lapsed at"), "\(old.stderrText.suffix(2000))")
-                #expect(stale.results.allSatisfy { $0 != 0 }, "node 1's calls after it woke fail: \(stale.results)")
+                #expect(stale.results.count == 2 && stale.results.allSatisfy { $0 == EIO }, "node 1's calls after it woke fail with EIO: \(stale.results)")
                 for index in 0..<4 { #expect(try readFile(mountpoints[1] + "/after-\(index)") == patternBytes(count: 30_000, seed: UInt64(100 + index))) }
 
                 stopNodes()
@@ -392,6 +412,20 @@ private final class LUNWatch: Sendable {
         state.withLock { $0.stopping = true }
         _ = eventually(5) { state.withLock { $0.done } }
     }
+}
+
+/// One call on a thread of its own (answering its errno, 0 when it worked): what it answered and when.
+private final class TimedCall: Sendable {
+    private let result = Primitives.Locked<(errno: Int32, endedAt: Double)?>(nil)
+
+    init(_ call: @escaping @Sendable () -> Int32) {
+        Thread { [result] in
+            let failure = call()
+            result.withLock { $0 = (failure, unixNow()) }
+        }.start()
+    }
+
+    var outcome: (errno: Int32, endedAt: Double)? { result.withLock { $0 } }
 }
 
 /// A create and an overwrite on a node's mount, each on a thread of its own; their errnos (0: it worked).

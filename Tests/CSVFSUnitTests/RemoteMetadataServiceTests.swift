@@ -97,7 +97,7 @@ final class RemoteMetadataServiceTests {
     @Test func aCallPastItsDeadlineTimesOutAndIsNotServed() throws {
         try withVolume { volume in
             let remote = RemoteMetadataService(channel: LoopbackMetadataChannel(server: MetadataServer(service: volume.service)),
-                                               node: 2, timeout: .zero)
+                                               node: 2, patience: CallPatience(timeout: .zero, fence: nil))
             #expect(throws: Errno.timedOut) {
                 try remote.createNode(parent: 1, name: Array("late".utf8), mode: self.regular, rdev: 0, symlinkTarget: nil, caller: self.root)
             }

@@ -2,23 +2,24 @@ import Glibc
 
 /// The metadata service of a node that does not own the metadata: every call is encoded, sent through the
 /// channel to the node that does, and its reply decoded. Errors come back as the errno the owner answered;
-/// a reply that does not decode is EPROTO, a reply that does not come in time ETIMEDOUT.
+/// a reply that does not decode is EPROTO, a reply that does not come in time ETIMEDOUT (EIO once the node
+/// has fenced itself: see `CallPatience`).
 public final class RemoteMetadataService: MetadataService {
     private let channel: any MetadataChannel
     /// This node's id, the first half of every request id.
     public let node: UInt32
     /// How long a call waits for its reply.
-    public let timeout: Duration
+    public let patience: CallPatience
     /// Starts at a random point, so the request ids of a restarted node do not repeat its earlier
     /// incarnation's, which a coordinator that remembers answers (failover) would take for resends.
     private let lastSequence = Locked<UInt64>(UInt64.random(in: 0..<(1 << 40)) << 16)
     private let counts = Locked(MetadataCallCounts())
     private let metrics = MetadataCallMetrics()
 
-    public init(channel: any MetadataChannel, node: UInt32, timeout: Duration = .seconds(60)) {
+    public init(channel: any MetadataChannel, node: UInt32, patience: CallPatience = CallPatience(timeout: .seconds(60), fence: nil)) {
         self.channel = channel
         self.node = node
-        self.timeout = timeout
+        self.patience = patience
     }
 
     /// The RPCs sent so far.
@@ -29,13 +30,16 @@ public final class RemoteMetadataService: MetadataService {
     /// is answered again by a coordinator that finds its change committed (`MetadataCallKind.takesEffectOnce`);
     /// the others may run twice.
     private func send(_ call: MetadataCall) throws(Errno) -> MetadataResult {
-        let started = ContinuousClock.now
+        if patience.isExhausted { throw .io }
+        let deadline = patience.deadline
         let id = MetadataRequestID(node: node, sequence: lastSequence.withLock { $0 += 1; return $0 })
         while true {
             do throws(Errno) {
-                return try send(call, id: id, deadline: started + timeout)
+                return try send(call, id: id, deadline: deadline)
+            } catch where error == .timedOut {
+                throw patience.expired
             } catch where error == .connectionLost {
-                guard ContinuousClock.now < started + timeout else { throw .timedOut }
+                guard ContinuousClock.now < deadline else { throw patience.expired }
                 usleep(20_000)
             }
         }

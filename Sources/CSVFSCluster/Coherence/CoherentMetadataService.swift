@@ -40,20 +40,20 @@ public final class CoherentMetadataService: MetadataService, KernelCachePolicy {
     /// The node's DLM client: `csvfs status` asks its master who owns the disks.
     private let client: LockClient
 
-    init(routed: RoutedMetadataService, node: UInt32, client: LockClient, changeTimeout: Duration,
+    init(routed: RoutedMetadataService, node: UInt32, client: LockClient, patience: CallPatience,
          failureDetection: FailureDetection, logger: Logger) {
         let notifier = KernelNotifier()
         self.failureDetection = failureDetection
         self.client = client
         inner = routed
         self.notifier = notifier
-        licences = InodeLicences(client: client, notifier: notifier, changeTimeout: changeTimeout, logger: logger) {
+        licences = InodeLicences(client: client, notifier: notifier, patience: patience, logger: logger) {
             ino throws(Errno) in try routed.completeWrite(ino, filled: [], end: 0)
         }
         fileLockDelegation = FileLockDelegation(node: node, client: client, service: routed, logger: logger) { ino in
             routed.heldFileLocks(on: ino)
         }
-        let disks = DiskOwnershipLocks(client: client, timeout: changeTimeout, logger: logger)
+        let disks = DiskOwnershipLocks(client: client, timeout: patience.timeout, logger: logger)
         diskOwnership = disks
         imageProtection = ImageProtectionLocks(client: client, logger: logger)
         client.onBlocking { [licences, fileLockDelegation] handle, _ in
@@ -66,6 +66,7 @@ public final class CoherentMetadataService: MetadataService, KernelCachePolicy {
             case nil: break
             }
         }
+        client.onFenced { [licences] in licences.fenced() }
         routed.onCoordinatorChange { [fileLockDelegation] in fileLockDelegation.coordinatorChanged() }
     }
 

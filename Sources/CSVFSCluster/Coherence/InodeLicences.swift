@@ -27,16 +27,17 @@ final class InodeLicences: @unchecked Sendable {
     /// the locks did not cover all of that time.
     private var cacheFloor: UInt64 = 0
     /// How long a change waits for its locks before it fails with EIO.
-    let changeTimeout: Duration
+    let patience: CallPatience
+    private var changeTimeout: Duration { patience.timeout }
     /// How long a licence request may wait at the master (it is only asked, never waited for).
     private static let licenceTimeout: Duration = .seconds(120)
 
-    init(client: LockClient, notifier: KernelNotifier, changeTimeout: Duration, logger: Logger,
+    init(client: LockClient, notifier: KernelNotifier, patience: CallPatience, logger: Logger,
          tellWrites: @escaping @Sendable (UInt64) throws(Errno) -> Void) {
         self.tellWrites = tellWrites
         self.client = client
         self.notifier = notifier
-        self.changeTimeout = changeTimeout
+        self.patience = patience
         self.logger = logger
     }
 
@@ -53,6 +54,18 @@ final class InodeLicences: @unchecked Sendable {
     }
 
     func want(_ ino: UInt64, mode: LockMode = .pr) { apply { $0.want(ino, mode: mode) } }
+
+    /// The node fenced itself: its locks are gone, and with them what they protected. The kernel's attributes
+    /// go too (it would answer stat from them for up to `licensedSeconds` while another node changes the
+    /// file; pages follow at the next read, whose attribute check then fails).
+    func fenced() {
+        let licensed = locked { table, cache in
+            cache.dropAll()
+            return table.entries.compactMap { ino, entry in if case .held = entry.state { ino } else { nil } }
+        }
+        for ino in licensed { notifier.invalidateAttributes(ino) }
+        invalidations.droppedKernelAttributes(count: licensed.count)
+    }
 
     /// Asks for the licences of `inodes` that this node lacks, all at once, and waits until they are
     /// granted or refused, or `deadline` passes: what is read afterwards may be cached. (Read before, it
@@ -189,7 +202,8 @@ final class InodeLicences: @unchecked Sendable {
     func changing<R>(_ inodes: [UInt64], names: [(parent: UInt64, name: [UInt8])] = [], emptied: [UInt64] = [],
                      keepsCache: Bool = false, _ body: () throws(Errno) -> R) throws(Errno) -> R {
         let order = Array(Set(inodes)).sorted()
-        let deadline = Date(timeIntervalSinceNow: Double(changeTimeout.components.seconds))
+        if patience.isExhausted { throw .io }
+        let deadline = Date(timeIntervalSinceNow: Double(patience.remaining / .milliseconds(1)) / 1000)
         var holding: [UInt64] = []
         defer {
             locked { _, cache in

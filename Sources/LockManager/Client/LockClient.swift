@@ -45,6 +45,7 @@ public final class LockClient: Sendable {
         var stopped = false
         var sessions = 0
         var blocking: BlockingHandler?
+        var fencedHandler: (@Sendable () -> Void)?
         /// Why the master refused this node at its last attempt, if it did (a wrong secret or volume).
         var refusal: TransportError?
     }
@@ -145,6 +146,9 @@ public final class LockClient: Sendable {
 
     /// Called when a holder blocks a waiter: flush caches and down-convert or unlock.
     public func onBlocking(_ handler: @escaping BlockingHandler) { state.withLock { $0.blocking = handler } }
+
+    /// `handler` runs once, when this node fences itself: every lock it held is gone, and so is what they protected.
+    public func onFenced(_ handler: @escaping @Sendable () -> Void) { state.withLock { $0.fencedHandler = handler } }
 
     /// True while the lock is granted and this node is not fenced. Check it before acting on the
     /// protected resource: after a lease lapse it turns false before anyone else can be granted.
@@ -310,16 +314,17 @@ public final class LockClient: Sendable {
 
     /// The lease lapsed: every lock is gone for this node, and it takes no more.
     func fence() {
-        let pend = state.withLock { s -> [Pending]? in
+        let fenced = state.withLock { s -> ([Pending], (@Sendable () -> Void)?)? in
             guard !s.fenced else { return nil }
             s.fenced = true
             s.held = [:]
             let p = Array(s.pending.values)
             s.pending = [:]
-            return p
+            return (p, s.fencedHandler)
         }
-        guard let pend else { return }
+        guard let (pend, handler) = fenced else { return }
         logger.warning("node \(node) fenced itself: lease lapsed")
+        handler?()
         for p in pend { p.continuation.resume(throwing: LockError.fenced) }
         if let ch = state.withLock({ $0.channel }) { ch.close() }
     }
